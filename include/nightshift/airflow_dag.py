@@ -1,0 +1,193 @@
+"""Build one Airflow DAG per pipeline YAML: wiring only, the work lives in ``stages``.
+
+Nothing heavy is imported here: pandas, Dask, XGBoost and scikit-learn load inside task
+bodies, so parsing the DAG folder stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import warnings
+from typing import Any
+
+from airflow.sdk import (
+    DAG,
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+
+from nightshift.config import ConfigError, Pipeline, load_pipelines
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConfigWarning(UserWarning):
+    """A pipeline YAML is wrong: its DAG is not built, the other pipelines still are."""
+
+
+def processed_asset(pipeline: Pipeline) -> Asset:
+    return Asset(name=f"{pipeline.name}.processed", uri=f"nightshift://{pipeline.name}/processed")
+
+
+def report_asset(pipeline: Pipeline) -> Asset:
+    return Asset(name=f"{pipeline.name}.report", uri=f"nightshift://{pipeline.name}/report")
+
+
+def partition_date_for(pipeline: Pipeline, context: Any) -> dt.date:
+    """Return the date a run processes.
+
+    In order: the trigger form's ``run_date``; for scheduled and backfill runs, the day their
+    data interval starts (in the pipeline's timezone); for a manual run with no logical date,
+    the last complete day before the run was requested.
+    """
+    requested = (context.get("params") or {}).get("run_date")
+    if requested:
+        return dt.date.fromisoformat(str(requested))
+    dag_run = context["dag_run"]
+    start = context.get("data_interval_start")
+    if start is not None and str(getattr(dag_run, "run_type", "")) != "manual":
+        return start.astimezone(pipeline.tz).date()
+    run_after = dag_run.run_after or dag_run.logical_date
+    return run_after.astimezone(pipeline.tz).date() - dt.timedelta(days=1)
+
+
+def _dates(values: list[str]) -> list[dt.date]:
+    return [dt.date.fromisoformat(v) for v in values]
+
+
+def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
+    """Return the nightly DAG of ``pipeline``."""
+    schedule = pipeline.schedule
+    processed = processed_asset(pipeline)
+    report = report_asset(pipeline)
+
+    @dag(
+        dag_id=pipeline.dag_id,
+        description=pipeline.description or f"nightshift pipeline {pipeline.name}",
+        doc_md=f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
+        schedule=CronDataIntervalTimetable(schedule.cron, timezone=schedule.timezone),
+        start_date=dt.datetime.combine(schedule.start_date, dt.time(), tzinfo=pipeline.tz),
+        catchup=False,
+        max_active_runs=schedule.max_active_runs,
+        tags=["nightshift", pipeline.schema_.task, pipeline.name],
+        params={
+            "run_date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Run date",
+                description="Day to process (YYYY-MM-DD). Empty: the run's own date "
+                "(scheduled and backfill runs) or the last complete day (manual runs).",
+            ),
+        },
+        default_args={
+            "owner": "nightshift",
+            "retries": schedule.retries,
+            "retry_delay": dt.timedelta(minutes=schedule.retry_delay_minutes),
+            "execution_timeout": dt.timedelta(hours=3),
+        },
+        render_template_as_native_obj=False,
+    )
+    def nightly() -> None:
+        @task
+        def ingest() -> dict[str, Any]:
+            from nightshift import stages
+
+            day = partition_date_for(pipeline, get_current_context())
+            log.info("%s: run date %s", pipeline.name, day)
+            return {**stages.ingest(pipeline, day), "partition_date": day.isoformat()}
+
+        @task
+        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+            from nightshift import stages
+
+            return stages.validate(pipeline, _dates(ingested["dates"]))
+
+        @task(outlets=[processed])
+        def preprocess(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+            from nightshift import stages
+
+            result = stages.preprocess(pipeline, _dates(ingested["dates"]))
+            events = get_current_context()["outlet_events"]
+            events[processed].extra = {"partition_date": ingested["partition_date"],
+                                       "dates": ingested["dates"]}
+            return result
+
+        @task
+        def fit_features(ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
+            from nightshift import stages
+
+            return stages.fit_features(pipeline, dt.date.fromisoformat(ingested["partition_date"]))
+
+        @task
+        def train_distributed(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+            from nightshift import stages
+
+            day = dt.date.fromisoformat(ingested["partition_date"])
+            return stages.train_distributed(pipeline, day)
+
+        @task
+        def train_incremental(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+            from nightshift import stages
+
+            day = dt.date.fromisoformat(ingested["partition_date"])
+            return stages.train_incremental(pipeline, day)
+
+        @task
+        def evaluate(
+            ingested: dict[str, Any], trees: dict[str, Any], linear: dict[str, Any]
+        ) -> dict[str, Any]:
+            from nightshift import stages
+
+            return stages.evaluate(pipeline, dt.date.fromisoformat(ingested["partition_date"]))
+
+        @task(outlets=[report])
+        def publish(
+            ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
+        ) -> dict[str, Any]:
+            from nightshift import stages
+
+            context = get_current_context()
+            day = dt.date.fromisoformat(ingested["partition_date"])
+            timings = {"ingest": ingested["seconds"]}
+            timings.update({name: result["seconds"] for name, result in stage_results.items()})
+            result = stages.publish(pipeline, day, timings, context["run_id"])
+            context["outlet_events"][report].extra = {"partition_date": day.isoformat(),
+                                                      "report": result["report"]}
+            log.info("%s %s: report at %s", pipeline.name, day, result["report"])
+            return result
+
+        ingested = ingest()
+        validated = validate(ingested)
+        prepared = preprocess(ingested, validated)
+        features = fit_features(ingested, prepared)
+        trees = train_distributed(ingested, features)
+        linear = train_incremental(ingested, features)
+        scored = evaluate(ingested, trees, linear)
+        publish(
+            ingested,
+            {
+                "validate": validated,
+                "preprocess": prepared,
+                "fit_features": features,
+                "train_distributed": trees,
+                "train_incremental": linear,
+                "evaluate": scored,
+            },
+        )
+
+    return nightly()
+
+
+def build_dags(doc: str = "") -> dict[str, DAG]:
+    """Return a DAG per valid pipeline YAML; warn, naming file and key, for each broken one."""
+    pipelines, errors = load_pipelines()
+    for error in errors:
+        log.error("pipeline not loaded: %s", error)
+        warnings.warn(str(error), PipelineConfigWarning, stacklevel=2)
+    return {pipeline.dag_id: build_dag(pipeline, doc) for pipeline in pipelines}

@@ -1,0 +1,174 @@
+"""The ``nightshift`` command: run a date in-process, or drive the local Airflow services."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from typing import Any
+
+from nightshift.config import ConfigError, find_pipeline, load_pipelines
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a date (YYYY-MM-DD)") from None
+
+
+def _yesterday() -> dt.date:
+    return dt.date.today() - dt.timedelta(days=1)
+
+
+def _quiet_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nightshift").setLevel(logging.INFO)
+    for noisy in ("distributed", "bokeh", "tornado", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run every stage of one date in this process (no Airflow); print the report path."""
+    from nightshift.stages import run_nightly
+
+    pipeline = find_pipeline(args.pipeline)
+    results = run_nightly(pipeline, args.date, run_id=f"cli__{args.date}")
+    summary = {stage: result["seconds"] for stage, result in results.items()}
+    print(json.dumps({"stage_seconds": summary, **results["evaluate"],
+                      **results["publish"]}, indent=1))
+    return 0
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    pipelines, errors = load_pipelines()
+    for pipeline in pipelines:
+        print(f"ok     {pipeline.source_file} -> DAG {pipeline.dag_id}")
+    for error in errors:
+        print(f"error  {error}")
+    return 1 if errors else 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from nightshift.local_airflow import LocalAirflow
+
+    airflow = LocalAirflow()
+    for key, value in sorted(airflow.env(with_dask=airflow.pid("dask-scheduler") is not None)
+                             .items()):
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from nightshift.local_airflow import LocalAirflow
+
+    airflow = LocalAirflow()
+    airflow.start(dask=not args.no_dask)
+    print(f"Airflow UI: {airflow.base_url}  (user: admin, password: {airflow.password()})")
+    if not args.no_dask:
+        print(f"Dask dashboard: http://127.0.0.1:{airflow.dask_dashboard_port}/status")
+    print(f"Services: {airflow.running()}  logs: {airflow.home / 'run'}")
+    print("Stop everything with: make down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from nightshift.local_airflow import LocalAirflow
+
+    stopped = LocalAirflow().stop()
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nightshift.local_airflow import LocalAirflow
+
+    print(json.dumps(LocalAirflow().running(), indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the services, run one nightly DAG run under the real scheduler, print the report."""
+    from nightshift.local_airflow import LocalAirflow
+    from nightshift.stages import report_dir
+
+    pipeline = find_pipeline(args.pipeline)
+    airflow = LocalAirflow()
+    already_up = bool(airflow.running())
+    started = time.monotonic()
+    try:
+        print(f"starting Airflow and Dask in {airflow.home} ...", flush=True)
+        airflow.start()
+        airflow.wait_for_dag(pipeline.dag_id)
+        airflow.unpause(pipeline.dag_id)
+        run_id = airflow.trigger(pipeline.dag_id, {"run_date": args.date.isoformat()})
+        print(f"triggered {pipeline.dag_id} run {run_id} for {args.date}; waiting ...", flush=True)
+        [run] = airflow.wait_for_runs(pipeline.dag_id, 1, run_ids=[run_id], timeout=3600)
+        states = airflow.task_states(pipeline.dag_id, run_id)
+        print(f"run {run['state']} in {time.monotonic() - started:.0f}s: {states}")
+        if run["state"] != "success":
+            print(f"see the task logs under {airflow.home / 'logs'} or the UI at "
+                  f"{airflow.base_url}", file=sys.stderr)
+            return 1
+        directory = report_dir(pipeline, args.date)
+        metrics: dict[str, Any] = json.loads(open(f"{directory}/metrics.json").read())
+        for name in metrics["ranking"]:
+            print(f"  {name:>14}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics["models"][name]["metrics"].items()
+                if isinstance(v, float) and k in ("roc_auc", "log_loss", "f1", "rmse", "r2")))
+        print(f"report:  {directory}/report.html")
+        print(f"metrics: {directory}/metrics.json")
+        return 0
+    finally:
+        if not already_up and not args.keep_running:
+            airflow.stop()
+        elif args.keep_running:
+            print(f"services still running; UI {airflow.base_url}; stop with: make down")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one date of a pipeline in this process")
+    run.add_argument("--pipeline", default="retail_conversion")
+    run.add_argument("--date", type=_date, default=_yesterday())
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate every pipeline YAML")
+    check.set_defaults(func=cmd_validate_config)
+
+    env = sub.add_parser("env", help="print the environment of the local Airflow (eval it)")
+    env.set_defaults(func=cmd_env)
+
+    up = sub.add_parser("up", help="start Airflow (and a Dask cluster) on this machine")
+    up.add_argument("--no-dask", action="store_true",
+                    help="let each task start its own local Dask cluster")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
+    demo.add_argument("--pipeline", default="retail_conversion")
+    demo.add_argument("--date", type=_date, default=_yesterday())
+    demo.add_argument("--keep-running", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    _quiet_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

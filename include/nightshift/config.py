@@ -1,0 +1,316 @@
+"""Pipeline configuration: one YAML file parsed once into a typed, validated object."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
+
+ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
+TaskType = Literal["binary_classification", "regression"]
+
+
+class ConfigError(ValueError):
+    """A pipeline YAML is wrong; the message names the file, the key and what was expected."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.path}: key '{key}': {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorSource(_Strict):
+    """The built-in realistic generator: deterministic per date."""
+
+    kind: Literal["generator"]
+    rows_per_day: int = Field(200_000, gt=0)
+    seed: int = 7
+
+
+class FileSource(_Strict):
+    """The user's own dated files; ``path`` holds ``{date}`` (YYYY-MM-DD) or strftime codes."""
+
+    kind: Literal["files"]
+    path: str
+    format: Literal["csv", "parquet"]
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _path_names_the_date(cls, value: str) -> str:
+        if "{date}" not in value and "%Y" not in value and "%d" not in value:
+            raise ValueError("must contain the date, as {date} or strftime codes like %Y-%m-%d")
+        return value
+
+    def path_for(self, partition_date: dt.date) -> str:
+        """Return the path of ``partition_date``'s file."""
+        return partition_date.strftime(self.path.replace("{date}", "%Y-%m-%d"))
+
+
+class Column(_Strict):
+    name: str
+    type: ColumnType
+    nullable: bool = True
+
+
+class Schema(_Strict):
+    """The columns a day's data must have, which one is the label and which the row key."""
+
+    columns: list[Column] = Field(min_length=1)
+    label: str
+    key: str | None = None
+    timestamp: str | None = None
+    task: TaskType
+
+    @model_validator(mode="after")
+    def _label_and_key_are_columns(self) -> Schema:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"column names repeat: {sorted(n for n in names if names.count(n) > 1)}")
+        for role in ("label", "key", "timestamp"):
+            value = getattr(self, role)
+            if value is not None and value not in names:
+                raise ValueError(f"{role} '{value}' is not one of the columns {names}")
+        return self
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+TimeFeature = Literal["hour", "day_of_week", "is_weekend"]
+
+
+class Features(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    log1p: list[str] = Field(default_factory=list)
+    time: list[TimeFeature] = Field(default_factory=list)
+    max_categories: int = Field(50, gt=1)
+
+
+class XGBoostModel(_Strict):
+    kind: Literal["xgboost"]
+    name: str = "xgboost"
+    params: dict[str, Any] = Field(default_factory=dict)
+    num_boost_round: int = Field(200, gt=0)
+
+
+class SGDModel(_Strict):
+    """A linear model trained with ``partial_fit`` batch by batch, over epochs."""
+
+    kind: Literal["sgd"]
+    name: str = "sgd"
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(3, gt=0)
+
+
+class BaselineModel(_Strict):
+    """The honest floor: the training base rate (classification) or mean (regression)."""
+
+    kind: Literal["baseline"]
+    name: str = "baseline"
+
+
+ModelSpec = Annotated[XGBoostModel | SGDModel | BaselineModel, Field(discriminator="kind")]
+
+
+class Schedule(_Strict):
+    cron: str = "30 2 * * *"
+    timezone: str = "UTC"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    max_active_runs: int = Field(1, gt=0)
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: float = Field(5, ge=0)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"'{value}' is not a valid cron expression (e.g. '30 2 * * *')")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA timezone (e.g. 'Europe/Amsterdam')") from None
+        return value
+
+
+class Output(_Strict):
+    """Where partitions, models and reports go; relative paths are under the project root."""
+
+    lake: str = "data/lake"
+    reports: str = "data/reports"
+
+
+class Training(_Strict):
+    window_days: int = Field(7, gt=0)
+    batch_size: int = Field(50_000, gt=0)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    seed: int = 42
+
+
+class Pipeline(_Strict):
+    """One nightly pipeline, as its YAML file describes it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    description: str = ""
+    source: Annotated[GeneratorSource | FileSource, Field(discriminator="kind")]
+    schema_: Schema = Field(alias="schema")
+    features: Features
+    training: Training = Training()
+    models: list[ModelSpec] = Field(min_length=1)
+    schedule: Schedule = Schedule()
+    output: Output = Output()
+    source_file: str = Field("<memory>", exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _features_fit_the_schema(self) -> Pipeline:
+        names = {c.name for c in self.schema_.columns}
+        for group in ("numeric", "categorical", "log1p"):
+            for feature in getattr(self.features, group):
+                if feature not in names:
+                    raise ValueError(f"features.{group}: '{feature}' is not a schema column")
+                if feature == self.schema_.label:
+                    raise ValueError(f"features.{group}: '{feature}' is the label")
+        for feature in self.features.log1p:
+            if feature not in self.features.numeric:
+                raise ValueError(f"features.log1p: '{feature}' must also be a numeric feature")
+        if self.features.time and self.schema_.timestamp is None:
+            raise ValueError("features.time needs schema.timestamp to name a timestamp column")
+        if not (self.features.numeric or self.features.categorical or self.features.time):
+            raise ValueError("features: at least one feature is needed")
+        model_names = [m.name for m in self.models]
+        if len(set(model_names)) != len(model_names):
+            raise ValueError(f"models: names must be unique, got {model_names}")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.schedule.timezone)
+
+    @property
+    def dag_id(self) -> str:
+        return f"nightshift_{self.name}"
+
+    def lake_root(self) -> str:
+        return _resolve(self.output.lake)
+
+    def reports_root(self) -> str:
+        return _resolve(self.output.reports)
+
+
+def _resolve(location: str) -> str:
+    if "://" in location or os.path.isabs(location):
+        return location
+    base = Path(os.environ.get("NIGHTSHIFT_HOME", PROJECT_ROOT))
+    return str((base / location).resolve())
+
+
+def _error_key(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + ("schema" if item == "schema_" else str(item)))
+    return "".join(parts) or "<top level>"
+
+
+def parse_pipeline(data: Any, source_file: Path | str = "<memory>") -> Pipeline:
+    """Return the validated pipeline for ``data``; raise ConfigError naming file and key."""
+    if not isinstance(data, dict):
+        raise ConfigError(source_file, "<top level>", "expected a mapping of keys to values")
+    try:
+        return Pipeline.model_validate({**data, "source_file": str(source_file)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key (check its spelling; see include/pipelines/README.md)"
+        elif first["type"] == "missing":
+            problem = "required key is missing"
+        # A whole-object check names its field inside the message ("features.numeric: ...").
+        if ": " in problem and not loc:
+            key, _, problem = problem.partition(": ")
+            loc = (key,)
+        raise ConfigError(source_file, _error_key(loc), problem) from None
+
+
+_UNION_TAGS = {"generator", "files", "xgboost", "sgd", "baseline"}
+
+
+def load_pipeline(path: Path | str) -> Pipeline:
+    """Read and validate one pipeline YAML."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<document>"
+        raise ConfigError(path, where, f"not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(path, "<file>", f"cannot be read: {exc.strerror}") from None
+    pipeline = parse_pipeline(data, path)
+    if pipeline.name != path.stem:
+        raise ConfigError(path, "name", f"must match the file name '{path.stem}'")
+    return pipeline
+
+
+def pipelines_dir() -> Path:
+    return Path(os.environ.get("NIGHTSHIFT_PIPELINES_DIR", DEFAULT_PIPELINES_DIR))
+
+
+def pipeline_files(directory: Path | None = None) -> list[Path]:
+    """Return the pipeline YAMLs in ``directory``, sorted by name."""
+    directory = directory or pipelines_dir()
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def load_pipelines(directory: Path | None = None) -> tuple[list[Pipeline], list[ConfigError]]:
+    """Return every valid pipeline in ``directory`` and the errors of the others."""
+    pipelines: list[Pipeline] = []
+    errors: list[ConfigError] = []
+    for path in pipeline_files(directory):
+        try:
+            pipelines.append(load_pipeline(path))
+        except ConfigError as exc:
+            errors.append(exc)
+    return pipelines, errors
+
+
+def find_pipeline(name: str, directory: Path | None = None) -> Pipeline:
+    """Return the pipeline called ``name``; raise ConfigError if its YAML is missing or wrong."""
+    for path in pipeline_files(directory):
+        if path.stem == name:
+            return load_pipeline(path)
+    directory = directory or pipelines_dir()
+    raise ConfigError(directory / f"{name}.yaml", "<file>", "no such pipeline YAML")

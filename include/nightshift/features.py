@@ -1,0 +1,130 @@
+"""Feature statistics fit on the training window only, saved beside the model as JSON.
+
+``fit_stats`` works on a pandas or a Dask frame with the same code, so the Dask result can be
+checked against a pandas reference. Scoring reads the saved statistics, never refits them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+
+from nightshift.config import Pipeline
+from nightshift.preprocess import LABEL
+
+OTHER = "__other__"
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """What the training window taught: imputation means, scales and category vocabularies."""
+
+    numeric: list[str]
+    categorical: list[str]
+    time: list[str]
+    means: dict[str, float]
+    stds: dict[str, float]
+    vocabularies: dict[str, list[str]]
+    label_mean: float
+    rows: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> FeatureStats:
+        return cls(**json.loads(payload))
+
+    def linear_feature_names(self) -> list[str]:
+        """Return the column names of ``to_linear_matrix``'s output, in order."""
+        names = [f"{n}" for n in self.numeric] + [f"{n}_missing" for n in self.numeric]
+        for name in self.time:
+            names += [f"{name}_sin", f"{name}_cos"] if name != "is_weekend" else [name]
+        for name in self.categorical:
+            names += [f"{name}={value}" for value in self.vocabularies[name]] + [f"{name}={OTHER}"]
+        return names
+
+
+def fit_stats(frame: Any, pipeline: Pipeline) -> FeatureStats:
+    """Return the statistics of a processed training frame (pandas or Dask)."""
+    numeric = list(pipeline.features.numeric)
+    categorical = list(pipeline.features.categorical)
+    limit = pipeline.features.max_categories
+    lazy: dict[str, Any] = {
+        "rows": frame[LABEL].count(),
+        "label_mean": frame[LABEL].mean(),
+    }
+    if numeric:
+        lazy["means"] = frame[numeric].mean()
+        lazy["stds"] = frame[numeric].std(ddof=0)
+    for name in categorical:
+        lazy[f"counts:{name}"] = frame[name].value_counts()
+    computed = dask.compute(lazy)[0]
+    vocabularies = {}
+    for name in categorical:
+        counts: pd.Series = computed[f"counts:{name}"]
+        # Most frequent first; ties broken by value so the vocabulary is deterministic.
+        ordered = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
+        vocabularies[name] = [str(value) for value, _ in ordered[:limit]]
+    means = computed.get("means", pd.Series(dtype="float64"))
+    stds = computed.get("stds", pd.Series(dtype="float64"))
+    return FeatureStats(
+        numeric=numeric,
+        categorical=categorical,
+        time=list(pipeline.features.time),
+        means={n: _finite(means[n], 0.0) for n in numeric},
+        stds={n: _finite(stds[n], 1.0) or 1.0 for n in numeric},
+        vocabularies=vocabularies,
+        label_mean=float(computed["label_mean"]),
+        rows=int(computed["rows"]),
+    )
+
+
+def _finite(value: Any, default: float) -> float:
+    value = float(value)
+    return value if np.isfinite(value) else default
+
+
+def to_tree_frame(frame: pd.DataFrame, stats: FeatureStats) -> pd.DataFrame:
+    """Return XGBoost's input: numerics as they are (NaN = missing), categories with fixed codes."""
+    out = {name: frame[name].astype("float64") for name in stats.numeric}
+    for name in stats.time:
+        out[name] = frame[name].astype("float64")
+    for name in stats.categorical:
+        vocabulary = stats.vocabularies[name]
+        values = frame[name].astype("object").where(frame[name].isin(vocabulary), OTHER)
+        out[name] = pd.Categorical(values, categories=[*vocabulary, OTHER])
+    return pd.DataFrame(out, index=frame.index)
+
+
+def to_linear_matrix(frame: pd.DataFrame, stats: FeatureStats) -> np.ndarray:
+    """Return a dense float matrix for linear models: scaled, imputed, one-hot encoded."""
+    blocks: list[np.ndarray] = []
+    for name in stats.numeric:
+        values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+        blocks.append(np.nan_to_num((values - stats.means[name]) / stats.stds[name], nan=0.0))
+    for name in stats.numeric:
+        blocks.append(frame[name].isna().to_numpy(dtype="float64"))
+    for name in stats.time:
+        values = frame[name].to_numpy(dtype="float64")
+        if name == "is_weekend":
+            blocks.append(values)
+            continue
+        period = 24.0 if name == "hour" else 7.0
+        blocks.append(np.sin(2 * np.pi * values / period))
+        blocks.append(np.cos(2 * np.pi * values / period))
+    for name in stats.categorical:
+        vocabulary = [*stats.vocabularies[name], OTHER]
+        values = frame[name].astype("object").where(frame[name].isin(vocabulary[:-1]), OTHER)
+        codes = pd.Categorical(values, categories=vocabulary).codes
+        blocks.extend((codes == index).astype("float64") for index in range(len(vocabulary)))
+    return np.column_stack(blocks) if blocks else np.empty((len(frame), 0))
+
+
+def labels(frame: pd.DataFrame) -> np.ndarray:
+    return frame[LABEL].to_numpy(dtype="float64")

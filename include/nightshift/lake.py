@@ -1,0 +1,214 @@
+"""The lake: one partition per (stage, date), replaced whole and atomically.
+
+Layout under the lake root::
+
+    <pipeline>/<stage>/date=YYYY-MM-DD/_MANIFEST.json      the commit point
+    <pipeline>/<stage>/date=YYYY-MM-DD/v-<version>/...     the files the manifest names
+
+A writer puts its files in a fresh version folder, then replaces the manifest in one step
+(``os.replace`` locally, a single PUT on an object store). Readers only follow the manifest, so
+they see the old partition or the new one, never a mix; a writer that dies leaves an
+unreferenced version folder that the next write of that partition removes. Re-running a date
+replaces that date's partition and touches no other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_MANIFEST.json"
+ABANDONED_AFTER = dt.timedelta(hours=1)
+
+
+class PartitionMissing(FileNotFoundError):
+    """No committed partition exists for this stage and date."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A committed partition: where it is and which files make it up."""
+
+    uri: str
+    partition_date: dt.date
+    files: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def paths(self) -> list[str]:
+        """Return the full paths of the partition's files, in order."""
+        return [f"{self.uri}/{name}" for name in self.files]
+
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def _join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` so that readers see the old or the new bytes, never part."""
+    fs, path = _fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    else:
+        # A single PUT replaces an object atomically on S3-compatible stores.
+        fs.pipe_file(path, data)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = _fs(uri)
+    with fs.open(path, "rb") as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return bool(fs.exists(path))
+
+
+class Lake:
+    """The partitions of one pipeline under ``root`` (a local path or an fsspec URL)."""
+
+    def __init__(self, root: str, pipeline: str) -> None:
+        self.root = root.rstrip("/")
+        self.pipeline = pipeline
+
+    def partition_uri(self, stage: str, partition_date: dt.date) -> str:
+        return _join(self.root, self.pipeline, stage, f"date={partition_date.isoformat()}")
+
+    def read(self, stage: str, partition_date: dt.date) -> Partition:
+        """Return the committed partition; raise PartitionMissing if there is none."""
+        uri = self.partition_uri(stage, partition_date)
+        try:
+            manifest = json.loads(read_bytes(_join(uri, MANIFEST)))
+        except FileNotFoundError:
+            raise PartitionMissing(
+                f"no committed '{stage}' partition for {partition_date} at {uri}"
+            ) from None
+        return Partition(
+            uri=uri,
+            partition_date=partition_date,
+            files=list(manifest["files"]),
+            meta=dict(manifest.get("meta", {})),
+        )
+
+    def has(self, stage: str, partition_date: dt.date) -> bool:
+        return exists(_join(self.partition_uri(stage, partition_date), MANIFEST))
+
+    def dates(self, stage: str) -> list[dt.date]:
+        """Return the dates that have a committed partition of ``stage``, oldest first."""
+        fs, path = _fs(_join(self.root, self.pipeline, stage))
+        if not fs.exists(path):
+            return []
+        found = []
+        for entry in fs.ls(path, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("date=") and fs.exists(f"{entry.rstrip('/')}/{MANIFEST}"):
+                found.append(dt.date.fromisoformat(name.removeprefix("date=")))
+        return sorted(found)
+
+    @contextmanager
+    def writer(self, stage: str, partition_date: dt.date) -> Iterator[PartitionWriter]:
+        """Yield a writer for a new version of the partition; commit it if the block succeeds."""
+        writer = PartitionWriter(self.partition_uri(stage, partition_date), partition_date)
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+
+
+class PartitionWriter:
+    """Collects one version's files; ``commit`` makes them the partition in one step."""
+
+    def __init__(self, uri: str, partition_date: dt.date) -> None:
+        self.uri = uri
+        self.partition_date = partition_date
+        # The creation time in the name lets a later writer tell abandoned versions from ones
+        # another writer is still filling.
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        self.version = f"v-{stamp}-{uuid.uuid4().hex[:8]}"
+        self.dir = _join(uri, self.version)
+        self.files: list[str] = []
+        self.meta: dict[str, Any] = {}
+        fs, path = _fs(self.dir)
+        fs.makedirs(path, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        """Return where to write file ``name`` of this version, and record it."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"partition file names are plain names, got {name!r}")
+        self.files.append(name)
+        return _join(self.dir, name)
+
+    def write_bytes(self, name: str, data: bytes) -> str:
+        target = self.path(name)
+        fs, path = _fs(target)
+        fs.pipe_file(path, data)
+        return target
+
+    def abort(self) -> None:
+        fs, path = _fs(self.dir)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    def commit(self) -> Partition:
+        previous = self._current_version()
+        manifest = {
+            "partition_date": self.partition_date.isoformat(),
+            "version": self.version,
+            "files": [f"{self.version}/{name}" for name in self.files],
+            "meta": self.meta,
+        }
+        write_bytes_atomic(
+            _join(self.uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode()
+        )
+        self._remove_stale_versions(previous)
+        log.info("committed %s (%d files)", self.uri, len(self.files))
+        return Partition(
+            uri=self.uri,
+            partition_date=self.partition_date,
+            files=manifest["files"],
+            meta=self.meta,
+        )
+
+    def _current_version(self) -> str | None:
+        try:
+            return str(json.loads(read_bytes(_join(self.uri, MANIFEST)))["version"])
+        except FileNotFoundError:
+            return None
+
+    def _remove_stale_versions(self, previous: str | None) -> None:
+        """Remove the version this commit replaced and versions abandoned over an hour ago."""
+        cutoff = (dt.datetime.now(dt.UTC) - ABANDONED_AFTER).strftime("%Y%m%dT%H%M%S")
+        fs, path = _fs(self.uri)
+        for entry in fs.ls(path, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith("v-") or name == self.version:
+                continue
+            if name == previous or name.split("-")[1] < cutoff:
+                fs.rm(entry, recursive=True)

@@ -1,0 +1,328 @@
+"""The embedded default: Airflow (SQLite, LocalExecutor) and a Dask cluster on this machine.
+
+Everything lives in an Airflow home inside the project (``.airflow/``, ignored by git): the
+config, generated secrets and login, the SQLite database, logs and the pid of each service.
+Services bind to 127.0.0.1 and are stopped by their own pid (and its process group).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nightshift.config import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+USERNAME = "admin"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class LocalAirflow:
+    """An Airflow home and the services started from it."""
+
+    home: Path = field(default_factory=lambda: Path(
+        os.environ.get("NIGHTSHIFT_AIRFLOW_HOME", PROJECT_ROOT / ".airflow")))
+    project: Path = PROJECT_ROOT
+    api_port: int = int(os.environ.get("NIGHTSHIFT_API_PORT", "8080"))
+    dask_port: int = int(os.environ.get("NIGHTSHIFT_DASK_PORT", "8786"))
+    dask_dashboard_port: int = int(os.environ.get("NIGHTSHIFT_DASK_DASHBOARD_PORT", "8787"))
+    parallelism: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def dask_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.dask_port}"
+
+    def _secret(self, name: str, make: Any) -> str:
+        path = self.home / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(make())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def password(self) -> str:
+        """Return the admin password, creating the login on first use."""
+        passwords = self.home / "simple_auth_manager_passwords.json"
+        if not passwords.exists():
+            passwords.parent.mkdir(parents=True, exist_ok=True)
+            passwords.write_text(json.dumps({USERNAME: secrets.token_urlsafe(12)}))
+            passwords.chmod(0o600)
+        return str(json.loads(passwords.read_text())[USERNAME])
+
+    def env(self, with_dask: bool = False) -> dict[str, str]:
+        """Return the environment every Airflow command of this home runs with."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.password()
+        fernet = self._secret(
+            "fernet_key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+        )
+        values = {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.project / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # Sized for a small machine: the default of 32 starts 32 worker processes.
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism),
+            "AIRFLOW__CORE__FERNET_KEY": fernet,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                self.home / "simple_auth_manager_passwords.json"
+            ),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret", lambda: secrets.token_hex(32)),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt", lambda: secrets.token_hex(32)),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            "NIGHTSHIFT_HOME": os.environ.get("NIGHTSHIFT_HOME", str(self.project)),
+        }
+        if with_dask:
+            values["NIGHTSHIFT_DASK_ADDRESS"] = self.dask_address
+        values.update(self.extra_env)
+        return values
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        """Run an ``airflow`` CLI command against this home; return its output."""
+        completed = subprocess.run(
+            [_bin("airflow"), *args],
+            env={**os.environ, **self.env(with_dask=self._dask_running())},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.project,
+        )
+        if check and completed.returncode != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({completed.returncode}):\n"
+                f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+            )
+        return completed.stdout
+
+    # -- processes ---------------------------------------------------------------------
+
+    def _pid_file(self, service: str) -> Path:
+        return self.home / "run" / f"{service}.pid"
+
+    def pid(self, service: str) -> int | None:
+        """Return the pid of a running service, or None."""
+        path = self._pid_file(service)
+        if not path.exists():
+            return None
+        pid = int(path.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def _dask_running(self) -> bool:
+        return self.pid("dask-scheduler") is not None
+
+    def _start(self, service: str, command: list[str], env: dict[str, str]) -> int:
+        if (running := self.pid(service)) is not None:
+            return running
+        logs = self.home / "run"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{service}.log", "ab") as out:
+            process = subprocess.Popen(
+                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.project, start_new_session=True,
+            )
+        self._pid_file(service).write_text(str(process.pid))
+        log.info("started %s (pid %d), log %s", service, process.pid, logs / f"{service}.log")
+        return process.pid
+
+    def init_db(self) -> None:
+        self.airflow("db", "migrate", timeout=600)
+
+    def start_dask(self, workers: int | None = None) -> None:
+        """Start a shared Dask scheduler and workers on loopback for the Airflow tasks."""
+        from nightshift.cluster import local_worker_count
+
+        env = {k: v for k, v in self.env().items() if not k.startswith("AIRFLOW")}
+        self._start("dask-scheduler", [
+            _bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.dask_port),
+            "--dashboard-address", f"127.0.0.1:{self.dask_dashboard_port}",
+        ], env)
+        self._start("dask-worker", [
+            _bin("dask"), "worker", self.dask_address, "--host", "127.0.0.1",
+            "--nworkers", str(workers or local_worker_count()), "--nthreads", "1",
+            "--memory-limit", "auto", "--no-dashboard",
+        ], env)
+
+    def start(self, services: Iterable[str] = AIRFLOW_SERVICES, dask: bool = True) -> None:
+        """Start the services (and a shared Dask cluster) and wait until the API answers."""
+        self.init_db()
+        if dask:
+            self.start_dask()
+        env = self.env(with_dask=dask)
+        for service in services:
+            self._start(service, [_bin("airflow"), service], env)
+        self.wait_for_api()
+
+    def stop(self, timeout: float = 30) -> list[str]:
+        """Stop every service this home started, by pid; return the names stopped."""
+        stopped = []
+        for service in [*reversed(AIRFLOW_SERVICES), "dask-worker", "dask-scheduler"]:
+            pid = self.pid(service)
+            if pid is None:
+                continue
+            _terminate_group(pid, timeout)
+            self._pid_file(service).unlink(missing_ok=True)
+            stopped.append(service)
+        return stopped
+
+    def running(self) -> dict[str, int]:
+        names = [*AIRFLOW_SERVICES, "dask-scheduler", "dask-worker"]
+        return {name: pid for name in names if (pid := self.pid(name)) is not None}
+
+    def logs(self, service: str, tail: int = 4000) -> str:
+        path = self.home / "run" / f"{service}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    # -- REST API ----------------------------------------------------------------------
+
+    def wait_for_api(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+        raise TimeoutError(f"the API server did not answer at {self.base_url} in {timeout}s:\n"
+                           f"{self.logs('api-server')}")
+
+    def token(self) -> str:
+        body = json.dumps({"username": USERNAME, "password": self.password()}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/auth/token", data=body, method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(json.load(response)["access_token"])
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        """Call the public REST API (``/api/v2/...``) and return the decoded JSON."""
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v2/{path.lstrip('/')}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {token or self.token()}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 240) -> None:
+        """Wait until the DAG processor has parsed and serialized ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"dags/{dag_id}/details")
+                return
+            except RuntimeError:
+                time.sleep(2)
+        raise TimeoutError(f"{dag_id} was not parsed in {timeout}s:\n"
+                           f"{self.logs('dag-processor')}")
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        run = self.api("POST", f"dags/{dag_id}/dagRuns",
+                       {"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+
+    def wait_for_runs(self, dag_id: str, count: int, timeout: float = 1800,
+                      run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Wait until ``count`` runs (or the given runs) have finished; return them."""
+        wanted = set(run_ids or [])
+        deadline = time.monotonic() + timeout
+        finished: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            runs = [r for r in self.runs(dag_id) if not wanted or r["dag_run_id"] in wanted]
+            finished = [r for r in runs if r["state"] in ("success", "failed")]
+            if len(finished) >= count and all(r["state"] in ("success", "failed") for r in runs):
+                return finished
+            time.sleep(3)
+        raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        instances = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
+
+
+def _terminate_group(pid: int, timeout: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.3)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def fresh(home: Path, **kwargs: Any) -> LocalAirflow:
+    """Return a LocalAirflow on an empty home with free ports (for tests and benchmarks)."""
+    shutil.rmtree(home, ignore_errors=True)
+    return LocalAirflow(home=home, api_port=_free_port(), dask_port=_free_port(),
+                        dask_dashboard_port=_free_port(), **kwargs)

@@ -1,0 +1,97 @@
+"""Preprocess: turn a day's raw batches into processed batches with Dask, one batch per task.
+
+Only row-level, window-independent work happens here (time features, log transforms, types),
+so a processed partition never depends on which training window later reads it. Statistics
+that must be learned (imputation, scaling, category vocabularies) live in ``features`` and are
+fit on the training window only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dask
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from nightshift.config import Pipeline
+from nightshift.ingest import write_parquet
+from nightshift.lake import Lake, Partition
+
+log = logging.getLogger(__name__)
+
+PROCESSED = "processed"
+LABEL = "label"
+
+
+def processed_columns(pipeline: Pipeline) -> list[str]:
+    """Return the processed frame's columns, in order."""
+    schema = pipeline.schema_
+    features = pipeline.features
+    key = [schema.key] if schema.key else []
+    return [*key, *features.numeric, *features.categorical, *features.time, LABEL]
+
+
+def derive_features(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
+    """Return the processed rows for a raw frame: typed features, time features and the label."""
+    schema = pipeline.schema_
+    features = pipeline.features
+    out: dict[str, pd.Series] = {}
+    if schema.key:
+        out[schema.key] = frame[schema.key].astype("int64")
+    for name in features.numeric:
+        values = frame[name].astype("float64")
+        if name in features.log1p:
+            values = np.log1p(values.clip(lower=0))
+        out[name] = values
+    for name in features.categorical:
+        out[name] = frame[name].astype("string")
+    if features.time:
+        assert schema.timestamp is not None
+        stamp = frame[schema.timestamp].dt.tz_convert(pipeline.schedule.timezone)
+        derived = {
+            "hour": stamp.dt.hour.astype("float64"),
+            "day_of_week": stamp.dt.day_of_week.astype("float64"),
+            "is_weekend": (stamp.dt.day_of_week >= 5).astype("float64"),
+        }
+        for name in features.time:
+            out[name] = derived[name]
+    out[LABEL] = frame[schema.label].astype("float64")
+    return pd.DataFrame(out, index=frame.index)[processed_columns(pipeline)]
+
+
+def read_batches(paths: list[str], columns: list[str] | None = None) -> dd.DataFrame:
+    """Return a Dask frame with one partition per Parquet batch file, in the given order."""
+    return dd.read_parquet(paths, columns=columns, split_row_groups=False, aggregate_files=False)
+
+
+def _process_batch(source: str, target: str, pipeline: Pipeline) -> int:
+    processed = derive_features(pd.read_parquet(source), pipeline).reset_index(drop=True)
+    with fsspec.open(target, "wb") as handle:
+        handle.write(write_parquet(processed))
+    return len(processed)
+
+
+def preprocess_date(client: Client, pipeline: Pipeline, lake: Lake, raw: Partition) -> Partition:
+    """Process every raw batch of ``raw`` on the cluster; commit the processed partition."""
+    with lake.writer(PROCESSED, raw.partition_date) as writer:
+        # Workers read their raw batch and write the processed one straight into the new
+        # version folder; only row counts come back.
+        tasks = [
+            dask.delayed(_process_batch)(source, writer.path(f"batch-{i:05d}.parquet"), pipeline)
+            for i, source in enumerate(raw.paths())
+        ]
+        rows = client.gather(client.compute(tasks))
+        writer.meta.update({"rows_per_batch": rows, "columns": processed_columns(pipeline)})
+    log.info("%s %s: processed %d batches on the cluster", pipeline.name, raw.partition_date,
+             len(tasks))
+    return lake.read(PROCESSED, raw.partition_date)
+
+
+def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:
+    """Return the processed batches at ``paths`` as one Dask frame."""
+    return read_batches(paths)[processed_columns(pipeline)]
+

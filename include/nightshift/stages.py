@@ -1,0 +1,320 @@
+"""The nightly stages, one function per Airflow task, testable without Airflow.
+
+Each stage reads and writes partitions keyed by the run's date and returns a small JSON-able
+dict (URIs, counts, seconds) for XCom. ``run_nightly`` runs them in order in one process, for
+the command line and the benchmarks.
+
+The training window of date D is the ``window_days`` days before D; D itself is held out for
+evaluation, so the newest day is never trained on. A window day that has never been processed
+is ingested, validated and processed by D's run, so a first run on an empty lake works.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+
+from nightshift import __version__
+from nightshift.config import Pipeline, SGDModel, XGBoostModel
+from nightshift.features import FeatureStats, fit_stats, labels
+from nightshift.ingest import RAW, ingest_date
+from nightshift.lake import Lake, PartitionMissing, read_bytes, write_bytes_atomic
+from nightshift.preprocess import PROCESSED, preprocess_date, processed_frame
+from nightshift.validate import read_summary, validate_date
+
+log = logging.getLogger(__name__)
+
+FEATURES = "features"
+EVALUATION = "evaluation"
+
+
+def model_stage(name: str) -> str:
+    return f"models/{name}"
+
+
+def lake_for(pipeline: Pipeline) -> Lake:
+    return Lake(pipeline.lake_root(), pipeline.name)
+
+
+def window_dates(pipeline: Pipeline, partition_date: dt.date) -> list[dt.date]:
+    """Return the training window of ``partition_date``: the days before it, oldest first."""
+    days = pipeline.training.window_days
+    return [partition_date - dt.timedelta(days=offset) for offset in range(days, 0, -1)]
+
+
+def dates_to_prepare(pipeline: Pipeline, partition_date: dt.date) -> list[dt.date]:
+    """Return ``partition_date`` and the window days that have no processed partition yet."""
+    lake = lake_for(pipeline)
+    missing = [d for d in window_dates(pipeline, partition_date) if not lake.has(PROCESSED, d)]
+    return [*missing, partition_date]
+
+
+@contextmanager
+def _timed(result: dict[str, Any]) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    result["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Land the run date (and any unprocessed window day) in the raw stage."""
+    result: dict[str, Any] = {}
+    with _timed(result):
+        lake = lake_for(pipeline)
+        dates = dates_to_prepare(pipeline, partition_date)
+        result["dates"] = [d.isoformat() for d in dates]
+        result["raw"] = {d.isoformat(): ingest_date(pipeline, lake, d).uri for d in dates}
+    return result
+
+
+def validate(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
+    """Check each ingested date; a failure raises and blocks everything downstream."""
+    result: dict[str, Any] = {}
+    with _timed(result):
+        lake = lake_for(pipeline)
+        rows = {d.isoformat(): validate_date(pipeline, lake, lake.read(RAW, d))["rows"]
+                for d in dates}
+        result["rows"] = rows
+    return result
+
+
+def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
+    """Process each validated date's batches on the Dask cluster."""
+    from nightshift.cluster import dask_client
+
+    result: dict[str, Any] = {}
+    with _timed(result):
+        lake = lake_for(pipeline)
+        with dask_client() as client:
+            result["processed"] = {
+                d.isoformat(): preprocess_date(client, pipeline, lake, lake.read(RAW, d)).uri
+                for d in dates
+            }
+    return result
+
+
+def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[str], list[str]]:
+    """Return the processed batch paths of the training window and the dates they cover."""
+    lake = lake_for(pipeline)
+    paths: list[str] = []
+    dates: list[str] = []
+    for day in window_dates(pipeline, partition_date):
+        try:
+            partition = lake.read(PROCESSED, day)
+        except PartitionMissing:
+            log.warning("%s: no processed partition for %s; the window skips it",
+                        pipeline.name, day)
+            continue
+        paths.extend(partition.paths())
+        dates.append(day.isoformat())
+    if not paths:
+        raise PartitionMissing(
+            f"{pipeline.name}: no processed data in the training window of {partition_date} "
+            f"({window_dates(pipeline, partition_date)[0]} to {partition_date - dt.timedelta(1)})"
+        )
+    return paths, dates
+
+
+def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Fit imputation, scaling and vocabularies on the training window; save them."""
+    from nightshift.cluster import dask_client
+
+    result: dict[str, Any] = {}
+    with _timed(result):
+        paths, dates = training_paths(pipeline, partition_date)
+        with dask_client() as client:
+            frame = processed_frame(paths, pipeline)
+            stats = fit_stats(frame, pipeline)
+            del client
+        lake = lake_for(pipeline)
+        with lake.writer(FEATURES, partition_date) as writer:
+            writer.write_bytes("features.json", stats.to_json())
+            writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
+        result.update({"features": lake.partition_uri(FEATURES, partition_date),
+                       "window": dates, "rows": stats.rows})
+    return result
+
+
+def _load_stats(pipeline: Pipeline, partition_date: dt.date) -> tuple[FeatureStats, bytes]:
+    partition = lake_for(pipeline).read(FEATURES, partition_date)
+    payload = read_bytes(partition.paths()[0])
+    return FeatureStats.from_json(payload), payload
+
+
+def _save_model(pipeline: Pipeline, partition_date: dt.date, trained: Any,
+                stats_json: bytes) -> str:
+    lake = lake_for(pipeline)
+    with lake.writer(model_stage(trained.name), partition_date) as writer:
+        writer.write_bytes(trained.filename, trained.payload)
+        # The statistics travel with the model, so scoring uses exactly what training saw.
+        writer.write_bytes("features.json", stats_json)
+        writer.write_bytes("history.json", json.dumps(trained.history, sort_keys=True).encode())
+        writer.meta.update({"kind": trained.kind, "model_file": trained.filename})
+    return lake.partition_uri(model_stage(trained.name), partition_date)
+
+
+def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Train every XGBoost model of the pipeline with ``xgboost.dask``."""
+    from nightshift.cluster import dask_client
+    from nightshift.train import train_xgboost
+
+    result: dict[str, Any] = {"models": {}}
+    with _timed(result):
+        specs = [m for m in pipeline.models if isinstance(m, XGBoostModel)]
+        if specs:
+            paths, _ = training_paths(pipeline, partition_date)
+            stats, stats_json = _load_stats(pipeline, partition_date)
+            with dask_client() as client:
+                for spec in specs:
+                    trained = train_xgboost(client, pipeline, spec, paths, stats)
+                    result["models"][spec.name] = _save_model(pipeline, partition_date, trained,
+                                                              stats_json)
+    return result
+
+
+def train_incremental(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Train the batch-wise scikit-learn models and the baseline."""
+    from nightshift.train import train_baseline, train_sgd
+
+    result: dict[str, Any] = {"models": {}}
+    with _timed(result):
+        paths, _ = training_paths(pipeline, partition_date)
+        stats, stats_json = _load_stats(pipeline, partition_date)
+        for spec in pipeline.models:
+            if isinstance(spec, XGBoostModel):
+                continue
+            if isinstance(spec, SGDModel):
+                trained = train_sgd(pipeline, spec, paths, stats)
+            else:
+                trained = train_baseline(pipeline, spec, stats)
+            result["models"][spec.name] = _save_model(pipeline, partition_date, trained,
+                                                      stats_json)
+    return result
+
+
+def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Score every model on the held-out run date and save the results."""
+    from nightshift.evaluate import evaluate_scores, headline_metric
+    from nightshift.train import LoadedModel
+
+    result: dict[str, Any] = {}
+    with _timed(result):
+        lake = lake_for(pipeline)
+        held_out = lake.read(PROCESSED, partition_date)
+        frame = pd.concat([pd.read_parquet(p) for p in held_out.paths()], ignore_index=True)
+        y = labels(frame)
+        task = pipeline.schema_.task
+        models: dict[str, Any] = {}
+        for spec in pipeline.models:
+            partition = lake.read(model_stage(spec.name), partition_date)
+            files = dict(zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(),
+                             strict=True))
+            stats = FeatureStats.from_json(read_bytes(files["features.json"]))
+            model = LoadedModel(partition.meta["kind"],
+                                read_bytes(files[partition.meta["model_file"]]), stats, task)
+            scored = evaluate_scores(task, y, model.predict(frame), pipeline.training.threshold)
+            scored["kind"] = partition.meta["kind"]
+            scored["history"] = json.loads(read_bytes(files["history.json"]))
+            if scored["kind"] == "baseline":
+                scored["value"] = float(model.content["value"])
+            models[spec.name] = scored
+        metric, higher_is_better = headline_metric(task)
+
+        def rank_key(name: str) -> float:
+            value = models[name]["metrics"][metric]
+            value = float("-inf") if value is None else value
+            return -value if higher_is_better else value
+
+        ranking = sorted(models, key=rank_key)
+        evaluation = {"models": models, "ranking": ranking, "best": ranking[0],
+                      "headline_metric": metric}
+        with lake.writer(EVALUATION, partition_date) as writer:
+            writer.write_bytes("evaluation.json", json.dumps(evaluation, sort_keys=True).encode())
+        result.update({"evaluation": lake.partition_uri(EVALUATION, partition_date),
+                       "best": ranking[0],
+                       metric: models[ranking[0]]["metrics"][metric]})
+    return result
+
+
+def report_dir(pipeline: Pipeline, partition_date: dt.date) -> str:
+    return f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/{partition_date.isoformat()}"
+
+
+def publish(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    timings: dict[str, float],
+    run_id: str,
+) -> dict[str, Any]:
+    """Write the run's metrics JSON and self-contained HTML report."""
+    from nightshift.report import render_report
+
+    result: dict[str, Any] = {}
+    with _timed(result):
+        lake = lake_for(pipeline)
+        evaluation = json.loads(read_bytes(lake.read(EVALUATION, partition_date).paths()[0]))
+        features = lake.read(FEATURES, partition_date)
+        stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
+        window = features.meta["window"]
+        held_out = read_summary(lake, partition_date)
+        results = {
+            "pipeline": pipeline.name,
+            "partition_date": partition_date.isoformat(),
+            "task": pipeline.schema_.task,
+            "run_id": run_id,
+            "threshold": pipeline.training.threshold,
+            "training_window": {
+                "start": window[0],
+                "end": window[-1],
+                "dates": window,
+                "rows": stats.rows,
+                "batches": features.meta["batches"],
+                "label_mean": stats.label_mean,
+            },
+            "data": {"held_out": held_out},
+            **evaluation,
+            "timings": dict(timings),
+            "nightshift_version": __version__,
+        }
+        directory = report_dir(pipeline, partition_date)
+        metrics_json = json.dumps(results, indent=1, sort_keys=True).encode()
+        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
+        write_bytes_atomic(f"{directory}/report.html", render_report(results).encode())
+        result.update({"report": f"{directory}/report.html",
+                       "metrics": f"{directory}/metrics.json"})
+    return result
+
+
+def run_nightly(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    run_id: str = "local",
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stage for ``partition_date`` in this process; return each stage's result."""
+    results: dict[str, dict[str, Any]] = {}
+
+    def record(stage: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        results[stage] = outcome
+        if on_stage is not None:
+            on_stage(stage, outcome)
+        return outcome
+
+    dates = [dt.date.fromisoformat(d) for d in record("ingest", ingest(pipeline, partition_date))
+             ["dates"]]
+    record("validate", validate(pipeline, dates))
+    record("preprocess", preprocess(pipeline, dates))
+    record("fit_features", fit_features(pipeline, partition_date))
+    record("train_distributed", train_distributed(pipeline, partition_date))
+    record("train_incremental", train_incremental(pipeline, partition_date))
+    record("evaluate", evaluate(pipeline, partition_date))
+    timings = {stage: outcome["seconds"] for stage, outcome in results.items()}
+    record("publish", publish(pipeline, partition_date, timings, run_id))
+    return results

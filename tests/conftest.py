@@ -1,0 +1,58 @@
+"""Shared fixtures: small pipelines written to a temp folder, and an in-process Dask client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "include" / "pipelines" / "retail_conversion.yaml"
+
+# Tests never write into the checkout's data/ folder.
+os.environ.setdefault("NIGHTSHIFT_HOME", "/tmp/nightshift-tests-default-home")
+
+
+def small_pipeline_dict(rows: int = 4000, window: int = 2, batch: int = 1500) -> dict:
+    """Return the example pipeline shrunk for tests: few rows, short window, quick models."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["source"]["rows_per_day"] = rows
+    data["training"].update({"window_days": window, "batch_size": batch})
+    for model in data["models"]:
+        if model["kind"] == "xgboost":
+            model["num_boost_round"] = 30
+        if model["kind"] == "sgd":
+            model["epochs"] = 2
+    return data
+
+
+def write_pipeline(directory: Path, data: dict, name: str | None = None) -> Path:
+    name = name or data["name"]
+    data = {**data, "name": name}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project home with one small pipeline; lake and reports under tmp_path."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    write_pipeline(pipelines, small_pipeline_dict())
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(tmp_path))
+    monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(pipelines))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[object]:
+    """An in-process Dask cluster with two workers, shared by the unit tests."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client

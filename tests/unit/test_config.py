@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from nightshift.config import ConfigError, load_pipeline, load_pipelines, parse_pipeline
+from tests.conftest import EXAMPLE, small_pipeline_dict, write_pipeline
+
+
+def test_shipped_pipelines_parse() -> None:
+    pipelines, errors = load_pipelines()
+    assert errors == []
+    assert {p.name for p in pipelines} == {"retail_conversion", "basket_spend"}
+    example = load_pipeline(EXAMPLE)
+    assert example.schema_.label == "converted"
+    assert example.training.window_days == 7
+    assert example.dag_id == "nightshift_retail_conversion"
+
+
+def _broken(mutate) -> dict:
+    data = copy.deepcopy(small_pipeline_dict())
+    mutate(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "fragment"),
+    [
+        (lambda d: d.update(colour="blue"), "colour", "unknown key"),
+        (lambda d: d["training"].update(windw_days=3), "training.windw_days", "unknown key"),
+        (lambda d: d["schema"].pop("label"), "schema.label", "required key is missing"),
+        (lambda d: d["schedule"].update(cron="every night"), "schedule.cron",
+         "not a valid cron"),
+        (lambda d: d["schedule"].update(timezone="Mars/Olympus"), "schedule.timezone",
+         "not an IANA timezone"),
+        (lambda d: d["schema"].update(label="nope"), "schema", "label 'nope' is not one"),
+        (lambda d: d["features"]["numeric"].append("height"), "features.numeric",
+         "'height' is not a schema column"),
+        (lambda d: d["training"].update(batch_size=0), "training.batch_size", "greater than 0"),
+        (lambda d: d["models"][0].update(kind="catboost"), "models[0]", "catboost"),
+        (lambda d: d["source"].update(kind="files", path="data.csv", format="csv"),
+         "source", "rows_per_day"),
+    ],
+)
+def test_wrong_yaml_names_file_and_key(tmp_path: Path, mutate, key: str, fragment: str) -> None:
+    path = write_pipeline(tmp_path, _broken(mutate))
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert caught.value.key.startswith(key), message
+    assert fragment in message
+
+
+def test_file_source_needs_a_date_in_its_path() -> None:
+    data = small_pipeline_dict()
+    data["source"] = {"kind": "files", "path": "landing/sessions.csv", "format": "csv"}
+    with pytest.raises(ConfigError, match=r"key 'source.*must contain the date"):
+        parse_pipeline(data, "x.yaml")
+
+
+def test_invalid_yaml_syntax_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nschema: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: key 'line \d+': not valid YAML"):
+        load_pipeline(path)
+
+
+def test_name_must_match_file(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, small_pipeline_dict(), name="other")
+    path.rename(tmp_path / "renamed.yaml")
+    with pytest.raises(ConfigError, match="key 'name': must match the file name 'renamed'"):
+        load_pipeline(tmp_path / "renamed.yaml")
+
+
+def test_one_bad_file_does_not_hide_the_others(tmp_path: Path) -> None:
+    write_pipeline(tmp_path, small_pipeline_dict(), name="good")
+    write_pipeline(tmp_path, _broken(lambda d: d.update(extra=1)), name="bad")
+    pipelines, errors = load_pipelines(tmp_path)
+    assert [p.name for p in pipelines] == ["good"]
+    assert len(errors) == 1 and errors[0].key == "extra"
