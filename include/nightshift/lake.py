@@ -7,9 +7,12 @@ Layout under the lake root::
 
 A writer puts its files in a fresh version folder, then replaces the manifest in one step
 (``os.replace`` locally, a single PUT on an object store). Readers only follow the manifest, so
-they see the old partition or the new one, never a mix; a writer that dies leaves an
-unreferenced version folder that the next write of that partition removes. Re-running a date
-replaces that date's partition and touches no other.
+they see the old partition or the new one, never a mix. Re-running a date replaces that date's
+partition and touches no other.
+
+Versions that are no longer current (replaced, or left by a writer that died) stay on disk for
+a grace period, because a concurrent run may still be reading the files it listed a moment ago;
+the next write of that partition after the grace period removes them.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
-ABANDONED_AFTER = dt.timedelta(hours=1)
+STALE_AFTER = dt.timedelta(hours=1)
 
 
 class PartitionMissing(FileNotFoundError):
@@ -177,7 +180,6 @@ class PartitionWriter:
             fs.rm(path, recursive=True)
 
     def commit(self) -> Partition:
-        previous = self._current_version()
         manifest = {
             "partition_date": self.partition_date.isoformat(),
             "version": self.version,
@@ -187,28 +189,22 @@ class PartitionWriter:
         write_bytes_atomic(
             _join(self.uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode()
         )
-        self._remove_stale_versions(previous)
+        self._remove_stale_versions()
         log.info("committed %s (%d files)", self.uri, len(self.files))
         return Partition(
             uri=self.uri,
             partition_date=self.partition_date,
-            files=manifest["files"],
+            files=list(manifest["files"]),
             meta=self.meta,
         )
 
-    def _current_version(self) -> str | None:
-        try:
-            return str(json.loads(read_bytes(_join(self.uri, MANIFEST)))["version"])
-        except FileNotFoundError:
-            return None
-
-    def _remove_stale_versions(self, previous: str | None) -> None:
-        """Remove the version this commit replaced and versions abandoned over an hour ago."""
-        cutoff = (dt.datetime.now(dt.UTC) - ABANDONED_AFTER).strftime("%Y%m%dT%H%M%S")
+    def _remove_stale_versions(self) -> None:
+        """Remove versions, other than the one just committed, created over STALE_AFTER ago."""
+        cutoff = (dt.datetime.now(dt.UTC) - STALE_AFTER).strftime("%Y%m%dT%H%M%S")
         fs, path = _fs(self.uri)
         for entry in fs.ls(path, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
             if not name.startswith("v-") or name == self.version:
                 continue
-            if name == previous or name.split("-")[1] < cutoff:
+            if name.split("-")[1] < cutoff:
                 fs.rm(entry, recursive=True)
