@@ -9,6 +9,7 @@ import logging
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from nightshift.config import ConfigError, find_pipeline, load_pipelines
@@ -26,8 +27,10 @@ def _yesterday() -> dt.date:
 
 
 def _quiet_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("nightshift").setLevel(logging.INFO)
     for noisy in ("distributed", "bokeh", "tornado", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -40,8 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = find_pipeline(args.pipeline)
     results = run_nightly(pipeline, args.date, run_id=f"cli__{args.date}")
     summary = {stage: result["seconds"] for stage, result in results.items()}
-    print(json.dumps({"stage_seconds": summary, **results["evaluate"],
-                      **results["publish"]}, indent=1))
+    print(
+        json.dumps(
+            {"stage_seconds": summary, **results["evaluate"], **results["publish"]}, indent=1
+        )
+    )
     return 0
 
 
@@ -58,8 +64,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     from nightshift.local_airflow import LocalAirflow
 
     airflow = LocalAirflow()
-    for key, value in sorted(airflow.env(with_dask=airflow.pid("dask-scheduler") is not None)
-                             .items()):
+    for key, value in sorted(
+        airflow.env(with_dask=airflow.pid("dask-scheduler") is not None).items()
+    ):
         print(f"export {key}={shlex.quote(value)}")
     return 0
 
@@ -112,15 +119,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         states = airflow.task_states(pipeline.dag_id, run_id)
         print(f"run {run['state']} in {time.monotonic() - started:.0f}s: {states}")
         if run["state"] != "success":
-            print(f"see the task logs under {airflow.home / 'logs'} or the UI at "
-                  f"{airflow.base_url}", file=sys.stderr)
+            print(
+                f"see the task logs under {airflow.home / 'logs'} or the UI at {airflow.base_url}",
+                file=sys.stderr,
+            )
             return 1
         directory = report_dir(pipeline, args.date)
-        metrics: dict[str, Any] = json.loads(open(f"{directory}/metrics.json").read())
+        metrics: dict[str, Any] = json.loads(Path(f"{directory}/metrics.json").read_text())
         for name in metrics["ranking"]:
-            print(f"  {name:>14}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in metrics["models"][name]["metrics"].items()
-                if isinstance(v, float) and k in ("roc_auc", "log_loss", "f1", "rmse", "r2")))
+            print(
+                f"  {name:>14}: "
+                + ", ".join(
+                    f"{k} {v:.4f}"
+                    for k, v in metrics["models"][name]["metrics"].items()
+                    if isinstance(v, float) and k in ("roc_auc", "log_loss", "f1", "rmse", "r2")
+                )
+            )
         print(f"report:  {directory}/report.html")
         print(f"metrics: {directory}/metrics.json")
         return 0
@@ -148,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     env.set_defaults(func=cmd_env)
 
     up = sub.add_parser("up", help="start Airflow (and a Dask cluster) on this machine")
-    up.add_argument("--no-dask", action="store_true",
-                    help="let each task start its own local Dask cluster")
+    up.add_argument(
+        "--no-dask", action="store_true", help="let each task start its own local Dask cluster"
+    )
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)

@@ -8,6 +8,7 @@ Services bind to 127.0.0.1 and are stopped by their own pid (and its process gro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -48,8 +49,11 @@ def _bin(name: str) -> str:
 class LocalAirflow:
     """An Airflow home and the services started from it."""
 
-    home: Path = field(default_factory=lambda: Path(
-        os.environ.get("NIGHTSHIFT_AIRFLOW_HOME", PROJECT_ROOT / ".airflow")))
+    home: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("NIGHTSHIFT_AIRFLOW_HOME", PROJECT_ROOT / ".airflow")
+        )
+    )
     project: Path = PROJECT_ROOT
     api_port: int = int(os.environ.get("NIGHTSHIFT_API_PORT", "8080"))
     dask_port: int = int(os.environ.get("NIGHTSHIFT_DASK_PORT", "8786"))
@@ -91,6 +95,7 @@ class LocalAirflow:
         fernet = self._secret(
             "fernet_key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         )
+        database = self.home / "airflow.db"
         values = {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
@@ -106,7 +111,9 @@ class LocalAirflow:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 self.home / "simple_auth_manager_passwords.json"
             ),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # A busy timeout lets CLI commands (backfill create) wait for the scheduler's write
+            # lock instead of failing with "database is locked".
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}?timeout=60",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": self.base_url,
@@ -168,30 +175,63 @@ class LocalAirflow:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{service}.log", "ab") as out:
             process = subprocess.Popen(
-                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.project, start_new_session=True,
+                command,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.project,
+                start_new_session=True,
             )
         self._pid_file(service).write_text(str(process.pid))
         log.info("started %s (pid %d), log %s", service, process.pid, logs / f"{service}.log")
         return process.pid
 
     def init_db(self) -> None:
+        """Create or upgrade the SQLite database, in WAL mode so readers don't block writers."""
+        import sqlite3
+
         self.airflow("db", "migrate", timeout=600)
+        with sqlite3.connect(self.home / "airflow.db") as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
 
     def start_dask(self, workers: int | None = None) -> None:
         """Start a shared Dask scheduler and workers on loopback for the Airflow tasks."""
         from nightshift.cluster import local_worker_count
 
         env = {k: v for k, v in self.env().items() if not k.startswith("AIRFLOW")}
-        self._start("dask-scheduler", [
-            _bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.dask_port),
-            "--dashboard-address", f"127.0.0.1:{self.dask_dashboard_port}",
-        ], env)
-        self._start("dask-worker", [
-            _bin("dask"), "worker", self.dask_address, "--host", "127.0.0.1",
-            "--nworkers", str(workers or local_worker_count()), "--nthreads", "1",
-            "--memory-limit", "auto", "--no-dashboard",
-        ], env)
+        self._start(
+            "dask-scheduler",
+            [
+                _bin("dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.dask_port),
+                "--dashboard-address",
+                f"127.0.0.1:{self.dask_dashboard_port}",
+            ],
+            env,
+        )
+        self._start(
+            "dask-worker",
+            [
+                _bin("dask"),
+                "worker",
+                self.dask_address,
+                "--host",
+                "127.0.0.1",
+                "--nworkers",
+                str(workers or local_worker_count()),
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "auto",
+                "--no-dashboard",
+            ],
+            env,
+        )
 
     def start(self, services: Iterable[str] = AIRFLOW_SERVICES, dask: bool = True) -> None:
         """Start the services (and a shared Dask cluster) and wait until the API answers."""
@@ -233,13 +273,17 @@ class LocalAirflow:
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(1)
-        raise TimeoutError(f"the API server did not answer at {self.base_url} in {timeout}s:\n"
-                           f"{self.logs('api-server')}")
+        raise TimeoutError(
+            f"the API server did not answer at {self.base_url} in {timeout}s:\n"
+            f"{self.logs('api-server')}"
+        )
 
     def token(self) -> str:
         body = json.dumps({"username": USERNAME, "password": self.password()}).encode()
         request = urllib.request.Request(
-            f"{self.base_url}/auth/token", data=body, method="POST",
+            f"{self.base_url}/auth/token",
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -251,8 +295,10 @@ class LocalAirflow:
             f"{self.base_url}/api/v2/{path.lstrip('/')}",
             data=None if body is None else json.dumps(body).encode(),
             method=method,
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {token or self.token()}"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token or self.token()}",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -270,22 +316,21 @@ class LocalAirflow:
                 return
             except RuntimeError:
                 time.sleep(2)
-        raise TimeoutError(f"{dag_id} was not parsed in {timeout}s:\n"
-                           f"{self.logs('dag-processor')}")
+        raise TimeoutError(f"{dag_id} was not parsed in {timeout}s:\n{self.logs('dag-processor')}")
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self.api("POST", f"dags/{dag_id}/dagRuns",
-                       {"logical_date": None, "conf": conf or {}})
+        run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
 
-    def wait_for_runs(self, dag_id: str, count: int, timeout: float = 1800,
-                      run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def wait_for_runs(
+        self, dag_id: str, count: int, timeout: float = 1800, run_ids: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Wait until ``count`` runs (or the given runs) have finished; return them."""
         wanted = set(run_ids or [])
         deadline = time.monotonic() + timeout
@@ -297,6 +342,16 @@ class LocalAirflow:
                 return finished
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
+
+    def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
+        """Wait until every backfill of ``dag_id`` is marked complete; return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            backfills = list(self.api("GET", f"backfills?dag_id={dag_id}")["backfills"])
+            if all(b["completed_at"] for b in backfills):
+                return backfills
+            time.sleep(3)
+        raise TimeoutError(f"{dag_id}: backfills still running after {timeout}s")
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         instances = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
@@ -315,14 +370,17 @@ def _terminate_group(pid: int, timeout: float) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.3)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def fresh(home: Path, **kwargs: Any) -> LocalAirflow:
     """Return a LocalAirflow on an empty home with free ports (for tests and benchmarks)."""
     shutil.rmtree(home, ignore_errors=True)
-    return LocalAirflow(home=home, api_port=_free_port(), dask_port=_free_port(),
-                        dask_dashboard_port=_free_port(), **kwargs)
+    return LocalAirflow(
+        home=home,
+        api_port=_free_port(),
+        dask_port=_free_port(),
+        dask_dashboard_port=_free_port(),
+        **kwargs,
+    )
