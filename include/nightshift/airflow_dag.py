@@ -21,7 +21,7 @@ from airflow.sdk import (
     task,
 )
 
-from nightshift.config import ConfigError, Pipeline, load_pipelines
+from nightshift.config import Pipeline, load_pipelines
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
 
             result = stages.preprocess(pipeline, _dates(ingested["dates"]))
             events = get_current_context()["outlet_events"]
-            events[processed].extra = {"partition_date": ingested["partition_date"],
-                                       "dates": ingested["dates"]}
+            events[processed].extra = {
+                "partition_date": ingested["partition_date"],
+                "dates": ingested["dates"],
+            }
             return result
 
         @task
@@ -157,8 +159,10 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             timings = {"ingest": ingested["seconds"]}
             timings.update({name: result["seconds"] for name, result in stage_results.items()})
             result = stages.publish(pipeline, day, timings, context["run_id"])
-            context["outlet_events"][report].extra = {"partition_date": day.isoformat(),
-                                                      "report": result["report"]}
+            context["outlet_events"][report].extra = {
+                "partition_date": day.isoformat(),
+                "report": result["report"],
+            }
             log.info("%s %s: report at %s", pipeline.name, day, result["report"])
             return result
 

@@ -86,7 +86,9 @@ class Schema(_Strict):
     def _label_and_key_are_columns(self) -> Schema:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
-            raise ValueError(f"column names repeat: {sorted(n for n in names if names.count(n) > 1)}")
+            raise ValueError(
+                f"column names repeat: {sorted(n for n in names if names.count(n) > 1)}"
+            )
         for role in ("label", "key", "timestamp"):
             value = getattr(self, role)
             if value is not None and value not in names:
@@ -157,7 +159,9 @@ class Schedule(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not an IANA timezone (e.g. 'Europe/Amsterdam')") from None
+            raise ValueError(
+                f"'{value}' is not an IANA timezone (e.g. 'Europe/Amsterdam')"
+            ) from None
         return value
 
 

@@ -47,7 +47,7 @@ def roc_points(y: np.ndarray, score: np.ndarray, limit: int = 200) -> dict[str, 
     return {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
 
 
-def calibration_bins(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+def calibration_bins(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, list[Any]]:
     """Return mean predicted vs observed rate in equal-width score bins (empty bins dropped)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)

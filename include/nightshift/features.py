@@ -92,7 +92,7 @@ def _finite(value: Any, default: float) -> float:
 
 def to_tree_frame(frame: pd.DataFrame, stats: FeatureStats) -> pd.DataFrame:
     """Return XGBoost's input: numerics as they are (NaN = missing), categories with fixed codes."""
-    out = {name: frame[name].astype("float64") for name in stats.numeric}
+    out: dict[str, Any] = {name: frame[name].astype("float64") for name in stats.numeric}
     for name in stats.time:
         out[name] = frame[name].astype("float64")
     for name in stats.categorical:
@@ -120,8 +120,8 @@ def to_linear_matrix(frame: pd.DataFrame, stats: FeatureStats) -> np.ndarray:
         blocks.append(np.cos(2 * np.pi * values / period))
     for name in stats.categorical:
         vocabulary = [*stats.vocabularies[name], OTHER]
-        values = frame[name].astype("object").where(frame[name].isin(vocabulary[:-1]), OTHER)
-        codes = pd.Categorical(values, categories=vocabulary).codes
+        known = frame[name].astype("object").where(frame[name].isin(vocabulary[:-1]), OTHER)
+        codes = pd.Categorical(known, categories=vocabulary).codes
         blocks.extend((codes == index).astype("float64") for index in range(len(vocabulary)))
     return np.column_stack(blocks) if blocks else np.empty((len(frame), 0))
 

@@ -18,10 +18,12 @@ COUNTRY_WEIGHTS = np.array([0.18, 0.2, 0.12, 0.14, 0.12, 0.07, 0.06, 0.05, 0.03,
 DEVICES = np.array(["desktop", "mobile", "tablet"])
 
 # Sessions per hour of day (UTC): quiet nights, a lunchtime bump and an evening peak.
+# fmt: off
 _HOURLY_TRAFFIC = np.array(
-    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.5, 5, 4.6, 4.2, 4.2, 4.5, 5.2, 6.4, 7.2, 7, 6,
-     4, 2.2]
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.5,
+     5, 4.6, 4.2, 4.2, 4.5, 5.2, 6.4, 7.2, 7, 6, 4, 2.2]
 )
+# fmt: on
 _HOURLY_TRAFFIC = _HOURLY_TRAFFIC / _HOURLY_TRAFFIC.sum()
 # Conversion lift by hour: evening shoppers buy, night-time browsers don't.
 _HOURLY_LIFT = 0.5 * np.sin((np.arange(24) - 13) / 24 * 2 * np.pi)

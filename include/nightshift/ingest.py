@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -19,7 +20,12 @@ log = logging.getLogger(__name__)
 
 RAW = "raw"
 
-_PANDAS_TYPES = {"int": "Int64", "float": "float64", "string": "string", "bool": "boolean"}
+_PANDAS_TYPES: dict[str, Any] = {
+    "int": "Int64",
+    "float": "float64",
+    "string": "string",
+    "bool": "boolean",
+}
 
 
 class SourceError(ValueError):
@@ -57,10 +63,8 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
     """Return ``frame`` with exactly the schema's columns, in order, cast to their types."""
     missing = [c.name for c in schema.columns if c.name not in frame.columns]
     if missing:
-        raise SourceError(
-            f"{origin}: missing column(s) {missing}; found {list(frame.columns)}"
-        )
-    out = {}
+        raise SourceError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
+    out: dict[str, Any] = {}
     for column in schema.columns:
         values = frame[column.name]
         try:
@@ -107,6 +111,11 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
         for index, batch in enumerate(parts):
             writer.write_bytes(f"batch-{index:05d}.parquet", write_parquet(batch))
         writer.meta.update({"rows": len(frame), "batches": len(parts), "origin": origin})
-    log.info("ingested %d rows for %s from %s in %d batches", len(frame), partition_date,
-             origin, len(parts))
+    log.info(
+        "ingested %d rows for %s from %s in %d batches",
+        len(frame),
+        partition_date,
+        origin,
+        len(parts),
+    )
     return lake.read(RAW, partition_date)

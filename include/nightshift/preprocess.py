@@ -9,6 +9,7 @@ fit on the training window only.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dask
 import dask.dataframe as dd
@@ -39,14 +40,12 @@ def derive_features(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
     """Return the processed rows for a raw frame: typed features, time features and the label."""
     schema = pipeline.schema_
     features = pipeline.features
-    out: dict[str, pd.Series] = {}
+    out: dict[str, Any] = {}
     if schema.key:
         out[schema.key] = frame[schema.key].astype("int64")
     for name in features.numeric:
         values = frame[name].astype("float64")
-        if name in features.log1p:
-            values = np.log1p(values.clip(lower=0))
-        out[name] = values
+        out[name] = np.log1p(values.clip(lower=0)) if name in features.log1p else values
     for name in features.categorical:
         out[name] = frame[name].astype("string")
     if features.time:
@@ -86,12 +85,12 @@ def preprocess_date(client: Client, pipeline: Pipeline, lake: Lake, raw: Partiti
         ]
         rows = client.gather(client.compute(tasks))
         writer.meta.update({"rows_per_batch": rows, "columns": processed_columns(pipeline)})
-    log.info("%s %s: processed %d batches on the cluster", pipeline.name, raw.partition_date,
-             len(tasks))
+    log.info(
+        "%s %s: processed %d batches on the cluster", pipeline.name, raw.partition_date, len(tasks)
+    )
     return lake.read(PROCESSED, raw.partition_date)
 
 
 def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:
     """Return the processed batches at ``paths`` as one Dask frame."""
     return read_batches(paths)[processed_columns(pipeline)]
-

@@ -79,8 +79,9 @@ def validate(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with _timed(result):
         lake = lake_for(pipeline)
-        rows = {d.isoformat(): validate_date(pipeline, lake, lake.read(RAW, d))["rows"]
-                for d in dates}
+        rows = {
+            d.isoformat(): validate_date(pipeline, lake, lake.read(RAW, d))["rows"] for d in dates
+        }
         result["rows"] = rows
     return result
 
@@ -109,8 +110,9 @@ def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[st
         try:
             partition = lake.read(PROCESSED, day)
         except PartitionMissing:
-            log.warning("%s: no processed partition for %s; the window skips it",
-                        pipeline.name, day)
+            log.warning(
+                "%s: no processed partition for %s; the window skips it", pipeline.name, day
+            )
             continue
         paths.extend(partition.paths())
         dates.append(day.isoformat())
@@ -137,8 +139,13 @@ def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         with lake.writer(FEATURES, partition_date) as writer:
             writer.write_bytes("features.json", stats.to_json())
             writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
-        result.update({"features": lake.partition_uri(FEATURES, partition_date),
-                       "window": dates, "rows": stats.rows})
+        result.update(
+            {
+                "features": lake.partition_uri(FEATURES, partition_date),
+                "window": dates,
+                "rows": stats.rows,
+            }
+        )
     return result
 
 
@@ -148,8 +155,9 @@ def _load_stats(pipeline: Pipeline, partition_date: dt.date) -> tuple[FeatureSta
     return FeatureStats.from_json(payload), payload
 
 
-def _save_model(pipeline: Pipeline, partition_date: dt.date, trained: Any,
-                stats_json: bytes) -> str:
+def _save_model(
+    pipeline: Pipeline, partition_date: dt.date, trained: Any, stats_json: bytes
+) -> str:
     lake = lake_for(pipeline)
     with lake.writer(model_stage(trained.name), partition_date) as writer:
         writer.write_bytes(trained.filename, trained.payload)
@@ -174,8 +182,9 @@ def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
             with dask_client() as client:
                 for spec in specs:
                     trained = train_xgboost(client, pipeline, spec, paths, stats)
-                    result["models"][spec.name] = _save_model(pipeline, partition_date, trained,
-                                                              stats_json)
+                    result["models"][spec.name] = _save_model(
+                        pipeline, partition_date, trained, stats_json
+                    )
     return result
 
 
@@ -194,8 +203,7 @@ def train_incremental(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
                 trained = train_sgd(pipeline, spec, paths, stats)
             else:
                 trained = train_baseline(pipeline, spec, stats)
-            result["models"][spec.name] = _save_model(pipeline, partition_date, trained,
-                                                      stats_json)
+            result["models"][spec.name] = _save_model(pipeline, partition_date, trained, stats_json)
     return result
 
 
@@ -214,11 +222,13 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         models: dict[str, Any] = {}
         for spec in pipeline.models:
             partition = lake.read(model_stage(spec.name), partition_date)
-            files = dict(zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(),
-                             strict=True))
+            files = dict(
+                zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(), strict=True)
+            )
             stats = FeatureStats.from_json(read_bytes(files["features.json"]))
-            model = LoadedModel(partition.meta["kind"],
-                                read_bytes(files[partition.meta["model_file"]]), stats, task)
+            model = LoadedModel(
+                partition.meta["kind"], read_bytes(files[partition.meta["model_file"]]), stats, task
+            )
             scored = evaluate_scores(task, y, model.predict(frame), pipeline.training.threshold)
             scored["kind"] = partition.meta["kind"]
             scored["history"] = json.loads(read_bytes(files["history.json"]))
@@ -233,13 +243,21 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
             return -value if higher_is_better else value
 
         ranking = sorted(models, key=rank_key)
-        evaluation = {"models": models, "ranking": ranking, "best": ranking[0],
-                      "headline_metric": metric}
+        evaluation = {
+            "models": models,
+            "ranking": ranking,
+            "best": ranking[0],
+            "headline_metric": metric,
+        }
         with lake.writer(EVALUATION, partition_date) as writer:
             writer.write_bytes("evaluation.json", json.dumps(evaluation, sort_keys=True).encode())
-        result.update({"evaluation": lake.partition_uri(EVALUATION, partition_date),
-                       "best": ranking[0],
-                       metric: models[ranking[0]]["metrics"][metric]})
+        result.update(
+            {
+                "evaluation": lake.partition_uri(EVALUATION, partition_date),
+                "best": ranking[0],
+                metric: models[ranking[0]]["metrics"][metric],
+            }
+        )
     return result
 
 
@@ -287,8 +305,9 @@ def publish(
         metrics_json = json.dumps(results, indent=1, sort_keys=True).encode()
         write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
         write_bytes_atomic(f"{directory}/report.html", render_report(results).encode())
-        result.update({"report": f"{directory}/report.html",
-                       "metrics": f"{directory}/metrics.json"})
+        result.update(
+            {"report": f"{directory}/report.html", "metrics": f"{directory}/metrics.json"}
+        )
     return result
 
 
@@ -307,8 +326,10 @@ def run_nightly(
             on_stage(stage, outcome)
         return outcome
 
-    dates = [dt.date.fromisoformat(d) for d in record("ingest", ingest(pipeline, partition_date))
-             ["dates"]]
+    dates = [
+        dt.date.fromisoformat(d)
+        for d in record("ingest", ingest(pipeline, partition_date))["dates"]
+    ]
     record("validate", validate(pipeline, dates))
     record("preprocess", preprocess(pipeline, dates))
     record("fit_features", fit_features(pipeline, partition_date))

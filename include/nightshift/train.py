@@ -85,13 +85,9 @@ def train_xgboost(
 
     frame = processed_frame(paths, pipeline)
     meta = _tree_training_frame(frame._meta, stats)
-    training = pin_partitions(
-        client, frame.map_partitions(_tree_training_frame, stats, meta=meta)
-    )
+    training = pin_partitions(client, frame.map_partitions(_tree_training_frame, stats, meta=meta))
     features = [c for c in meta.columns if c != LABEL]
-    dtrain = dxgb.DaskDMatrix(
-        client, training[features], training[LABEL], enable_categorical=True
-    )
+    dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
     params = xgboost_params(pipeline, spec)
     result = dxgb.train(
         client,
@@ -103,8 +99,9 @@ def train_xgboost(
     booster: xgb.Booster = result["booster"]
     metric = params["eval_metric"]
     curve = [float(v) for v in result["history"]["train"][metric]]
-    log.info("%s: %d rounds, train %s %.4f -> %.4f", spec.name, len(curve), metric, curve[0],
-             curve[-1])
+    log.info(
+        "%s: %d rounds, train %s %.4f -> %.4f", spec.name, len(curve), metric, curve[0], curve[-1]
+    )
     return TrainedModel(
         name=spec.name,
         kind="xgboost",
@@ -161,8 +158,13 @@ def train_sgd(
             fitted = True
         if losses:
             epochs.append(float(np.average(losses, weights=weights)))
-        log.info("%s epoch %d/%d: progressive loss %s", spec.name, epoch + 1, spec.epochs,
-                 f"{epochs[-1]:.4f}" if losses else "n/a (first batch)")
+        log.info(
+            "%s epoch %d/%d: progressive loss %s",
+            spec.name,
+            epoch + 1,
+            spec.epochs,
+            f"{epochs[-1]:.4f}" if losses else "n/a (first batch)",
+        )
     return TrainedModel(
         name=spec.name,
         kind="sgd",
@@ -248,6 +250,7 @@ class LoadedModel:
         if self.kind == "baseline":
             return np.full(len(frame), float(self.content["value"]))
         x = to_linear_matrix(frame, self.stats)
+        assert self.linear is not None
         if self.task == "binary_classification":
             return np.asarray(self.linear.predict_proba(x)[:, 1], dtype="float64")
         return np.asarray(self.linear.predict(x), dtype="float64")

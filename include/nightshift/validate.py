@@ -42,10 +42,17 @@ def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
         if column.name == schema.label:
             nullable = False
             if column.type in ("int", "float"):
-                checks.append(pa.Check(lambda s: np.isfinite(s.astype("float64")),
-                                       element_wise=False, name="finite_label"))
+                checks.append(
+                    pa.Check(
+                        lambda s: np.isfinite(s.astype("float64")),
+                        element_wise=False,
+                        name="finite_label",
+                    )
+                )
             if schema.task == "binary_classification":
-                checks.append(pa.Check.isin([0, 1, True, False], name="binary_label"))
+                checks.append(
+                    pa.Check(lambda s: s.isin([0, 1]), element_wise=False, name="binary_label")
+                )
         if column.name == schema.key:
             nullable = False
         columns[column.name] = pa.Column(_DTYPES[column.type], checks=checks, nullable=nullable)
@@ -109,8 +116,7 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
     summary["rows_per_batch"] = [len(frame) for frame in frames]
     with lake.writer(VALIDATION, raw.partition_date) as writer:
         writer.write_bytes("summary.json", json.dumps(summary, sort_keys=True).encode())
-    log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date,
-             summary["rows"])
+    log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary["rows"])
     return summary
 
 
