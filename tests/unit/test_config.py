@@ -31,17 +31,25 @@ def _broken(mutate) -> dict:
         (lambda d: d.update(colour="blue"), "colour", "unknown key"),
         (lambda d: d["training"].update(windw_days=3), "training.windw_days", "unknown key"),
         (lambda d: d["schema"].pop("label"), "schema.label", "required key is missing"),
-        (lambda d: d["schedule"].update(cron="every night"), "schedule.cron",
-         "not a valid cron"),
-        (lambda d: d["schedule"].update(timezone="Mars/Olympus"), "schedule.timezone",
-         "not an IANA timezone"),
+        (lambda d: d["schedule"].update(cron="every night"), "schedule.cron", "not a valid cron"),
+        (
+            lambda d: d["schedule"].update(timezone="Mars/Olympus"),
+            "schedule.timezone",
+            "not an IANA timezone",
+        ),
         (lambda d: d["schema"].update(label="nope"), "schema", "label 'nope' is not one"),
-        (lambda d: d["features"]["numeric"].append("height"), "features.numeric",
-         "'height' is not a schema column"),
+        (
+            lambda d: d["features"]["numeric"].append("height"),
+            "features.numeric",
+            "'height' is not a schema column",
+        ),
         (lambda d: d["training"].update(batch_size=0), "training.batch_size", "greater than 0"),
         (lambda d: d["models"][0].update(kind="catboost"), "models[0]", "catboost"),
-        (lambda d: d["source"].update(kind="files", path="data.csv", format="csv"),
-         "source", "rows_per_day"),
+        (
+            lambda d: d["source"].update(kind="files", path="in/{date}.csv", format="csv"),
+            "source.rows_per_day",
+            "unknown key",
+        ),
     ],
 )
 def test_wrong_yaml_names_file_and_key(tmp_path: Path, mutate, key: str, fragment: str) -> None:

@@ -1,0 +1,100 @@
+"""DAG integrity: the folder parses, one DAG per YAML, wiring, retries and schedule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, small_pipeline_dict, write_pipeline
+
+EXPECTED = {"nightshift_retail_conversion", "nightshift_basket_spend"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(REPO / "dags"))
+
+
+def test_no_import_errors_and_one_dag_per_yaml(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert len(dagbag.dags) == len(EXPECTED)
+    assert set(dagbag.dag_ids) == EXPECTED
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_wiring_retries_schedule(dagbag, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert "nightshift" in dag.tags
+    assert dag.doc_md and "Pipeline file" in dag.doc_md
+    assert dag.timetable.expression in ("30 2 * * *", "0 4 * * *")
+    ids = {t.task_id for t in dag.tasks}
+    assert ids == {
+        "ingest",
+        "validate",
+        "preprocess",
+        "fit_features",
+        "train_distributed",
+        "train_incremental",
+        "evaluate",
+        "publish",
+    }
+    for t in dag.tasks:
+        assert t.retries == 2 and t.owner == "nightshift"
+    assert dag.get_task("train_distributed").upstream_task_ids == {"ingest", "fit_features"}
+    assert dag.get_task("evaluate").upstream_task_ids >= {"train_distributed", "train_incremental"}
+    assert "run_date" in dag.params
+
+
+def test_conversion_dag_runs_nightly_in_amsterdam(dagbag) -> None:
+    timetable = dagbag.dags["nightshift_retail_conversion"].timetable
+    assert timetable.expression == "30 2 * * *"
+    assert str(timetable.timezone) in ("Europe/Amsterdam", "Timezone('Europe/Amsterdam')")
+
+
+def test_parsing_is_fast_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, time; from airflow.dag_processing.dagbag import DagBag; "
+        "t = time.perf_counter(); b = DagBag(sys.argv[1]); took = time.perf_counter() - t; "
+        "heavy = sorted(m for m in ('dask', 'xgboost', 'sklearn', 'pandas') if m in sys.modules);"
+        "print(took, heavy, len(b.dags))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags")], check=True, capture_output=True, text=True
+    ).stdout.split("\n")[-2]
+    took, heavy, count = out.split(" ", 1)[0], out.split(" ", 1)[1].rsplit(" ", 1)[0], out[-1]
+    assert float(took) < 1.0, out
+    assert heavy == "[]", out
+    assert count == "2"
+
+
+def test_a_wrong_yaml_fails_only_its_own_pipeline(tmp_path: Path, monkeypatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    write_pipeline(tmp_path, small_pipeline_dict(), name="good_one")
+    broken = {
+        "unknown_key": lambda d: d.update(surprise=True),
+        "missing_label": lambda d: d["schema"].pop("label"),
+        "bad_cron": lambda d: d["schedule"].update(cron="61 25 * * *"),
+    }
+    for name, mutate in broken.items():
+        data = small_pipeline_dict()
+        mutate(data)
+        write_pipeline(tmp_path, data, name=name)
+    monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(tmp_path))
+
+    bag = DagBag(str(REPO / "dags"))
+    assert bag.dag_ids == ["nightshift_good_one"]
+    assert bag.import_errors == {}
+    [warnings] = bag.captured_warnings.values()
+    text = "\n".join(warnings)
+    assert f"{tmp_path / 'unknown_key.yaml'}: key 'surprise': unknown key" in text
+    assert f"{tmp_path / 'missing_label.yaml'}: key 'schema.label': required key" in text
+    assert f"{tmp_path / 'bad_cron.yaml'}: key 'schedule.cron'" in text
+    assert "PipelineConfigWarning" in text

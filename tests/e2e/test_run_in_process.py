@@ -1,0 +1,66 @@
+"""A whole nightly run of a small pipeline in one process, and the run-date rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from nightshift.airflow_dag import partition_date_for
+from nightshift.config import find_pipeline
+from nightshift.stages import run_nightly
+
+pytestmark = pytest.mark.e2e
+
+
+def test_nightly_run_publishes_report_and_metrics(project: Path) -> None:
+    pipeline = find_pipeline("retail_conversion")
+    day = dt.date(2026, 9, 15)
+    results = run_nightly(pipeline, day, run_id="test")
+    report = Path(results["publish"]["report"])
+    metrics = json.loads(Path(results["publish"]["metrics"]).read_text())
+    assert report.exists() and report.read_text().startswith("<!DOCTYPE html>")
+    assert metrics["partition_date"] == "2026-09-15"
+    # Out of time: the held-out day is never in the training window.
+    assert metrics["training_window"]["dates"] == ["2026-09-13", "2026-09-14"]
+    assert set(metrics["models"]) == {"xgboost", "sgd_logistic", "base_rate"}
+    assert metrics["models"]["xgboost"]["metrics"]["roc_auc"] > 0.65
+    assert metrics["models"]["base_rate"]["metrics"]["roc_auc"] in (0.5, None)
+    assert metrics["data"]["held_out"]["rows"] > 3000
+    assert set(metrics["timings"]) >= {"ingest", "preprocess", "train_distributed", "evaluate"}
+    # Preprocessing statistics were saved beside every model.
+    lake = project / "data" / "lake" / "retail_conversion" / "models"
+    for model in ("xgboost", "sgd_logistic", "base_rate"):
+        manifest = json.loads((lake / model / "date=2026-09-15" / "_MANIFEST.json").read_text())
+        assert any(f.endswith("/features.json") for f in manifest["files"])
+
+
+def _context(
+    run_type: str, start: dt.datetime | None, run_after: dt.datetime, run_date: str | None = None
+) -> dict:
+    return {
+        "params": {"run_date": run_date},
+        "data_interval_start": start,
+        "dag_run": SimpleNamespace(run_type=run_type, run_after=run_after, logical_date=start),
+    }
+
+
+def test_run_date_rules(project: Path) -> None:
+    pipeline = find_pipeline("retail_conversion")  # Europe/Amsterdam, 02:30 nightly
+    utc = dt.UTC
+    # A scheduled or backfill run processes the day its interval starts, in local time.
+    start = dt.datetime(2026, 11, 21, 1, 30, tzinfo=utc)
+    assert partition_date_for(pipeline, _context("scheduled", start, start)) == dt.date(
+        2026, 11, 21
+    )
+    assert partition_date_for(pipeline, _context("backfill", start, start)) == dt.date(2026, 11, 21)
+    # A manual run with no logical date processes the last complete day before it was asked.
+    asked = dt.datetime(2026, 11, 23, 23, 30, tzinfo=utc)  # already the 24th in Amsterdam
+    assert partition_date_for(pipeline, _context("manual", None, asked)) == dt.date(2026, 11, 23)
+    # The trigger form's date wins.
+    assert partition_date_for(pipeline, _context("manual", None, asked, "2026-10-01")) == dt.date(
+        2026, 10, 1
+    )

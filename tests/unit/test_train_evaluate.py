@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nightshift.config import SGDModel, XGBoostModel, find_pipeline
+from nightshift.evaluate import calibration_bins, classification_metrics, regression_metrics
+from nightshift.features import fit_stats, labels
+from nightshift.ingest import ingest_date
+from nightshift.preprocess import preprocess_date, processed_frame
+from nightshift.stages import lake_for
+from nightshift.train import LoadedModel, train_sgd, train_xgboost
+
+DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
+
+
+@pytest.fixture
+def trained_inputs(project: Path, dask_client):
+    pipeline = find_pipeline("retail_conversion")
+    lake = lake_for(pipeline)
+    paths = []
+    for day in DAYS:
+        paths += preprocess_date(
+            dask_client, pipeline, lake, ingest_date(pipeline, lake, day)
+        ).paths()
+    stats = fit_stats(processed_frame(paths, pipeline), pipeline)
+    return pipeline, paths, stats
+
+
+def test_xgboost_dask_is_reproducible_and_learns(trained_inputs, dask_client) -> None:
+    pipeline, paths, stats = trained_inputs
+    spec = XGBoostModel(kind="xgboost", num_boost_round=20)
+    first = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
+    second = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
+    assert hashlib.sha256(first.payload).digest() == hashlib.sha256(second.payload).digest()
+    held_out = pd.read_parquet(paths[-1])
+    model = LoadedModel("xgboost", first.payload, stats, "binary_classification")
+    auc = classification_metrics(labels(held_out), model.predict(held_out), 0.5)["roc_auc"]
+    assert auc > 0.65
+    assert first.history["train"][-1] < first.history["train"][0]
+
+
+def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> None:
+    pipeline, paths, stats = trained_inputs
+    trained = train_sgd(pipeline, SGDModel(kind="sgd", epochs=3), paths[:-1], stats)
+    assert len(trained.history["epoch_loss"]) == 3
+    assert trained.payload.startswith(b"{")  # JSON, never a pickle
+    model = LoadedModel("sgd", trained.payload, stats, "binary_classification")
+    held_out = pd.read_parquet(paths[-1])
+    scores = model.predict(held_out)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert classification_metrics(labels(held_out), scores, 0.5)["roc_auc"] > 0.6
+
+
+def test_a_pickle_where_a_model_should_be_is_refused(trained_inputs) -> None:
+    import pickle
+
+    _, _, stats = trained_inputs
+    with pytest.raises(ValueError):
+        LoadedModel("sgd", pickle.dumps({"kind": "sgd"}), stats, "binary_classification")
+
+
+def test_metrics_on_known_inputs() -> None:
+    y = np.array([0, 0, 1, 1])
+    score = np.array([0.1, 0.6, 0.4, 0.9])
+    m = classification_metrics(y, score, 0.5)
+    assert m["roc_auc"] == pytest.approx(0.75)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.5)
+    r = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert r["rmse"] == pytest.approx(np.sqrt(1 / 3))
+    assert r["mae"] == pytest.approx(1 / 3)
+    bins = calibration_bins(np.array([0, 1, 1, 1]), np.array([0.05, 0.95, 0.91, 0.99]))
+    assert bins["count"] == [1, 3]
+    assert bins["observed"] == [0.0, 1.0]
