@@ -1,0 +1,54 @@
+# nightshift: every command a user needs. `make help` lists them.
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo "$(shell python3 -c 'import sys; print(sys.prefix)')/bin/uv")
+
+.PHONY: help setup demo test test-fast test-slow lint format up down status bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet "uv>=0.9"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced  ## create .venv from uv.lock (Airflow home goes in .airflow/, ignored by git)
+
+demo: setup  ## one complete nightly run under the real Airflow scheduler; prints the report path
+	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE))
+
+test: setup  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
+	$(PY) -m pytest
+
+test-fast: setup  ## everything except the slow real-scheduler tier
+	$(PY) -m pytest -m "not slow"
+
+test-slow: setup  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
+	$(PY) -m pytest -m slow
+
+lint: setup  ## ruff (lint + format check) and mypy on include/
+	.venv/bin/ruff check include dags plugins tests bench
+	.venv/bin/ruff format --check include dags plugins tests bench
+	.venv/bin/mypy
+
+format: setup  ## apply ruff's formatting and safe fixes
+	.venv/bin/ruff check --fix include dags plugins tests bench
+	.venv/bin/ruff format include dags plugins tests bench
+
+up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer) and Dask locally
+	.venv/bin/nightshift up
+
+down:  ## stop everything `make up` started, by pid
+	@if [ -x .venv/bin/nightshift ]; then .venv/bin/nightshift down; fi
+
+status: setup  ## list the running services and their pids
+	.venv/bin/nightshift status
+
+bench: setup  ## time the nightly run's stages (bench/stages.py)
+	$(PY) bench/stages.py
+
+clean: down  ## remove the local Airflow home, data and virtualenv
+	rm -rf .airflow data .venv
