@@ -245,15 +245,17 @@ class LocalAirflow:
 
     def stop(self, timeout: float = 30) -> list[str]:
         """Stop every service this home started, by pid; return the names stopped."""
-        stopped = []
-        for service in [*reversed(AIRFLOW_SERVICES), "dask-worker", "dask-scheduler"]:
-            pid = self.pid(service)
-            if pid is None:
-                continue
-            _terminate_group(pid, timeout)
-            self._pid_file(service).unlink(missing_ok=True)
-            stopped.append(service)
-        return stopped
+        services = [*reversed(AIRFLOW_SERVICES), "dask-worker", "dask-scheduler"]
+        pids = {name: pid for name in services if (pid := self.pid(name)) is not None}
+        # Signal every process group first, then wait for them together.
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, pid in pids.items():
+            _wait_group(pid, deadline)
+            self._pid_file(name).unlink(missing_ok=True)
+        return list(pids)
 
     def running(self) -> dict[str, int]:
         names = [*AIRFLOW_SERVICES, "dask-scheduler", "dask-worker"]
@@ -358,20 +360,22 @@ class LocalAirflow:
         return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
 
 
-def _terminate_group(pid: int, timeout: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
+def _wait_group(pid: int, deadline: float) -> None:
+    """Wait until process group ``pid`` is gone; SIGKILL what is left at ``deadline``."""
     while time.monotonic() < deadline:
+        # A leader started by this process stays a zombie (and keeps its group alive) until
+        # it is reaped here.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
-        time.sleep(0.3)
+        time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def fresh(home: Path, **kwargs: Any) -> LocalAirflow:
