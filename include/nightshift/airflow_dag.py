@@ -56,6 +56,63 @@ def partition_date_for(pipeline: Pipeline, context: Any) -> dt.date:
     return run_after.astimezone(pipeline.tz).date() - dt.timedelta(days=1)
 
 
+def run_pipeline(pipeline: Pipeline, context: Any) -> Pipeline:
+    """Return ``pipeline`` with this run's trigger-form choices (models, window, sample)."""
+    params = context.get("params") or {}
+    return pipeline.with_run_options(
+        models=params.get("models"),
+        window_days=params.get("window_days"),
+        sample_fraction=params.get("sample_fraction"),
+    )
+
+
+def run_params(pipeline: Pipeline) -> dict[str, Param]:
+    """Return the trigger form: JSON-schema Params, so the form refuses bad values itself."""
+    names = [m.name for m in pipeline.models]
+    return {
+        "run_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Run date",
+            description="Day to process (YYYY-MM-DD). Empty: the latest complete day for a "
+            "manual run; the run's own date for scheduled and backfill runs.",
+        ),
+        "models": Param(
+            names,
+            type="array",
+            title="Models to train",
+            description="Which of the pipeline's models to train and evaluate in this run.",
+            examples=names,
+            items={"type": "string", "enum": names},
+            minItems=1,
+            uniqueItems=True,
+        ),
+        "window_days": Param(
+            pipeline.training.window_days,
+            type="integer",
+            minimum=1,
+            maximum=366,
+            title="Training window (days)",
+            description="Train on this many days before the run date (the date is held out).",
+        ),
+        "sample_fraction": Param(
+            1.0,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Sample fraction",
+            description="Train on this fraction of every batch: below 1 for a quick trial run.",
+        ),
+        "promote": Param(
+            True,
+            type="boolean",
+            title="Allow promotion",
+            description="Let a model that beats the champion become the new champion.",
+        ),
+    }
+
+
 def _dates(values: list[str]) -> list[dt.date]:
     return [dt.date.fromisoformat(v) for v in values]
 
@@ -75,16 +132,7 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         catchup=False,
         max_active_runs=schedule.max_active_runs,
         tags=["nightshift", pipeline.schema_.task, pipeline.name],
-        params={
-            "run_date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Run date",
-                description="Day to process (YYYY-MM-DD). Empty: the run's own date "
-                "(scheduled and backfill runs) or the last complete day (manual runs).",
-            ),
-        },
+        params=run_params(pipeline),
         default_args={
             "owner": "nightshift",
             "retries": schedule.retries,
@@ -94,25 +142,32 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         render_template_as_native_obj=False,
     )
     def nightly() -> None:
+        def current() -> Pipeline:
+            return run_pipeline(pipeline, get_current_context())
+
         @task
         def ingest() -> dict[str, Any]:
             from nightshift import stages
 
-            day = partition_date_for(pipeline, get_current_context())
+            context = get_current_context()
+            day = partition_date_for(pipeline, context)
             log.info("%s: run date %s", pipeline.name, day)
-            return {**stages.ingest(pipeline, day), "partition_date": day.isoformat()}
+            return {
+                **stages.ingest(run_pipeline(pipeline, context), day),
+                "partition_date": day.isoformat(),
+            }
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
-            return stages.validate(pipeline, _dates(ingested["dates"]))
+            return stages.validate(current(), _dates(ingested["dates"]))
 
         @task(outlets=[processed])
         def preprocess(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
-            result = stages.preprocess(pipeline, _dates(ingested["dates"]))
+            result = stages.preprocess(current(), _dates(ingested["dates"]))
             events = get_current_context()["outlet_events"]
             events[processed].extra = {
                 "partition_date": ingested["partition_date"],
@@ -124,21 +179,21 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         def fit_features(ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
-            return stages.fit_features(pipeline, dt.date.fromisoformat(ingested["partition_date"]))
+            return stages.fit_features(current(), dt.date.fromisoformat(ingested["partition_date"]))
 
         @task
         def train_distributed(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
             day = dt.date.fromisoformat(ingested["partition_date"])
-            return stages.train_distributed(pipeline, day)
+            return stages.train_distributed(current(), day)
 
         @task
         def train_incremental(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
             day = dt.date.fromisoformat(ingested["partition_date"])
-            return stages.train_incremental(pipeline, day)
+            return stages.train_incremental(current(), day)
 
         @task
         def evaluate(
@@ -146,7 +201,7 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         ) -> dict[str, Any]:
             from nightshift import stages
 
-            return stages.evaluate(pipeline, dt.date.fromisoformat(ingested["partition_date"]))
+            return stages.evaluate(current(), dt.date.fromisoformat(ingested["partition_date"]))
 
         @task(outlets=[report])
         def publish(
@@ -158,7 +213,8 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             day = dt.date.fromisoformat(ingested["partition_date"])
             timings = {"ingest": ingested["seconds"]}
             timings.update({name: result["seconds"] for name, result in stage_results.items()})
-            result = stages.publish(pipeline, day, timings, context["run_id"])
+            promote = bool((context.get("params") or {}).get("promote", True))
+            result = stages.publish(current(), day, timings, context["run_id"], promote=promote)
             context["outlet_events"][report].extra = {
                 "partition_date": day.isoformat(),
                 "report": result["report"],

@@ -177,6 +177,8 @@ class Training(_Strict):
     batch_size: int = Field(50_000, gt=0)
     threshold: float = Field(0.5, gt=0, lt=1)
     seed: int = 42
+    # Below 1, training reads this fraction of every batch: a quick run, not a nightly one.
+    sample_fraction: float = Field(1.0, gt=0, le=1)
 
 
 class Pipeline(_Strict):
@@ -223,6 +225,34 @@ class Pipeline(_Strict):
     @property
     def dag_id(self) -> str:
         return f"nightshift_{self.name}"
+
+    def with_run_options(
+        self,
+        models: list[str] | None = None,
+        window_days: int | None = None,
+        sample_fraction: float | None = None,
+    ) -> Pipeline:
+        """Return this pipeline with one run's overrides (from the trigger form) applied."""
+        known = [m.name for m in self.models]
+        chosen = self.models
+        if models is not None:
+            unknown = sorted(set(models) - set(known))
+            if unknown or not models:
+                raise ConfigError(
+                    self.source_file, "models", f"run option models={models}: choose from {known}"
+                )
+            chosen = [m for m in self.models if m.name in models]
+        training = self.training.model_copy(
+            update={
+                k: v
+                for k, v in {"window_days": window_days, "sample_fraction": sample_fraction}.items()
+                if v is not None
+            }
+        )
+        # Re-validate, so an override gets the same checks as the YAML value would.
+        data = self.model_dump(by_alias=True)
+        data.update(training=training.model_dump(), models=[m.model_dump() for m in chosen])
+        return parse_pipeline(data, self.source_file)
 
     def lake_root(self) -> str:
         return _resolve(self.output.lake)

@@ -91,6 +91,19 @@ def preprocess_date(client: Client, pipeline: Pipeline, lake: Lake, raw: Partiti
     return lake.read(PROCESSED, raw.partition_date)
 
 
+def sample_rows(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Return a deterministic ``fraction`` of ``frame``'s rows (all of them at 1.0)."""
+    if fraction >= 1.0:
+        return frame
+    return frame.sample(frac=fraction, random_state=seed).sort_index()
+
+
 def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:
-    """Return the processed batches at ``paths`` as one Dask frame."""
-    return read_batches(paths)[processed_columns(pipeline)]
+    """Return the processed batches at ``paths`` as one Dask frame (sampled for quick runs)."""
+    frame = read_batches(paths)[processed_columns(pipeline)]
+    training = pipeline.training
+    if training.sample_fraction < 1.0:
+        frame = frame.map_partitions(
+            sample_rows, training.sample_fraction, training.seed, meta=frame._meta
+        )
+    return frame

@@ -18,7 +18,7 @@ from distributed import Client, wait
 
 from nightshift.config import BaselineModel, Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
-from nightshift.preprocess import LABEL, processed_frame
+from nightshift.preprocess import LABEL, processed_frame, sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,11 @@ def train_sgd(
     for epoch in range(spec.epochs):
         losses, weights = [], []
         for index in rng.permutation(len(paths)):
-            batch = pd.read_parquet(paths[index])
+            batch = sample_rows(
+                pd.read_parquet(paths[index]),
+                pipeline.training.sample_fraction,
+                pipeline.training.seed,
+            )
             x, y = to_linear_matrix(batch, stats), labels(batch)
             if fitted:
                 losses.append(_batch_loss(model, x, y, classification))
