@@ -6,6 +6,7 @@ with no network request.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from typing import Any
 
@@ -90,3 +91,35 @@ def render_report(results: dict[str, Any]) -> str:
     }
     template = _ENV.get_template("report.html.j2")
     return template.render(r=results, figures=figures, regression=regression)
+
+
+def trend_figure(runs: list[Any]) -> str:
+    """Return the headline metric per night as SVG, with champion changes marked."""
+    from matplotlib.dates import DateFormatter
+
+    metric = runs[-1].metric
+    figure, axes = _figure(f"{metric} per night (best model)", "run date", metric)
+    figure.set_size_inches(7.5, 3.2)
+    dates = [dt.date.fromisoformat(run.partition_date) for run in runs]
+    axes.plot(dates, [run.value for run in runs], marker="o", markersize=3, label="best model")
+    promoted = [(d, run.value) for d, run in zip(dates, runs, strict=True) if run.promoted]
+    if promoted:
+        axes.scatter(
+            [d for d, _ in promoted],
+            [v for _, v in promoted],
+            marker="*",
+            s=120,
+            color="#2a9d3a",
+            zorder=3,
+            label="new champion",
+        )
+    axes.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+    axes.legend(loc="best")
+    return _svg(figure)
+
+
+def render_index(pipelines: dict[str, tuple[Any, list[Any]]], airflow_base: str = "..") -> str:
+    """Return the reports index page: per pipeline, its trend and its runs (``RunSummary``)."""
+    trends = {name: trend_figure(runs) for name, (_, runs) in pipelines.items() if runs}
+    template = _ENV.get_template("index.html.j2")
+    return template.render(pipelines=pipelines, trends=trends, airflow_base=airflow_base)

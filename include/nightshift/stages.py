@@ -207,10 +207,28 @@ def train_incremental(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
     return result
 
 
-def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Score every model on the held-out run date and save the results."""
-    from nightshift.evaluate import evaluate_scores, headline_metric
+def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, Any]]:
+    """Return the model ``name`` trained for ``trained_for`` and its partition's files."""
     from nightshift.train import LoadedModel
+
+    partition = lake_for(pipeline).read(model_stage(name), trained_for)
+    files = dict(
+        zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(), strict=True)
+    )
+    stats = FeatureStats.from_json(read_bytes(files["features.json"]))
+    model = LoadedModel(
+        partition.meta["kind"],
+        read_bytes(files[partition.meta["model_file"]]),
+        stats,
+        pipeline.schema_.task,
+    )
+    return model, files
+
+
+def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Score every model, and the current champion, on the held-out run date; save the results."""
+    from nightshift.champion import champion_before
+    from nightshift.evaluate import evaluate_scores, headline_metric
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -219,18 +237,12 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         frame = pd.concat([pd.read_parquet(p) for p in held_out.paths()], ignore_index=True)
         y = labels(frame)
         task = pipeline.schema_.task
+        threshold = pipeline.training.threshold
         models: dict[str, Any] = {}
         for spec in pipeline.models:
-            partition = lake.read(model_stage(spec.name), partition_date)
-            files = dict(
-                zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(), strict=True)
-            )
-            stats = FeatureStats.from_json(read_bytes(files["features.json"]))
-            model = LoadedModel(
-                partition.meta["kind"], read_bytes(files[partition.meta["model_file"]]), stats, task
-            )
-            scored = evaluate_scores(task, y, model.predict(frame), pipeline.training.threshold)
-            scored["kind"] = partition.meta["kind"]
+            model, files = load_model(pipeline, spec.name, partition_date)
+            scored = evaluate_scores(task, y, model.predict(frame), threshold)
+            scored["kind"] = model.kind
             scored["history"] = json.loads(read_bytes(files["history.json"]))
             if scored["kind"] == "baseline":
                 scored["value"] = float(model.content["value"])
@@ -239,15 +251,33 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
 
         def rank_key(name: str) -> float:
             value = models[name]["metrics"][metric]
-            value = float("-inf") if value is None else value
+            if value is None:
+                return float("inf")
             return -value if higher_is_better else value
 
         ranking = sorted(models, key=rank_key)
+        # The challenger is the best learned model; the baseline is there to keep it honest.
+        learned = [name for name in ranking if models[name]["kind"] != "baseline"]
+        champion = champion_before(lake, partition_date)
+        champion_metrics = None
+        if champion is not None:
+            try:
+                model, _ = load_model(
+                    pipeline, champion["name"], dt.date.fromisoformat(champion["trained_for"])
+                )
+                champion_metrics = evaluate_scores(task, y, model.predict(frame), threshold)[
+                    "metrics"
+                ]
+            except (PartitionMissing, KeyError, ValueError) as exc:
+                log.warning("%s: champion %s not scored: %s", pipeline.name, champion, exc)
         evaluation = {
             "models": models,
             "ranking": ranking,
             "best": ranking[0],
+            "challenger": (learned or ranking)[0],
             "headline_metric": metric,
+            "previous_champion": champion,
+            "previous_champion_metrics": champion_metrics,
         }
         with lake.writer(EVALUATION, partition_date) as writer:
             writer.write_bytes("evaluation.json", json.dumps(evaluation, sort_keys=True).encode())
@@ -270,8 +300,10 @@ def publish(
     partition_date: dt.date,
     timings: dict[str, float],
     run_id: str,
+    promote: bool = True,
 ) -> dict[str, Any]:
-    """Write the run's metrics JSON and self-contained HTML report."""
+    """Decide the champion; write the run's metrics JSON and self-contained HTML report."""
+    from nightshift.champion import CHAMPION, decide
     from nightshift.report import render_report
 
     result: dict[str, Any] = {}
@@ -282,12 +314,34 @@ def publish(
         stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
         window = features.meta["window"]
         held_out = read_summary(lake, partition_date)
+        metric = evaluation["headline_metric"]
+        challenger = evaluation["challenger"]
+        previous_metrics = evaluation.get("previous_champion_metrics") or {}
+        decision = decide(
+            {
+                "name": challenger,
+                "kind": evaluation["models"][challenger]["kind"],
+                "trained_for": partition_date.isoformat(),
+                "score": evaluation["models"][challenger]["metrics"][metric],
+            },
+            evaluation.get("previous_champion"),
+            previous_metrics.get(metric),
+            metric,
+            promote=promote,
+        )
+        log.info("%s %s: %s", pipeline.name, partition_date, decision.reason)
         results = {
             "pipeline": pipeline.name,
             "partition_date": partition_date.isoformat(),
             "task": pipeline.schema_.task,
             "run_id": run_id,
             "threshold": pipeline.training.threshold,
+            "run_options": {
+                "models": [m.name for m in pipeline.models],
+                "window_days": pipeline.training.window_days,
+                "sample_fraction": pipeline.training.sample_fraction,
+                "promote": promote,
+            },
             "training_window": {
                 "start": window[0],
                 "end": window[-1],
@@ -298,6 +352,14 @@ def publish(
             },
             "data": {"held_out": held_out},
             **evaluation,
+            "champion": {
+                "model_id": decision.model_id,
+                "promoted": decision.promoted,
+                "reason": decision.reason,
+                "previous": decision.previous,
+                "previous_metrics": previous_metrics or None,
+                "promotion_allowed": promote,
+            },
             "timings": dict(timings),
             "nightshift_version": __version__,
         }
@@ -305,8 +367,20 @@ def publish(
         metrics_json = json.dumps(results, indent=1, sort_keys=True).encode()
         write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
         write_bytes_atomic(f"{directory}/report.html", render_report(results).encode())
+        # The champion pointer moves last: a publish that dies before this line leaves the
+        # previous champion in place.
+        with lake.writer(CHAMPION, partition_date) as writer:
+            writer.write_bytes("decision.json", json.dumps(decision.to_dict()).encode())
+            writer.meta.update(
+                {"champion": decision.champion or None, "promoted": decision.promoted}
+            )
         result.update(
-            {"report": f"{directory}/report.html", "metrics": f"{directory}/metrics.json"}
+            {
+                "report": f"{directory}/report.html",
+                "metrics": f"{directory}/metrics.json",
+                "champion": decision.model_id,
+                "promoted": decision.promoted,
+            }
         )
     return result
 

@@ -44,7 +44,22 @@ def _results(task: str = "binary_classification") -> dict:
         "models": models,
         "ranking": ["xgboost", "base_rate"],
         "best": "xgboost",
+        "challenger": "xgboost",
         "headline_metric": "roc_auc",
+        "run_options": {
+            "models": ["xgboost", "base_rate"],
+            "window_days": 2,
+            "sample_fraction": 1.0,
+            "promote": True,
+        },
+        "champion": {
+            "model_id": "xgboost@2026-06-02",
+            "promoted": True,
+            "reason": "better: roc_auc 0.9 vs champion xgboost@2026-06-01 at 0.8",
+            "previous": {"model_id": "xgboost@2026-06-01", "name": "xgboost"},
+            "previous_metrics": {"roc_auc": 0.8},
+            "promotion_allowed": True,
+        },
         "timings": {"ingest": 1.25},
         "nightshift_version": "0.1.0",
     }
@@ -106,3 +121,33 @@ def test_report_is_deterministic_and_handles_regression() -> None:
     assert render_report(_results()) == render_report(_results())
     html = render_report(_results("regression"))
     assert "RMSE" in html and "Residuals" in html
+
+
+def test_report_states_the_champion_decision() -> None:
+    html = render_report(_results())
+    assert "Promoted" in html and "xgboost@2026-06-01" in html
+    quick = _results()
+    quick["run_options"]["sample_fraction"] = 0.25
+    assert "trained on 25% of each batch" in render_report(quick)
+
+
+def test_index_lists_runs_newest_first_with_trend_and_links(tmp_path) -> None:
+    from nightshift.config import parse_pipeline
+    from nightshift.report import render_index
+    from nightshift.report_index import summarise
+    from tests.conftest import small_pipeline_dict
+
+    pipeline = parse_pipeline(small_pipeline_dict(), "demo.yaml")
+    first, second = _results(), _results()
+    second.update(partition_date="2026-06-03", run_id="scheduled__2026-06-03")
+    second["champion"] = {**second["champion"], "promoted": False, "reason": "not better"}
+    runs = [summarise(first), summarise(second)]
+    html = render_index({"demo": (pipeline, runs)})
+    assert html.index("2026-06-03") < html.index("2026-06-02")
+    assert 'href="files/demo/2026-06-02/report.html"' in html
+    assert "../dags/nightshift_retail_conversion/runs/scheduled__2026-06-03" in html
+    assert html.count("<svg") == 1 and "new champion" in html
+    assert "kept: not better" in html
+    checker = _Checker()
+    checker.feed(html)
+    assert checker.errors == [] and checker.stack == []

@@ -1,0 +1,121 @@
+"""The published reports: pipelines → runs by date, headline metrics, trend, safe file lookup.
+
+Read by the Airflow plugin that shows "Model reports"; pure reads of the reports root, no
+Airflow imports, so it is tested without a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nightshift.config import Pipeline
+
+log = logging.getLogger(__name__)
+
+REPORT_FILES = ("report.html", "metrics.json")
+
+
+class UnsafePath(ValueError):
+    """A requested path would leave the reports root (traversal, absolute path, NUL byte)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One published run, as the index lists it."""
+
+    pipeline: str
+    partition_date: str
+    run_id: str
+    best: str
+    metric: str
+    value: float
+    higher_is_better: bool
+    champion: str | None
+    promoted: bool | None
+    decision: str
+
+    @property
+    def report(self) -> str:
+        """The report's path relative to the pipeline's reports folder."""
+        return f"{self.partition_date}/report.html"
+
+
+def pipeline_reports_root(pipeline: Pipeline) -> Path:
+    """Return the folder that holds ``pipeline``'s reports, one sub-folder per date."""
+    root = pipeline.reports_root()
+    if "://" in root and not root.startswith("file://"):
+        raise UnsafePath(f"{pipeline.name}: reports at {root} are not on this machine's disk")
+    return Path(root.removeprefix("file://")) / pipeline.name
+
+
+def summarise(metrics: dict[str, Any]) -> RunSummary:
+    """Return the index entry of one run's metrics JSON."""
+    metric = metrics["headline_metric"]
+    best = metrics["best"]
+    champion = metrics.get("champion") or {}
+    return RunSummary(
+        pipeline=metrics["pipeline"],
+        partition_date=metrics["partition_date"],
+        run_id=metrics["run_id"],
+        best=best,
+        metric=metric,
+        value=float(metrics["models"][best]["metrics"][metric]),
+        higher_is_better=metric in ("roc_auc", "accuracy", "f1", "r2"),
+        champion=champion.get("model_id"),
+        promoted=champion.get("promoted"),
+        decision=champion.get("reason", ""),
+    )
+
+
+def list_runs(pipeline: Pipeline) -> list[RunSummary]:
+    """Return the published runs of ``pipeline``, oldest date first; unreadable ones are logged."""
+    root = pipeline_reports_root(pipeline)
+    if not root.is_dir():
+        return []
+    runs = []
+    for folder in sorted(root.iterdir()):
+        try:
+            dt.date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        try:
+            runs.append(summarise(json.loads(metrics_file.read_text())))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: not a readable nightshift metrics file (%s)", metrics_file, exc)
+    return runs
+
+
+def find_run(pipeline: Pipeline, run_id: str) -> RunSummary | None:
+    """Return the published run of ``pipeline`` with Airflow run id ``run_id``, if any."""
+    return next((run for run in list_runs(pipeline) if run.run_id == run_id), None)
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """Return the file at ``relative`` under ``root``.
+
+    Raises UnsafePath for anything that could leave the root (NUL bytes, absolute paths, ``..``
+    segments, symlinks resolving outside it) and FileNotFoundError for a file that is not there.
+    """
+    if "\x00" in relative:
+        raise UnsafePath("NUL byte in path")
+    if relative.startswith(("/", "\\")) or os.path.isabs(relative) or ":" in relative:
+        raise UnsafePath("absolute paths are not served")
+    parts = relative.replace("\\", "/").split("/")
+    if any(part in ("..", ".") for part in parts):
+        raise UnsafePath("'..' and '.' segments are not served")
+    real_root = root.resolve()
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(real_root):
+        raise UnsafePath("path resolves outside the reports root")
+    if not candidate.is_file():
+        raise FileNotFoundError(relative)
+    return candidate
