@@ -9,6 +9,7 @@ import logging
 import shlex
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_scheduled_run(airflow: Any, dag_id: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        scheduled = [r for r in airflow.runs(dag_id) if r["run_type"] == "scheduled"]
+        if scheduled:
+            return str(scheduled[0]["dag_run_id"])
+        time.sleep(2)
+    raise TimeoutError(f"{dag_id}: the scheduler started no run within {timeout}s")
+
+
+def _run_date(airflow: Any, dag_id: str, run_id: str) -> dt.date:
+    """Return the date a finished run processed (its ingest task's XCom)."""
+    entry = airflow.api(
+        "GET",
+        f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/ingest/xcomEntries/"
+        "return_value",
+    )
+    return dt.date.fromisoformat(entry["value"]["partition_date"])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the services, run one nightly DAG run under the real scheduler, print the report."""
     from nightshift.local_airflow import LocalAirflow
@@ -113,8 +134,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         airflow.start()
         airflow.wait_for_dag(pipeline.dag_id)
         airflow.unpause(pipeline.dag_id)
-        run_id = airflow.trigger(pipeline.dag_id, {"run_date": args.date.isoformat()})
-        print(f"triggered {pipeline.dag_id} run {run_id} for {args.date}; waiting ...", flush=True)
+        if args.date is None:
+            # Unpausing lets the scheduler start the latest complete night (catchup is off):
+            # that scheduled run is the nightly run the demo shows.
+            run_id = _first_scheduled_run(airflow, pipeline.dag_id)
+            print(f"the scheduler started {pipeline.dag_id} run {run_id}; waiting ...", flush=True)
+        else:
+            run_id = airflow.trigger(pipeline.dag_id, {"run_date": args.date.isoformat()})
+            print(f"triggered {pipeline.dag_id} run {run_id} for {args.date}; waiting ...")
         [run] = airflow.wait_for_runs(pipeline.dag_id, 1, run_ids=[run_id], timeout=3600)
         states = airflow.task_states(pipeline.dag_id, run_id)
         print(f"run {run['state']} in {time.monotonic() - started:.0f}s: {states}")
@@ -124,7 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        directory = report_dir(pipeline, args.date)
+        day = _run_date(airflow, pipeline.dag_id, run_id)
+        directory = report_dir(pipeline, day)
         metrics: dict[str, Any] = json.loads(Path(f"{directory}/metrics.json").read_text())
         for name in metrics["ranking"]:
             print(
@@ -172,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
     demo.add_argument("--pipeline", default="retail_conversion")
-    demo.add_argument("--date", type=_date, default=_yesterday())
+    demo.add_argument(
+        "--date", type=_date, default=None, help="default: the scheduler's latest complete night"
+    )
     demo.add_argument("--keep-running", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

@@ -95,7 +95,7 @@ def render_report(results: dict[str, Any]) -> str:
 
 def trend_figure(runs: list[Any]) -> str:
     """Return the headline metric per night as SVG, with champion changes marked."""
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import AutoDateLocator, DateFormatter
 
     metric = runs[-1].metric
     figure, axes = _figure(f"{metric} per night (best model)", "run date", metric)
@@ -113,6 +113,9 @@ def trend_figure(runs: list[Any]) -> str:
             zorder=3,
             label="new champion",
         )
+    if len(dates) < 3:  # a lone point would otherwise get a year-wide axis
+        axes.set_xlim(min(dates) - dt.timedelta(days=2), max(dates) + dt.timedelta(days=2))
+    axes.xaxis.set_major_locator(AutoDateLocator(maxticks=8))
     axes.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     axes.legend(loc="best")
     return _svg(figure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,14 @@ from nightshift.local_airflow import LocalAirflow, fresh
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 
-@pytest.fixture(scope="module")
-def airflow_project(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LocalAirflow, Path]]:
+@contextmanager
+def running_airflow(root: Path, name: str, dask: bool) -> Iterator[tuple[LocalAirflow, Path]]:
     """Start api-server, scheduler and dag-processor on loopback for one small pipeline.
 
-    No Dask address is given, so every task starts its own local cluster: the path that has
-    to survive the real scheduler. Every service is stopped by its pid afterwards.
+    With ``dask`` a Dask scheduler and workers run as separate processes and tasks use their
+    address; without, every task starts its own local cluster. Every service is stopped by
+    its pid afterwards, and the test fails if one survives.
     """
-    root = tmp_path_factory.mktemp("airflow-e2e")
     pipelines = root / "pipelines"
     pipelines.mkdir()
     data = small_pipeline_dict(rows=6000, window=2, batch=2500)
@@ -29,7 +28,7 @@ def airflow_project(
     data["schedule"].update(
         {"start_date": dt.date.today().isoformat(), "retries": 1, "retry_delay_minutes": 0.1}
     )
-    write_pipeline(pipelines, data, name="e2e_conversion")
+    write_pipeline(pipelines, data, name=name)
     airflow = fresh(
         root / "airflow-home",
         extra_env={
@@ -38,10 +37,28 @@ def airflow_project(
         },
     )
     try:
-        airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=False)
-        airflow.wait_for_dag("nightshift_e2e_conversion")
+        airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=dask)
+        airflow.wait_for_dag(f"nightshift_{name}")
         yield airflow, root / "project"
     finally:
         stopped = airflow.stop()
         assert airflow.running() == {}, f"still running after stop: {airflow.running()}"
         print(f"stopped {stopped}")
+
+
+@pytest.fixture(scope="module")
+def airflow_project(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalAirflow, Path]]:
+    """Airflow on loopback where each Dask task starts its own local cluster."""
+    with running_airflow(tmp_path_factory.mktemp("airflow-e2e"), "e2e_conversion", False) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def airflow_with_dask(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalAirflow, Path]]:
+    """Airflow on loopback whose tasks use a separately started Dask scheduler and workers."""
+    with running_airflow(tmp_path_factory.mktemp("airflow-ui"), "ui_conversion", True) as up:
+        yield up

@@ -147,6 +147,6 @@ def test_params_are_the_trigger_form_schema() -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
     for name, value in bad:
-        with pytest.raises(ParamValidationError, match="Failed validating|Invalid input"):
+        with pytest.raises(ParamValidationError, match=r"Failed validating|Invalid input"):
             params[name].resolve(value)
     assert dt.date.fromisoformat(params["run_date"].resolve("2026-02-28"))
