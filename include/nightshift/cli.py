@@ -69,6 +69,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         airflow.env(with_dask=airflow.pid("dask-scheduler") is not None).items()
     ):
         print(f"export {key}={shlex.quote(value)}")
+    # The shell that evals this finds this virtualenv's `airflow` first.
+    print(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
     return 0
 
 
