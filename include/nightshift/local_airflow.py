@@ -345,6 +345,24 @@ class LocalAirflow:
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
 
+    def backfill(self, dag_id: str, first: str, last: str, *extra: str) -> str:
+        """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
+
+        Logical dates fall at the cron time, so the range runs from midnight UTC of the first
+        day to noon UTC of the last: past any nightly cron before noon.
+        """
+        return self.airflow(
+            "backfill",
+            "create",
+            "--dag-id",
+            dag_id,
+            "--from-date",
+            f"{first}T00:00:00+00:00",
+            "--to-date",
+            f"{last}T12:00:00+00:00",
+            *extra,
+        )
+
     def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
         """Wait until every backfill of ``dag_id`` is marked complete; return them."""
         deadline = time.monotonic() + timeout

@@ -63,23 +63,13 @@ def test_every_plugin_route_needs_a_session(airflow_with_dask) -> None:
     assert status == 200 and NAME in json.loads(body)
 
 
-def _backfill_run_dates(airflow: LocalAirflow) -> dict[str, str]:
-    runs = [r for r in airflow.runs(DAG_ID) if r["run_type"] == "backfill"]
-    return {r["dag_run_id"]: r["state"] for r in runs}
-
-
 def test_backfill_five_dates_two_at_a_time_each_on_its_own_window(airflow_with_dask) -> None:
     airflow, project = airflow_with_dask
     airflow.unpause(DAG_ID)
-    airflow.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
+    airflow.backfill(
         DAG_ID,
-        "--from-date",
-        f"{BACKFILL[0]}T00:00:00+00:00",
-        "--to-date",
-        f"{BACKFILL[-1]}T12:00:00+00:00",
+        BACKFILL[0],
+        BACKFILL[-1],
         "--max-active-runs",
         "2",
     )

@@ -25,21 +25,6 @@ def _digest(partition: Path) -> dict[str, str]:
     }
 
 
-def _backfill(airflow: LocalAirflow, *extra: str) -> None:
-    # Logical dates are the nightly 02:30 Amsterdam starts; the window ends after the last one.
-    airflow.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        f"{DATES[0]}T00:00:00+00:00",
-        "--to-date",
-        f"{DATES[-1]}T12:00:00+00:00",
-        *extra,
-    )
-
-
 def test_backfill_three_dates_then_reprocess_one(
     airflow_project: tuple[LocalAirflow, Path],
 ) -> None:
@@ -48,7 +33,7 @@ def test_backfill_three_dates_then_reprocess_one(
     reports = project / "data" / "reports" / "e2e_conversion"
 
     airflow.unpause(DAG_ID)
-    _backfill(airflow)
+    airflow.backfill(DAG_ID, DATES[0], DATES[-1])
     runs = airflow.wait_for_runs(DAG_ID, len(DATES), timeout=1500)
     airflow.wait_for_backfills(DAG_ID)
     assert [r["state"] for r in runs] == ["success"] * 3, runs
@@ -77,15 +62,10 @@ def test_backfill_three_dates_then_reprocess_one(
     }
     rows_before = json.loads((processed / "_MANIFEST.json").read_text())["meta"]
 
-    airflow.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
+    airflow.backfill(
         DAG_ID,
-        "--from-date",
-        f"{day}T00:00:00+00:00",
-        "--to-date",
-        f"{day}T12:00:00+00:00",
+        day,
+        day,
         "--reprocess-behavior",
         "completed",
     )
