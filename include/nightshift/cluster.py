@@ -1,42 +1,196 @@
-"""The one place that owns a Dask cluster's lifetime.
+"""The one place that decides which Dask cluster a task uses, and owns its lifetime.
 
-``dask_client()`` connects to ``NIGHTSHIFT_DASK_ADDRESS`` when it is set (a shared scheduler,
-such as the one ``make up`` or docker-compose starts), and otherwise starts a local cluster
-for the duration of the block and tears it down after.
+Three modes, chosen by :func:`plan_cluster` from the environment:
 
-The local cluster's scheduler and workers run as fresh ``dask`` interpreters
-(``SubprocessCluster``), not as multiprocessing children of the caller. Under Airflow's real
-scheduler the task process runs with the metadata DB deliberately made unreachable
-(``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow-db-not-allowed:///``) and its ``__main__`` is the
-``airflow`` entry point, so ``LocalCluster(processes=True)``'s spawned workers re-import
-Airflow and die with "Could not parse SQLAlchemy URL". Fresh interpreters never import it.
+``external``
+    ``NIGHTSHIFT_DASK_ADDRESS`` (or the Airflow connection ``nightshift_dask``) names a running
+    scheduler: the one ``make up`` or docker-compose starts, or what dask-kubernetes /
+    dask-jobqueue expose. Nothing is started; workers may be CPU or ``dask cuda worker``.
+``local-cuda``
+    GPUs are visible and dask-cuda is installed (the ``gpu`` extra): a ``LocalCUDACluster``,
+    one worker per GPU, with a device memory limit and spilling to host memory.
+``local``
+    Otherwise a CPU ``LocalCluster``: one single-threaded worker per core, each with a host
+    memory limit; Dask spills to disk past it.
+
+``NIGHTSHIFT_DASK_MODE=local`` or ``local-cuda`` forces a local mode.
+
+Local clusters run inside a fresh ``python -m nightshift.cluster_host`` interpreter, never in
+the calling process. Under Airflow's real scheduler the task process runs with the metadata DB
+deliberately unreachable and its ``__main__`` is the ``airflow`` entry point, so workers that
+a ``LocalCluster(processes=True)`` spawns from it re-import Airflow and die with "Could not
+parse SQLAlchemy URL". Workers spawned from the host interpreter never import Airflow. The host
+reads its stdin until the task closes it, so it also ends when the task is killed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterator
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from distributed import Client
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "NIGHTSHIFT_DASK_ADDRESS"
+CONNECTION_ENV = "NIGHTSHIFT_DASK_CONN_ID"
+DEFAULT_CONNECTION = "nightshift_dask"
+MODE_ENV = "NIGHTSHIFT_DASK_MODE"
 WORKERS_ENV = "NIGHTSHIFT_DASK_WORKERS"
+MEMORY_ENV = "NIGHTSHIFT_DASK_MEMORY_LIMIT"
+DEVICE_MEMORY_ENV = "NIGHTSHIFT_DASK_DEVICE_MEMORY_LIMIT"
+HOST_START_TIMEOUT = 120.0
+
+Mode = Literal["external", "local-cuda", "local"]
+
+
+class ClusterError(RuntimeError):
+    """The cluster configuration cannot be honoured; the message says which setting."""
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """Which cluster to use and how to size it; ``reason`` says why, for the task log."""
+
+    mode: Mode
+    reason: str
+    address: str | None = None
+    workers: int = 0
+    memory_limit: str = "auto"
+    device_memory_limit: str = "0.8"
+
+
+def plan_cluster(
+    env: Mapping[str, str],
+    cores: int,
+    gpus: int,
+    has_dask_cuda: bool,
+    connection_address: str | None = None,
+) -> ClusterPlan:
+    """Return the cluster plan for this environment (a pure function: no I/O)."""
+    address = env.get(ADDRESS_ENV, "").strip()
+    if address:
+        return ClusterPlan("external", f"{ADDRESS_ENV}={address}", address=address)
+    if connection_address:
+        conn_id = env.get(CONNECTION_ENV, DEFAULT_CONNECTION)
+        return ClusterPlan(
+            "external", f"Airflow connection '{conn_id}'", address=connection_address
+        )
+
+    forced = env.get(MODE_ENV, "auto").strip() or "auto"
+    if forced not in ("auto", "local", "local-cuda"):
+        raise ClusterError(
+            f"{MODE_ENV}={forced!r}: choose 'auto', 'local' or 'local-cuda' "
+            f"(or set {ADDRESS_ENV} for an external scheduler)"
+        )
+    memory_limit = env.get(MEMORY_ENV, "auto")
+    workers_setting = env.get(WORKERS_ENV, "").strip()
+    if workers_setting and (not workers_setting.isdigit() or int(workers_setting) < 1):
+        raise ClusterError(f"{WORKERS_ENV}={workers_setting!r}: expected a positive integer")
+
+    if forced == "local-cuda" or (forced == "auto" and gpus > 0 and has_dask_cuda):
+        if gpus == 0:
+            raise ClusterError(f"{MODE_ENV}=local-cuda, but no GPU is visible")
+        if not has_dask_cuda:
+            raise ClusterError(
+                f"{MODE_ENV}=local-cuda, but dask-cuda is not installed: "
+                "install the 'gpu' extra (uv sync --extra gpu)"
+            )
+        count = min(gpus, int(workers_setting)) if workers_setting else gpus
+        return ClusterPlan(
+            "local-cuda",
+            f"{gpus} GPU(s) visible and dask-cuda installed",
+            workers=count,
+            memory_limit=memory_limit,
+            device_memory_limit=env.get(DEVICE_MEMORY_ENV, "0.8"),
+        )
+
+    if forced == "local":
+        reason = f"{MODE_ENV}=local"
+    elif gpus > 0:
+        reason = (
+            f"{gpus} GPU(s) visible but dask-cuda is not installed "
+            "(install the 'gpu' extra to use them); CPU workers"
+        )
+    else:
+        reason = "no GPU visible; CPU workers"
+    count = int(workers_setting) if workers_setting else max(1, cores)
+    return ClusterPlan("local", reason, workers=count, memory_limit=memory_limit)
+
+
+def visible_gpus(env: Mapping[str, str] | None = None) -> int:
+    """Return how many NVIDIA GPUs this process may use (0 without a driver)."""
+    env = os.environ if env is None else env
+    restricted = env.get("CUDA_VISIBLE_DEVICES")
+    if restricted is not None:
+        devices = [d for d in restricted.split(",") if d.strip() and d.strip() != "-1"]
+        if not devices:
+            return 0
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
+    return min(found, len(devices)) if restricted is not None else found
+
+
+def has_dask_cuda() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dask_cuda") is not None
+
+
+def airflow_connection_address(env: Mapping[str, str] | None = None) -> str | None:
+    """Return the scheduler address from the Airflow connection, if one is defined.
+
+    The connection (default id ``nightshift_dask``, e.g. ``AIRFLOW_CONN_NIGHTSHIFT_DASK=
+    tcp://dask-scheduler:8786``) is looked up through Airflow's secrets backends, so it may
+    live in the metadata DB, an environment variable or a vault.
+    """
+    env = os.environ if env is None else env
+    conn_id = env.get(CONNECTION_ENV, DEFAULT_CONNECTION)
+    if f"AIRFLOW_CONN_{conn_id.upper()}" not in env and "AIRFLOW_CTX_DAG_ID" not in env:
+        return None  # not inside an Airflow task and no env connection: nothing to look up
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # missing connection, or no Airflow context to ask
+        log.debug("no Airflow connection %r: %s", conn_id, exc)
+        return None
+    extra = conn.extra_dejson or {}
+    if extra.get("address"):
+        return str(extra["address"])
+    if not conn.host:
+        return None
+    scheme = conn.conn_type if conn.conn_type in ("tcp", "tls", "ucx", "ws", "wss") else "tcp"
+    return f"{scheme}://{conn.host}:{conn.port or 8786}"
 
 
 def local_worker_count() -> int:
-    """Return how many single-threaded workers the local cluster starts: one per core."""
-    configured = os.environ.get(WORKERS_ENV)
-    if configured:
-        return max(1, int(configured))
+    """Return how many single-threaded workers a local CPU cluster starts: one per core."""
+    return plan_cluster(os.environ, _cores(), 0, False).workers
+
+
+def _cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
 def describe(client: Client) -> str:
-    """Return a one-line description of the cluster: mode, workers, threads, dashboard."""
+    """Return a one-line description of the cluster: workers, threads, GPUs, dashboard."""
     info = client.scheduler_info(n_workers=-1)
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
@@ -46,30 +200,128 @@ def describe(client: Client) -> str:
     )
 
 
+def current_plan() -> ClusterPlan:
+    """Return the plan for this process's environment."""
+    address = None if os.environ.get(ADDRESS_ENV) else airflow_connection_address()
+    gpus = visible_gpus()
+    return plan_cluster(os.environ, _cores(), gpus, has_dask_cuda(), address)
+
+
 @contextmanager
-def dask_client() -> Iterator[Client]:
+def dask_client(plan: ClusterPlan | None = None) -> Iterator[Client]:
     """Yield a connected Client; a local cluster started here is closed on exit."""
-    address = os.environ.get(ADDRESS_ENV)
-    if address:
-        with Client(address, timeout="30s") as client:
-            log.info("Dask mode: external, %s", describe(client))
+    plan = plan or current_plan()
+    if plan.mode == "external":
+        assert plan.address is not None
+        with Client(plan.address, timeout="30s") as client:
+            log.info("Dask mode: external (%s), %s", plan.reason, describe(client))
             yield client
         return
 
-    from distributed.deploy.subprocess import SubprocessCluster
+    with cluster_host(plan) as address, Client(address, timeout="30s") as client:
+        client.wait_for_workers(plan.workers, timeout=HOST_START_TIMEOUT)
+        unit = "GPU worker(s)" if plan.mode == "local-cuda" else "CPU worker(s)"
+        log.info(
+            "Dask mode: %s (%s), %d %s, memory limit %s per worker, %s",
+            plan.mode,
+            plan.reason,
+            plan.workers,
+            unit,
+            plan.memory_limit,
+            describe(client),
+        )
+        yield client
 
-    workers = local_worker_count()
-    cluster = SubprocessCluster(
-        host="127.0.0.1",
-        n_workers=workers,
-        threads_per_worker=1,
-        dashboard_address="127.0.0.1:0",
-        worker_kwargs={"memory_limit": os.environ.get("NIGHTSHIFT_DASK_MEMORY_LIMIT", "auto")},
+
+@contextmanager
+def cluster_host(plan: ClusterPlan) -> Iterator[str]:
+    """Start a local cluster in a fresh interpreter; yield its scheduler address."""
+    # The host never needs Airflow's settings; keep them (and the unreachable DB URL) away.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__DATABASE")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nightshift.cluster_host", json.dumps(asdict(plan))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     try:
-        with Client(cluster) as client:
-            client.wait_for_workers(workers, timeout=60)
-            log.info("Dask mode: local (subprocess workers), %s", describe(client))
-            yield client
+        address = _read_address(proc)
+        yield address
     finally:
-        cluster.close()
+        assert proc.stdin is not None
+        proc.stdin.close()  # the host closes its cluster and exits
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log.warning("Dask cluster host %d did not stop in 60 s; killing it", proc.pid)
+            proc.kill()
+            proc.wait()
+
+
+def _read_address(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + HOST_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if selector.select(timeout=1.0):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            message: dict[str, Any] = json.loads(line)
+            if "error" in message:
+                raise ClusterError(f"local Dask cluster did not start: {message['error']}")
+            return str(message["address"])
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise ClusterError(
+        f"local Dask cluster did not start within {HOST_START_TIMEOUT:.0f} s "
+        f"(host exit code {proc.poll()}); see the log above"
+    )
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """What every worker of a cluster can use: a GPU, and cuDF for GPU dataframes."""
+
+    gpu: bool = False
+    cudf: bool = False
+
+    @property
+    def dataframe_backend(self) -> Literal["cudf", "pandas"]:
+        return "cudf" if self.gpu and self.cudf else "pandas"
+
+    @property
+    def xgboost_device(self) -> Literal["cuda", "cpu"]:
+        return "cuda" if self.gpu else "cpu"
+
+
+def _worker_accelerators() -> dict[str, bool]:
+    """Run on a worker: does it see a GPU, and can it import cuDF?"""
+    import importlib.util
+
+    gpu = visible_gpus() > 0
+    return {"gpu": gpu, "cudf": gpu and importlib.util.find_spec("cudf") is not None}
+
+
+def combine_accelerators(answers: Mapping[str, Mapping[str, bool]]) -> Accelerators:
+    """Return what *every* worker has: one CPU-only worker means the CPU path for all."""
+    if not answers:
+        return Accelerators()
+    return Accelerators(
+        gpu=all(a.get("gpu", False) for a in answers.values()),
+        cudf=all(a.get("cudf", False) for a in answers.values()),
+    )
+
+
+def accelerators(client: Client) -> Accelerators:
+    """Ask every worker what it has; log the compute path chosen."""
+    found = combine_accelerators(client.run(_worker_accelerators))
+    log.info(
+        "compute path: dataframes on %s, XGBoost on %s",
+        found.dataframe_backend,
+        found.xgboost_device,
+    )
+    return found

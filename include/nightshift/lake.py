@@ -56,6 +56,10 @@ class Partition:
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(uri)
+    if not isinstance(fs, LocalFileSystem):
+        # Object-store filesystems cache listings per process; another process may have
+        # committed a partition since, and a stale listing would hide it.
+        fs.invalidate_cache()
     return fs, path
 
 
@@ -81,9 +85,13 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 
 
 def read_bytes(uri: str) -> bytes:
+    """Return the whole object in one request: old bytes or new, even while it is replaced.
+
+    (``fs.open`` on an object store reads in ranges pinned to the ETag it saw first, and fails
+    with ``FileExpired`` if a writer replaces the object between the two.)
+    """
     fs, path = _fs(uri)
-    with fs.open(path, "rb") as handle:
-        data: bytes = handle.read()
+    data: bytes = fs.cat_file(path)
     return data
 
 

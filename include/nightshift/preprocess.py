@@ -36,8 +36,12 @@ def processed_columns(pipeline: Pipeline) -> list[str]:
     return [*key, *features.numeric, *features.categorical, *features.time, LABEL]
 
 
-def derive_features(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
-    """Return the processed rows for a raw frame: typed features, time features and the label."""
+def derive_features(frame: Any, pipeline: Pipeline, string_dtype: str = "string") -> Any:
+    """Return the processed rows for a raw frame: typed features, time features and the label.
+
+    ``frame`` is a pandas or a cuDF frame; only operations both share are used, so the GPU path
+    runs the same code (cuDF spells pandas' ``string`` dtype ``str``).
+    """
     schema = pipeline.schema_
     features = pipeline.features
     out: dict[str, Any] = {}
@@ -47,19 +51,19 @@ def derive_features(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
         values = frame[name].astype("float64")
         out[name] = np.log1p(values.clip(lower=0)) if name in features.log1p else values
     for name in features.categorical:
-        out[name] = frame[name].astype("string")
+        out[name] = frame[name].astype(string_dtype)
     if features.time:
         assert schema.timestamp is not None
         stamp = frame[schema.timestamp].dt.tz_convert(pipeline.schedule.timezone)
         derived = {
             "hour": stamp.dt.hour.astype("float64"),
-            "day_of_week": stamp.dt.day_of_week.astype("float64"),
-            "is_weekend": (stamp.dt.day_of_week >= 5).astype("float64"),
+            "day_of_week": stamp.dt.dayofweek.astype("float64"),
+            "is_weekend": (stamp.dt.dayofweek >= 5).astype("float64"),
         }
         for name in features.time:
             out[name] = derived[name]
     out[LABEL] = frame[schema.label].astype("float64")
-    return pd.DataFrame(out, index=frame.index)[processed_columns(pipeline)]
+    return type(frame)(out, index=frame.index)[processed_columns(pipeline)]
 
 
 def read_batches(paths: list[str], columns: list[str] | None = None) -> dd.DataFrame:
@@ -67,24 +71,44 @@ def read_batches(paths: list[str], columns: list[str] | None = None) -> dd.DataF
     return dd.read_parquet(paths, columns=columns, split_row_groups=False, aggregate_files=False)
 
 
-def _process_batch(source: str, target: str, pipeline: Pipeline) -> int:
+def _process_batch(source: str, target: str, pipeline: Pipeline, backend: str = "pandas") -> int:
+    """Run on a worker: read one raw batch, write its processed batch; return the row count.
+
+    One batch at a time per worker thread is what bounds memory: a worker holds at most
+    ``batch_size`` rows (raw and processed) per thread, however large the day is.
+    """
+    if backend == "cudf":
+        import cudf
+
+        processed = derive_features(cudf.read_parquet(source), pipeline, string_dtype="str")
+        processed.reset_index(drop=True).to_parquet(target, compression="ZSTD", index=False)
+        return len(processed)
     processed = derive_features(pd.read_parquet(source), pipeline).reset_index(drop=True)
     with fsspec.open(target, "wb") as handle:
         handle.write(write_parquet(processed))
     return len(processed)
 
 
-def preprocess_date(client: Client, pipeline: Pipeline, lake: Lake, raw: Partition) -> Partition:
-    """Process every raw batch of ``raw`` on the cluster; commit the processed partition."""
+def preprocess_date(
+    client: Client, pipeline: Pipeline, lake: Lake, raw: Partition, backend: str = "pandas"
+) -> Partition:
+    """Process every raw batch of ``raw`` on the cluster; commit the processed partition.
+
+    ``backend`` is ``"cudf"`` when every worker has a GPU and cuDF, else ``"pandas"``.
+    """
     with lake.writer(PROCESSED, raw.partition_date) as writer:
         # Workers read their raw batch and write the processed one straight into the new
         # version folder; only row counts come back.
         tasks = [
-            dask.delayed(_process_batch)(source, writer.path(f"batch-{i:05d}.parquet"), pipeline)
+            dask.delayed(_process_batch)(
+                source, writer.path(f"batch-{i:05d}.parquet"), pipeline, backend
+            )
             for i, source in enumerate(raw.paths())
         ]
         rows = client.gather(client.compute(tasks))
-        writer.meta.update({"rows_per_batch": rows, "columns": processed_columns(pipeline)})
+        writer.meta.update(
+            {"rows_per_batch": rows, "columns": processed_columns(pipeline), "backend": backend}
+        )
     log.info(
         "%s %s: processed %d batches on the cluster", pipeline.name, raw.partition_date, len(tasks)
     )

@@ -88,14 +88,18 @@ def validate(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
 
 def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     """Process each validated date's batches on the Dask cluster."""
-    from nightshift.cluster import dask_client
+    from nightshift.cluster import accelerators, dask_client
 
     result: dict[str, Any] = {}
     with _timed(result):
         lake = lake_for(pipeline)
         with dask_client() as client:
+            backend = accelerators(client).dataframe_backend
+            result["backend"] = backend
             result["processed"] = {
-                d.isoformat(): preprocess_date(client, pipeline, lake, lake.read(RAW, d)).uri
+                d.isoformat(): preprocess_date(
+                    client, pipeline, lake, lake.read(RAW, d), backend
+                ).uri
                 for d in dates
             }
     return result
@@ -170,7 +174,7 @@ def _save_model(
 
 def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     """Train every XGBoost model of the pipeline with ``xgboost.dask``."""
-    from nightshift.cluster import dask_client
+    from nightshift.cluster import accelerators, dask_client
     from nightshift.train import train_xgboost
 
     result: dict[str, Any] = {"models": {}}
@@ -180,8 +184,10 @@ def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
             paths, _ = training_paths(pipeline, partition_date)
             stats, stats_json = _load_stats(pipeline, partition_date)
             with dask_client() as client:
+                device = accelerators(client).xgboost_device
+                result["device"] = device
                 for spec in specs:
-                    trained = train_xgboost(client, pipeline, spec, paths, stats)
+                    trained = train_xgboost(client, pipeline, spec, paths, stats, device)
                     result["models"][spec.name] = _save_model(
                         pipeline, partition_date, trained, stats_json
                     )

@@ -34,13 +34,17 @@ class TrainedModel:
     history: dict[str, Any] = field(default_factory=dict)
 
 
-def xgboost_params(pipeline: Pipeline, spec: XGBoostModel) -> dict[str, Any]:
-    """Return the booster parameters: sensible defaults for the task, then the YAML's."""
+def xgboost_params(pipeline: Pipeline, spec: XGBoostModel, device: str = "cpu") -> dict[str, Any]:
+    """Return the booster parameters: sensible defaults for the task, then the YAML's.
+
+    ``device`` is ``"cuda"`` when every Dask worker has a GPU; the YAML may still pin one.
+    """
     classification = pipeline.schema_.task == "binary_classification"
     params: dict[str, Any] = {
         "objective": "binary:logistic" if classification else "reg:squarederror",
         "eval_metric": "logloss" if classification else "rmse",
         "tree_method": "hist",
+        "device": device,
         "max_depth": 6,
         "learning_rate": 0.1,
         "seed": pipeline.training.seed,
@@ -78,6 +82,7 @@ def train_xgboost(
     spec: XGBoostModel,
     paths: list[str],
     stats: FeatureStats,
+    device: str = "cpu",
 ) -> TrainedModel:
     """Train XGBoost with ``xgboost.dask`` on the processed batches at ``paths``."""
     import xgboost as xgb
@@ -88,7 +93,7 @@ def train_xgboost(
     training = pin_partitions(client, frame.map_partitions(_tree_training_frame, stats, meta=meta))
     features = [c for c in meta.columns if c != LABEL]
     dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
-    params = xgboost_params(pipeline, spec)
+    params = xgboost_params(pipeline, spec, device)
     result = dxgb.train(
         client,
         params,
@@ -235,6 +240,8 @@ class LoadedModel:
 
             self.booster = xgb.Booster()
             self.booster.load_model(bytearray(payload))
+            # Scoring runs in the task process, which may have no GPU even if training did.
+            self.booster.set_param({"device": "cpu"})
         elif kind in ("sgd", "baseline"):
             content = json.loads(payload)
             if content.get("kind") != kind:

@@ -1,0 +1,174 @@
+"""Which Dask cluster a task gets, and the local cluster host's lifetime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from nightshift.cluster import (
+    ClusterError,
+    ClusterPlan,
+    airflow_connection_address,
+    combine_accelerators,
+    dask_client,
+    plan_cluster,
+    visible_gpus,
+)
+
+
+def test_an_address_in_the_environment_wins() -> None:
+    plan = plan_cluster(
+        {"NIGHTSHIFT_DASK_ADDRESS": "tcp://10.0.0.5:8786", "NIGHTSHIFT_DASK_MODE": "local"},
+        cores=8,
+        gpus=4,
+        has_dask_cuda=True,
+        connection_address="tcp://other:8786",
+    )
+    assert plan == ClusterPlan(
+        "external", "NIGHTSHIFT_DASK_ADDRESS=tcp://10.0.0.5:8786", address="tcp://10.0.0.5:8786"
+    )
+
+
+def test_an_airflow_connection_names_the_scheduler() -> None:
+    plan = plan_cluster({}, cores=8, gpus=0, has_dask_cuda=False, connection_address="tcp://s:1")
+    assert (plan.mode, plan.address, plan.reason) == (
+        "external",
+        "tcp://s:1",
+        "Airflow connection 'nightshift_dask'",
+    )
+
+
+def test_gpus_with_dask_cuda_give_one_worker_per_gpu() -> None:
+    plan = plan_cluster(
+        {"NIGHTSHIFT_DASK_DEVICE_MEMORY_LIMIT": "0.6"}, cores=32, gpus=4, has_dask_cuda=True
+    )
+    assert (plan.mode, plan.workers, plan.device_memory_limit) == ("local-cuda", 4, "0.6")
+    assert "4 GPU(s)" in plan.reason
+
+
+def test_gpus_without_dask_cuda_fall_back_to_cpu_and_say_why() -> None:
+    plan = plan_cluster({}, cores=8, gpus=2, has_dask_cuda=False)
+    assert (plan.mode, plan.workers) == ("local", 8)
+    assert "dask-cuda is not installed" in plan.reason and "'gpu' extra" in plan.reason
+
+
+def test_no_gpu_gives_one_cpu_worker_per_core_with_a_memory_limit() -> None:
+    plan = plan_cluster({}, cores=2, gpus=0, has_dask_cuda=True)
+    assert (plan.mode, plan.workers, plan.memory_limit) == ("local", 2, "auto")
+    sized = plan_cluster(
+        {"NIGHTSHIFT_DASK_WORKERS": "3", "NIGHTSHIFT_DASK_MEMORY_LIMIT": "2GiB"},
+        cores=2,
+        gpus=0,
+        has_dask_cuda=False,
+    )
+    assert (sized.workers, sized.memory_limit) == (3, "2GiB")
+
+
+def test_a_forced_mode_is_honoured_or_refused_with_the_setting_named() -> None:
+    assert plan_cluster({"NIGHTSHIFT_DASK_MODE": "local"}, 4, 2, True).mode == "local"
+    with pytest.raises(ClusterError, match="NIGHTSHIFT_DASK_MODE=local-cuda, but no GPU"):
+        plan_cluster({"NIGHTSHIFT_DASK_MODE": "local-cuda"}, 4, 0, True)
+    with pytest.raises(ClusterError, match=r"dask-cuda is not installed.*gpu"):
+        plan_cluster({"NIGHTSHIFT_DASK_MODE": "local-cuda"}, 4, 1, False)
+    with pytest.raises(ClusterError, match=r"NIGHTSHIFT_DASK_MODE='kubernetes'"):
+        plan_cluster({"NIGHTSHIFT_DASK_MODE": "kubernetes"}, 4, 0, False)
+    with pytest.raises(ClusterError, match="NIGHTSHIFT_DASK_WORKERS='zero'"):
+        plan_cluster({"NIGHTSHIFT_DASK_WORKERS": "zero"}, 4, 0, False)
+
+
+def test_visible_gpus_reads_the_driver_and_cuda_visible_devices(tmp_path: Path) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\n"
+        "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n"
+    )
+    fake.chmod(0o755)
+    path = {"PATH": str(tmp_path)}
+    old = os.environ["PATH"]
+    os.environ["PATH"] = str(tmp_path)
+    try:
+        assert visible_gpus(path) == 2
+        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": "1"}) == 1
+        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": ""}) == 0
+        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": "-1"}) == 0
+    finally:
+        os.environ["PATH"] = old
+    os.environ["PATH"] = str(tmp_path / "empty")
+    try:
+        assert visible_gpus({}) == 0  # no driver at all
+    finally:
+        os.environ["PATH"] = old
+
+
+def test_the_gpu_path_needs_every_worker() -> None:
+    gpu = {"gpu": True, "cudf": True}
+    assert combine_accelerators({}).xgboost_device == "cpu"
+    both = combine_accelerators({"a": gpu, "b": gpu})
+    assert (both.dataframe_backend, both.xgboost_device) == ("cudf", "cuda")
+    mixed = combine_accelerators({"a": gpu, "b": {"gpu": False, "cudf": False}})
+    assert (mixed.dataframe_backend, mixed.xgboost_device) == ("pandas", "cpu")
+    no_cudf = combine_accelerators({"a": {"gpu": True, "cudf": False}})
+    assert (no_cudf.dataframe_backend, no_cudf.xgboost_device) == ("pandas", "cuda")
+
+
+def test_the_airflow_connection_is_read_from_airflows_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_NIGHTSHIFT_DASK", "tcp://dask-scheduler:8786")
+    assert airflow_connection_address() == "tcp://dask-scheduler:8786"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NIGHTSHIFT_DASK",
+        json.dumps({"conn_type": "generic", "extra": {"address": "tls://sched:8786"}}),
+    )
+    assert airflow_connection_address() == "tls://sched:8786"
+    monkeypatch.delenv("AIRFLOW_CONN_NIGHTSHIFT_DASK")
+    assert airflow_connection_address() is None
+
+
+def test_a_local_cluster_runs_work_and_is_gone_after(caplog: pytest.LogCaptureFixture) -> None:
+    plan = ClusterPlan("local", "test", workers=1, memory_limit="1GiB")
+    with caplog.at_level("INFO", logger="nightshift.cluster"), dask_client(plan) as client:
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        address = client.scheduler.address
+        # The same scheduler, used as an external one.
+        external = ClusterPlan("external", "test", address=address)
+        with dask_client(external) as other:
+            assert other.submit(len, "four").result() == 4
+    assert "Dask mode: local (test), 1 CPU worker(s), memory limit 1GiB" in caplog.text
+    assert "dashboard http://127.0.0.1:" in caplog.text
+    with pytest.raises(OSError):
+        Client(address, timeout="2s")
+
+
+def test_the_cluster_host_ends_when_its_task_is_killed() -> None:
+    script = (
+        "import sys, time\n"
+        "from nightshift.cluster import ClusterPlan, cluster_host\n"
+        "with cluster_host(ClusterPlan('local', 't', workers=1)) as address:\n"
+        "    print(address, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert task.stdout is not None
+    address = task.stdout.readline().strip()
+    with Client(address, timeout="10s") as client:
+        assert client.submit(abs, -1).result() == 1
+    os.kill(task.pid, signal.SIGKILL)  # as Airflow does when a task times out hard
+    task.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            Client(address, timeout="2s").close()
+        except OSError:
+            return
+        time.sleep(1)
+    pytest.fail(f"the cluster at {address} outlived its killed task by 60 s")
