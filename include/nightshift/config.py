@@ -166,10 +166,16 @@ class Schedule(_Strict):
 
 
 class Output(_Strict):
-    """Where partitions, models and reports go; relative paths are under the project root."""
+    """Where partitions, models and reports go; relative paths are under the project root.
 
-    lake: str = "data/lake"
-    reports: str = "data/reports"
+    Unset in the YAML, they come from ``NIGHTSHIFT_LAKE`` / ``NIGHTSHIFT_REPORTS`` (how
+    docker-compose points every pipeline at MinIO), else ``data/lake`` and ``data/reports``.
+    """
+
+    lake: str = Field(default_factory=lambda: os.environ.get("NIGHTSHIFT_LAKE", "data/lake"))
+    reports: str = Field(
+        default_factory=lambda: os.environ.get("NIGHTSHIFT_REPORTS", "data/reports")
+    )
 
 
 class Training(_Strict):
@@ -192,7 +198,7 @@ class Pipeline(_Strict):
     training: Training = Training()
     models: list[ModelSpec] = Field(min_length=1)
     schedule: Schedule = Schedule()
-    output: Output = Output()
+    output: Output = Field(default_factory=Output)
     source_file: str = Field("<memory>", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

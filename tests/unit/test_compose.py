@@ -1,0 +1,143 @@
+"""docker-compose.yaml, the multi-machine shape, validated by docker-compose itself.
+
+Debian's ``docker-compose`` (1.29) resolves and validates the file without a Docker daemon;
+``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+COMPOSE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+
+
+def _compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is not installed (apt-get install docker-compose; .ci/run does)"
+    # Only the env file may supply values: nothing leaks in from the caller's environment.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [
+            binary,
+            "--project-directory",
+            str(REPO),
+            "-f",
+            str(COMPOSE),
+            "--env-file",
+            str(env_file),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def filled_env(tmp_path: Path) -> Path:
+    """``.env.example`` with every empty value filled, as a user does before ``up``."""
+    lines = [
+        f"{line}secret-{index}" if re.fullmatch(r"[A-Z_]+=", line) else line
+        for index, line in enumerate(ENV_EXAMPLE.read_text().splitlines())
+    ]
+    path = tmp_path / ".env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compose_config_is_valid_with_a_filled_env(filled_env: Path) -> None:
+    result = _compose(filled_env, "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    # .env.example as shipped: names every setting, leaves every secret empty.
+    result = _compose(ENV_EXAMPLE, "config", "-q")
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD in .env" in result.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    assert "set POSTGRES_USER in .env" in _compose(empty, "config", "-q").stderr
+
+
+def test_no_secret_has_a_default_and_every_setting_is_in_the_example() -> None:
+    text = COMPOSE.read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    documented = set(re.findall(r"^([A-Z_]+)=", ENV_EXAMPLE.read_text(), flags=re.M))
+    assert used <= documented, f"not in .env.example: {sorted(used - documented)}"
+    for name in used:
+        # ${NAME:?message} or ${NAME}: a missing value is an error, never a silent default.
+        assert not re.search(r"\$\{" + name + r":?-", text), f"{name} has a default in compose"
+    for key, value in re.findall(
+        r"^\s*([A-Z_]*(?:PASSWORD|SECRET|KEY)[A-Z_]*):\s*(.+)$", text, re.M
+    ):
+        if key.endswith("_FILE"):
+            continue  # a path, not a secret
+        assert value.startswith("${"), f"{key} is set to a literal value in docker-compose.yaml"
+
+
+def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None:
+    result = _compose(filled_env, "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) >= {
+        "postgres",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "dask-scheduler",
+        "dask-worker",
+        "dask-cuda-worker",
+        "minio",
+    }
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        assert env["NIGHTSHIFT_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
+        assert env["NIGHTSHIFT_LAKE"] == "s3://nightshift/lake"
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+    # Secrets come from the env file.
+    secrets = dict(
+        line.split("=", 1) for line in filled_env.read_text().splitlines() if "=" in line
+    )
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
+    assert (
+        services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__FERNET_KEY"]
+        == (secrets["AIRFLOW_FERNET_KEY"])
+    )
+    # GPU workers reserve NVIDIA devices and run dask-cuda; CPU workers are plain dask workers.
+    gpu = services["dask-cuda-worker"]
+    assert gpu["command"].startswith("dask cuda worker tcp://dask-scheduler:8786")
+    assert "--device-memory-limit" in gpu["command"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert (device["driver"], device["capabilities"]) == ("nvidia", ["gpu"])
+    assert services["dask-worker"]["command"].startswith("dask worker tcp://dask-scheduler:8786")
+    assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # Only loopback ports are published on the host.
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+
+
+def test_worker_kinds_are_compose_profiles() -> None:
+    # docker-compose 1.29 drops `profiles` from `config` output, so read the file itself.
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert services["dask-worker"]["profiles"] == ["cpu"]
+    assert services["dask-cuda-worker"]["profiles"] == ["gpu"]
+    always = [name for name, s in services.items() if "profiles" not in s]
+    assert "dask-scheduler" in always and "airflow-scheduler" in always
