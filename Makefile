@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(shell python3 -c 'import sys; print(sys.prefix)')/bin/uv")
 
-.PHONY: help setup demo test test-fast test-slow lint format up down status bench clean
+.PHONY: help setup demo test test-fast test-slow lint format up down status bench bench-stages clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ down:  ## stop everything `make up` started, by pid
 status: setup  ## list the running services and their pids
 	.venv/bin/nightshift status
 
-bench: setup  ## time the nightly run's stages (bench/stages.py)
-	$(PY) bench/stages.py
+bench: setup  ## P1-P4 against baselines measured in the same run; writes bench/RESULTS.md
+	$(PY) -u bench/scale.py all
+
+bench-stages: setup  ## seconds per stage of one in-process nightly run (bench/stages.py)
+	$(PY) -u bench/stages.py
 
 clean: down  ## remove the local Airflow home, data and virtualenv
 	rm -rf .airflow data .venv

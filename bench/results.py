@@ -1,0 +1,78 @@
+"""Write bench/RESULTS.md from the latest bench/out/*.json (run by bench/scale.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def write_results() -> str:
+    found = {p.stem: json.loads(p.read_text()) for p in sorted((BENCH / "out").glob("p*.json"))}
+    template = (BENCH / "RESULTS.template.md").read_text()
+    rows = []
+    for name in ("p1", "p2", "p3", "p4"):
+        result = found.get(name)
+        if result is None:
+            rows.append(f"| {name.upper()} | not run | | | |")
+            continue
+        rows.append(
+            f"| {name.upper()} | {_measured(name, result)} | {result['target']} | "
+            f"{_verdict(name, result)} | {result['when'][:16]} |"
+        )
+    any_result = next(iter(found.values()), None)
+    machine = any_result["machine"] if any_result else {}
+    text = template.format(
+        table="\n".join(rows),
+        machine=", ".join(f"{k} {v}" for k, v in machine.items()),
+        details="\n".join(
+            f"<details><summary>{n.upper()} raw</summary>\n\n```json\n"
+            f"{json.dumps(r, indent=1)}\n```\n</details>\n"
+            for n, r in found.items()
+        ),
+    )
+    (BENCH / "RESULTS.md").write_text(text)
+    return "\n".join(rows)
+
+
+def _measured(name: str, r: dict) -> str:
+    if name == "p1":
+        return (
+            f"{r['ratio']:.2f}x ({r['nightly_wall_s']:.0f} s nightly vs {r['script_wall_s']:.0f} s "
+            f"script; {r['rows_per_day']:,} rows/day, {r['window_days']}-day window); AUC xgboost "
+            f"{r['nightly_auc']['xgboost']:.4f} vs {r['script_auc']['xgboost']:.4f}, sgd "
+            f"{r['nightly_auc']['sgd_logistic']:.4f} vs {r['script_auc']['sgd_logistic']:.4f}"
+        )
+    if name == "p2":
+        return (
+            f"{r['fraction']:.2f} ({r['preprocess_rows_per_s']:,.0f} rows/s vs bare pyarrow "
+            f"{r['bare_rows_per_s']:,.0f} rows/s; {r['rows']:,} rows, {r['batches']} batches)"
+        )
+    if name == "p3":
+        return (
+            f"completed={r['completed']}, day {r['day_in_memory_gib']:.2f} GiB = "
+            f"{r['day_over_budget']:.1f}x budget {r['budget_gib']:.2f} GiB; peak worker RSS "
+            f"{r['peak_worker_rss_gib']:.2f} GiB = {r['peak_over_budget']:.2f}x budget; "
+            f"{r['worker_restarts']} restarts; {r['seconds']:.0f} s"
+        )
+    return (
+        f"{r['overhead_fraction'] * 100:.1f}% (DAG wall {r['dag_wall_s']:.0f} s, critical path "
+        f"of task bodies {r['critical_path_bodies_s']:.0f} s)"
+    )
+
+
+def _verdict(name: str, r: dict) -> str:
+    ok = {
+        "p1": r.get("ratio", 99) <= 1.2,
+        "p2": r.get("fraction", 0) >= 0.6,
+        "p3": r.get("completed")
+        and r.get("peak_over_budget", 99) <= 1.2
+        and r.get("worker_restarts", 1) == 0,
+        "p4": r.get("overhead_fraction", 1) <= 0.05 and r.get("dag_wall_s", 0) >= 300,
+    }[name]
+    return "met" if ok else "**missed**"
+
+
+if __name__ == "__main__":
+    print(write_results())
