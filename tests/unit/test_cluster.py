@@ -84,7 +84,9 @@ def test_a_forced_mode_is_honoured_or_refused_with_the_setting_named() -> None:
         plan_cluster({"NIGHTSHIFT_DASK_WORKERS": "zero"}, 4, 0, False)
 
 
-def test_visible_gpus_reads_the_driver_and_cuda_visible_devices(tmp_path: Path) -> None:
+def test_visible_gpus_reads_the_driver_and_cuda_visible_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = tmp_path / "nvidia-smi"
     fake.write_text(
         "#!/bin/sh\n"
@@ -92,21 +94,13 @@ def test_visible_gpus_reads_the_driver_and_cuda_visible_devices(tmp_path: Path) 
         "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n"
     )
     fake.chmod(0o755)
-    path = {"PATH": str(tmp_path)}
-    old = os.environ["PATH"]
-    os.environ["PATH"] = str(tmp_path)
-    try:
-        assert visible_gpus(path) == 2
-        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": "1"}) == 1
-        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": ""}) == 0
-        assert visible_gpus({**path, "CUDA_VISIBLE_DEVICES": "-1"}) == 0
-    finally:
-        os.environ["PATH"] = old
-    os.environ["PATH"] = str(tmp_path / "empty")
-    try:
-        assert visible_gpus({}) == 0  # no driver at all
-    finally:
-        os.environ["PATH"] = old
+    monkeypatch.setenv("PATH", str(tmp_path))  # where shutil.which finds the driver tool
+    assert visible_gpus({}) == 2
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == 1
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == 0
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert visible_gpus({}) == 0  # no driver at all
 
 
 def test_the_gpu_path_needs_every_worker() -> None:
