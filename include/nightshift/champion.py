@@ -1,96 +1,173 @@
-"""The champion: the model tonight's models are measured against, and when it changes.
+"""The champion gate: does tonight's challenger replace the champion? A pure function.
 
-Each published date records, in the lake stage ``champion``, which model is champion after
-that date's run and why. The champion a date is compared with is the one recorded for the
-latest earlier date, so re-running a date never changes its own comparison, and a backfilled
-date is only ever compared with models trained on data older than itself.
+Each registered model (one per pipeline and model) has a champion: the model version behind
+the MLflow registry alias ``champion``. Tonight's model of the same name is the challenger.
+Both are scored on the same held-out day; the challenger is promoted only if it beats the
+champion on the configured metric by more than the margin and passes the guardrails
+(calibration error bound; no segment degrading beyond a bound). The first model is promoted.
+A champion trained for this date or a later one is never replaced by it: a backfilled night
+must not undo a newer model, nor be compared with a model that has seen its held-out day.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nightshift.lake import Lake, PartitionMissing
+from nightshift.config import Evaluation
 
-CHAMPION = "champion"
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "r2": True}
 
 
 @dataclass(frozen=True)
-class Decision:
-    """Whether tonight's challenger became champion, why, and who is champion now."""
+class Check:
+    """One condition of the gate, whether it passed, and the numbers behind it."""
 
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger became champion, why, and every check that was made."""
+
+    model: str
     promoted: bool
     reason: str
-    model_id: str
-    champion: dict[str, Any]
     challenger: dict[str, Any]
-    previous: dict[str, Any] | None
+    champion: dict[str, Any] | None
+    checks: list[Check] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def champion_before(lake: Lake, partition_date: dt.date) -> dict[str, Any] | None:
-    """Return the champion recorded for the latest date before ``partition_date``, if any."""
-    earlier = [d for d in lake.dates(CHAMPION) if d < partition_date]
-    for day in sorted(earlier, reverse=True):
-        try:
-            champion = lake.read(CHAMPION, day).meta.get("champion")
-        except PartitionMissing:
+def _gain(metric: str, challenger: float, champion: float) -> float:
+    higher = HIGHER_IS_BETTER.get(metric, False)
+    return (challenger - champion) if higher else (champion - challenger)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def segment_drops(
+    metric: str,
+    challenger: dict[str, dict[str, Any]],
+    champion: dict[str, dict[str, Any]],
+    min_rows: int,
+) -> dict[str, float]:
+    """Return, per segment with enough rows, how much the challenger loses (negative: gains)."""
+    drops: dict[str, float] = {}
+    for value, new in challenger.items():
+        old = champion.get(value)
+        if old is None or new["rows"] < min_rows:
             continue
-        return dict(champion) if champion else None
-    return None
-
-
-def model_id(name: str, trained_for: str) -> str:
-    return f"{name}@{trained_for}"
+        if new.get(metric) is None or old.get(metric) is None:
+            continue
+        drops[value] = -_gain(metric, float(new[metric]), float(old[metric]))
+    return drops
 
 
 def decide(
+    model: str,
     challenger: dict[str, Any],
-    previous: dict[str, Any] | None,
-    previous_score: float | None,
+    champion: dict[str, Any] | None,
     metric: str,
+    rules: Evaluation,
     promote: bool = True,
-    margin: float = 0.0,
+    delta: dict[str, Any] | None = None,
 ) -> Decision:
-    """Return the promotion decision for ``challenger`` against the previous champion.
+    """Return the gate's decision for ``challenger`` against ``champion``.
 
-    ``challenger`` and ``previous`` carry ``name``, ``trained_for`` and ``score`` (the metric on
-    the same held-out day; ``previous_score`` is the old champion's score there).
+    ``challenger`` carries ``trained_for``, ``metrics`` and ``segments`` (per-segment metrics on
+    the held-out day); ``champion`` the same plus ``version``, or ``unscored`` with the reason
+    it could not be scored, or is None when there is no champion yet. ``delta`` is the
+    bootstrap interval of challenger minus champion on ``metric``.
     """
-    higher = HIGHER_IS_BETTER.get(metric, False)
-    score = float(challenger["score"])
-    new_id = model_id(challenger["name"], challenger["trained_for"])
+    checks: list[Check] = []
+    new_score = challenger["metrics"].get(metric)
 
-    def keep(reason: str) -> Decision:
-        assert previous is not None
-        return Decision(False, reason, previous["model_id"], previous, challenger, previous)
+    def decision(promoted: bool, reason: str) -> Decision:
+        return Decision(model, promoted, reason, challenger, champion, checks)
 
-    if previous is None:
-        if not promote:
-            return Decision(
-                False,
-                "no champion yet, and promotion was turned off for this run",
-                "",
-                {},
-                challenger,
-                None,
+    # Guardrails apply with or without a champion; they are reported either way.
+    ece = challenger["metrics"].get("calibration_error")
+    if rules.max_calibration_error is not None and ece is not None:
+        checks.append(
+            Check(
+                "calibration",
+                ece <= rules.max_calibration_error,
+                f"calibration error {ece:.4f} (bound {rules.max_calibration_error:.4f})",
             )
-        champion = {**challenger, "model_id": new_id}
-        return Decision(True, "first model: no champion yet", new_id, champion, challenger, None)
-    if previous_score is None:
-        gain = float("inf")
-        versus = f"{metric} {score:.4f}; champion {previous['model_id']} could not be scored"
+        )
+
+    if champion is None:
+        if not promote:
+            return decision(False, "no champion yet, and promotion was turned off for this run")
+        warnings = [c.detail for c in checks if not c.passed]
+        note = f" (guardrail warnings: {'; '.join(warnings)})" if warnings else ""
+        return decision(True, f"first model: no champion yet{note}")
+
+    version = f"v{champion.get('version')} (trained for {champion['trained_for']})"
+    if champion["trained_for"] >= challenger["trained_for"]:
+        checks.append(Check("newer champion", False, f"champion {version}"))
+        return decision(
+            False,
+            f"champion {version} was trained for this date or a later one; "
+            "a backfilled night never replaces it",
+        )
+    if champion.get("unscored"):
+        checks.append(Check("champion scored", False, champion["unscored"]))
+        return decision(
+            False,
+            f"champion {version} could not be scored on this day ({champion['unscored']}); "
+            "kept — promote by hand with `nightshift promote` if it is gone for good",
+        )
+
+    old_score = champion["metrics"].get(metric)
+    if new_score is None or old_score is None:
+        checks.append(Check("metric", False, f"{metric} undefined on this day"))
     else:
-        gain = (score - previous_score) if higher else (previous_score - score)
-        versus = f"{metric} {score:.4f} vs champion {previous['model_id']} at {previous_score:.4f}"
-    if gain <= margin:
-        return keep(f"not better: {versus}")
+        gain = _gain(metric, float(new_score), float(old_score))
+        interval = ""
+        if delta and delta.get("low") is not None:
+            interval = f", 95% CI of the difference [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+        checks.append(
+            Check(
+                "margin",
+                gain > rules.margin,
+                f"{metric} {_fmt(new_score)} vs champion {_fmt(old_score)}: "
+                f"gain {gain:+.4f}, margin {rules.margin:.4f}{interval}",
+            )
+        )
+
+    if rules.segment:
+        drops = segment_drops(
+            metric,
+            challenger.get("segments") or {},
+            champion.get("segments") or {},
+            rules.min_segment_rows,
+        )
+        worst = max(drops, key=lambda value: drops[value]) if drops else None
+        if worst is None:
+            checks.append(Check("segments", True, f"no {rules.segment} segment large enough"))
+        else:
+            checks.append(
+                Check(
+                    "segments",
+                    drops[worst] <= rules.max_segment_drop,
+                    f"worst {rules.segment} segment '{worst}': {metric} drop "
+                    f"{drops[worst]:+.4f} (bound {rules.max_segment_drop:.4f})",
+                )
+            )
+
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        return decision(False, "kept the champion: " + "; ".join(c.detail for c in failed))
+    margin = next(c.detail for c in checks if c.name == "margin")
     if not promote:
-        return keep(f"better ({versus}) but promotion was turned off for this run")
-    champion = {**challenger, "model_id": new_id}
-    return Decision(True, f"better: {versus}", new_id, champion, challenger, previous)
+        return decision(False, f"earned promotion ({margin}) but promotion was turned off")
+    return decision(True, f"beats champion {version}: {margin}; guardrails passed")

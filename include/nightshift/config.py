@@ -176,6 +176,11 @@ class Output(_Strict):
     reports: str = Field(
         default_factory=lambda: os.environ.get("NIGHTSHIFT_REPORTS", "data/reports")
     )
+    # MLflow: a folder (an embedded SQLite store and its artifacts, no server) or a tracking
+    # URI such as http://mlflow:5000. Unset, ``MLFLOW_TRACKING_URI``, else ``data/mlflow``.
+    mlflow: str = Field(
+        default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI", "data/mlflow")
+    )
 
 
 class Training(_Strict):
@@ -185,6 +190,30 @@ class Training(_Strict):
     seed: int = 42
     # Below 1, training reads this fraction of every batch: a quick run, not a nightly one.
     sample_fraction: float = Field(1.0, gt=0, le=1)
+
+
+class Evaluation(_Strict):
+    """How tonight's models are judged, and what a challenger must do to become champion.
+
+    A challenger is promoted only if, on the same held-out day, it beats its champion on
+    ``metric`` by more than ``margin`` and passes the guardrails: its expected calibration
+    error is at most ``max_calibration_error`` (classification), and no ``segment`` value with
+    at least ``min_segment_rows`` rows loses more than ``max_segment_drop`` of the metric.
+    """
+
+    metric: str | None = None  # unset: roc_auc (classification) or rmse (regression)
+    margin: float = Field(0.0, ge=0)
+    max_calibration_error: float | None = Field(0.05, gt=0)
+    segment: str | None = None
+    max_segment_drop: float = Field(0.02, ge=0)
+    min_segment_rows: int = Field(200, gt=0)
+    bootstrap_samples: int = Field(200, ge=0)
+    trend_nights: int = Field(30, gt=1)
+    drift_threshold: float = Field(0.2, gt=0)  # PSI above this flags a feature as drifted
+
+
+CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
 class Pipeline(_Strict):
@@ -198,6 +227,7 @@ class Pipeline(_Strict):
     training: Training = Training()
     models: list[ModelSpec] = Field(min_length=1)
     schedule: Schedule = Schedule()
+    evaluation: Evaluation = Evaluation()
     output: Output = Field(default_factory=Output)
     source_file: str = Field("<memory>", exclude=True)
 
@@ -219,6 +249,22 @@ class Pipeline(_Strict):
             raise ValueError("features.time needs schema.timestamp to name a timestamp column")
         if not (self.features.numeric or self.features.categorical or self.features.time):
             raise ValueError("features: at least one feature is needed")
+        evaluation = self.evaluation
+        allowed = (
+            CLASSIFICATION_METRICS
+            if self.schema_.task == "binary_classification"
+            else REGRESSION_METRICS
+        )
+        if evaluation.metric is not None and evaluation.metric not in allowed:
+            raise ValueError(
+                f"evaluation.metric: '{evaluation.metric}' is not a {self.schema_.task} "
+                f"metric; choose from {list(allowed)}"
+            )
+        if evaluation.segment is not None and evaluation.segment not in self.features.categorical:
+            raise ValueError(
+                f"evaluation.segment: '{evaluation.segment}' must be one of the categorical "
+                f"features {self.features.categorical}"
+            )
         model_names = [m.name for m in self.models]
         if len(set(model_names)) != len(model_names):
             raise ValueError(f"models: names must be unique, got {model_names}")
@@ -260,11 +306,27 @@ class Pipeline(_Strict):
         data.update(training=training.model_dump(), models=[m.model_dump() for m in chosen])
         return parse_pipeline(data, self.source_file)
 
+    @property
+    def metric(self) -> tuple[str, bool]:
+        """Return the metric that ranks models and gates promotion, and if higher is better."""
+        if self.evaluation.metric is not None:
+            name = self.evaluation.metric
+        else:
+            name = "roc_auc" if self.schema_.task == "binary_classification" else "rmse"
+        return name, name in ("roc_auc", "accuracy", "f1", "r2")
+
     def lake_root(self) -> str:
         return _resolve(self.output.lake)
 
     def reports_root(self) -> str:
         return _resolve(self.output.reports)
+
+    def mlflow_location(self) -> str:
+        """Return the MLflow tracking URI, or the absolute folder of the embedded store."""
+        location = self.output.mlflow
+        if "://" in location or location.startswith("sqlite:"):
+            return location
+        return _resolve(location)
 
 
 def _resolve(location: str) -> str:

@@ -69,9 +69,44 @@ def residual_sample(
     index = rng.choice(len(y), size=min(limit, len(y)), replace=False)
     index.sort()
     return {
+        "actual": y[index].round(4).tolist(),
         "predicted": predicted[index].round(4).tolist(),
         "residual": (y[index] - predicted[index]).round(4).tolist(),
     }
+
+
+def pr_points(y: np.ndarray, score: np.ndarray, limit: int = 200) -> dict[str, Any]:
+    """Return at most ``limit`` points of the precision-recall curve and average precision."""
+    if len(np.unique(y)) < 2:
+        return {"precision": [], "recall": [], "average_precision": None}
+    precision, recall, _ = skm.precision_recall_curve(y, score)
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(limit, len(recall))).astype(int))
+    return {
+        "precision": precision[keep].round(5).tolist(),
+        "recall": recall[keep].round(5).tolist(),
+        "average_precision": _clean(skm.average_precision_score(y, score)),
+    }
+
+
+def confusion(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, int]:
+    """Return the confusion matrix counts at ``threshold``."""
+    predicted = (score >= threshold).astype(int)
+    actual = y.astype(int)
+    return {
+        "tn": int(np.sum((actual == 0) & (predicted == 0))),
+        "fp": int(np.sum((actual == 0) & (predicted == 1))),
+        "fn": int(np.sum((actual == 1) & (predicted == 0))),
+        "tp": int(np.sum((actual == 1) & (predicted == 1))),
+    }
+
+
+def expected_calibration_error(calibration: dict[str, list[Any]]) -> float | None:
+    """Return the count-weighted mean gap between predicted and observed rate per bin."""
+    counts = np.asarray(calibration["count"], dtype="float64")
+    if not counts.sum():
+        return None
+    gaps = np.abs(np.asarray(calibration["predicted"]) - np.asarray(calibration["observed"]))
+    return round(float(np.sum(counts * gaps) / counts.sum()), 6)
 
 
 def evaluate_scores(
@@ -79,16 +114,209 @@ def evaluate_scores(
 ) -> dict[str, Any]:
     """Return one model's held-out metrics and the curves for its plots."""
     if task == "binary_classification":
+        calibration = calibration_bins(y, score)
+        metrics = classification_metrics(y, score, threshold)
+        metrics["calibration_error"] = expected_calibration_error(calibration)
         return {
-            "metrics": classification_metrics(y, score, threshold),
+            "metrics": metrics,
             "roc": roc_points(y, score),
-            "calibration": calibration_bins(y, score),
+            "pr": pr_points(y, score),
+            "confusion": confusion(y, score, threshold),
+            "calibration": calibration,
         }
     return {
         "metrics": regression_metrics(y, score),
         "residuals": residual_sample(y, score),
         "calibration": _value_calibration(y, score),
     }
+
+
+# -- weighted metrics: one pass per bootstrap replicate, no resampled copies ------------------
+
+
+def _weighted_auc(order: np.ndarray, inverse: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Return ROC AUC with row weights ``w``; ties count a half, as in scikit-learn."""
+    groups = int(inverse.max()) + 1
+    positive = np.bincount(inverse, weights=w * y, minlength=groups)
+    negative = np.bincount(inverse, weights=w * (1 - y), minlength=groups)
+    total_pos, total_neg = positive.sum(), negative.sum()
+    if total_pos <= 0 or total_neg <= 0:
+        return float("nan")
+    negatives_below = np.cumsum(negative) - negative
+    wins = np.sum(positive * (negatives_below + 0.5 * negative))
+    return float(wins / (total_pos * total_neg))
+
+
+class WeightedMetric:
+    """One metric of fixed labels and scores, evaluated quickly under many row weightings."""
+
+    def __init__(self, metric: str, y: np.ndarray, score: np.ndarray, threshold: float) -> None:
+        self.metric = metric
+        self.y = np.asarray(y, dtype="float64")
+        self.score = np.asarray(score, dtype="float64")
+        self.threshold = threshold
+        if metric == "roc_auc":
+            unique, self.inverse = np.unique(self.score, return_inverse=True)
+            self.order = unique
+        self.predicted = (self.score >= threshold).astype("float64")
+
+    def __call__(self, w: np.ndarray) -> float:
+        y, score, total = self.y, self.score, w.sum()
+        if total <= 0:
+            return float("nan")
+        if self.metric == "roc_auc":
+            return _weighted_auc(self.order, self.inverse, y, w)
+        if self.metric == "log_loss":
+            p = np.clip(score, 1e-7, 1 - 1e-7)
+            return float(-np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / total)
+        if self.metric == "accuracy":
+            return float(np.sum(w * (self.predicted == y)) / total)
+        if self.metric == "f1":
+            tp = np.sum(w * self.predicted * y)
+            fp = np.sum(w * self.predicted * (1 - y))
+            fn = np.sum(w * (1 - self.predicted) * y)
+            return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+        if self.metric == "rmse":
+            return float(np.sqrt(np.sum(w * (y - score) ** 2) / total))
+        if self.metric == "mae":
+            return float(np.sum(w * np.abs(y - score)) / total)
+        if self.metric == "r2":
+            mean = np.sum(w * y) / total
+            denominator = np.sum(w * (y - mean) ** 2)
+            return float(1 - np.sum(w * (y - score) ** 2) / denominator) if denominator else 0.0
+        raise ValueError(f"no weighted form of metric {self.metric!r}")
+
+
+def bootstrap_delta(
+    metric: str,
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    threshold: float,
+    samples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Return challenger minus champion on ``metric`` with a paired bootstrap confidence interval.
+
+    Both models are scored on the same resampled rows in every replicate (Poisson weights), so
+    the interval reflects the difference between them, not the noise of the day's data.
+    """
+    ones = np.ones(len(y))
+    new = WeightedMetric(metric, y, challenger, threshold)
+    old = WeightedMetric(metric, y, champion, threshold)
+    delta = new(ones) - old(ones)
+    result: dict[str, Any] = {"metric": metric, "delta": _clean(delta), "samples": samples}
+    if samples < 2 or len(y) < 2:
+        return {**result, "low": None, "high": None}
+    rng = np.random.default_rng(seed)
+    replicates = np.empty(samples)
+    for index in range(samples):
+        w = rng.poisson(1.0, size=len(y)).astype("float64")
+        replicates[index] = new(w) - old(w)
+    replicates = replicates[np.isfinite(replicates)]
+    if not len(replicates):
+        return {**result, "low": None, "high": None}
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return {**result, "low": round(float(low), 6), "high": round(float(high), 6), "level": level}
+
+
+def segment_metrics(
+    task: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    segments: np.ndarray,
+    threshold: float,
+) -> dict[str, dict[str, Any]]:
+    """Return rows and the headline metrics per value of a categorical column."""
+    values = np.asarray(segments, dtype=object)
+    values = np.where(values == None, "(missing)", values)  # noqa: E711 - elementwise
+    result: dict[str, dict[str, Any]] = {}
+    for value in sorted({str(v) for v in values}):
+        mask = values.astype(str) == value
+        if task == "binary_classification":
+            both = len(np.unique(y[mask])) == 2
+            metrics: dict[str, Any] = {
+                "roc_auc": _clean(skm.roc_auc_score(y[mask], score[mask])) if both else None,
+                "log_loss": _clean(
+                    skm.log_loss(y[mask], np.clip(score[mask], 1e-7, 1 - 1e-7), labels=[0, 1])
+                ),
+                "accuracy": float(np.mean((score[mask] >= threshold) == y[mask])),
+                "f1": float(skm.f1_score(y[mask], score[mask] >= threshold, zero_division=0)),
+                "positive_rate": float(np.mean(y[mask])),
+            }
+        else:
+            metrics = regression_metrics(y[mask], score[mask])
+        result[value] = {"rows": int(mask.sum()), **metrics}
+    return result
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+_EPS = 1e-4
+
+
+def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    expected = np.clip(expected, _EPS, None)
+    actual = np.clip(actual, _EPS, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def psi_numeric(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Return the population stability index of ``current`` against ``reference``.
+
+    Bins are the reference's deciles; missing values are a bin of their own.
+    """
+    reference = np.asarray(reference, dtype="float64")
+    current = np.asarray(current, dtype="float64")
+    present = reference[np.isfinite(reference)]
+    if not len(present):
+        return {"psi": None, "kind": "numeric"}
+    edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+
+    def shares(values: np.ndarray) -> np.ndarray:
+        missing = ~np.isfinite(values)
+        which = np.searchsorted(edges, values[~missing], side="right")
+        counts = np.bincount(which, minlength=len(edges) + 1).astype("float64")
+        counts = np.append(counts, missing.sum())
+        return counts / max(len(values), 1)
+
+    return {"psi": round(_psi(shares(reference), shares(current)), 6), "kind": "numeric"}
+
+
+def psi_categorical(reference: np.ndarray, current: np.ndarray) -> dict[str, Any]:
+    """Return the population stability index of category shares (missing is a category)."""
+    ref = pd_categories(reference)
+    cur = pd_categories(current)
+    categories = sorted(set(ref) | set(cur))
+    expected = np.array([ref.get(c, 0.0) for c in categories])
+    actual = np.array([cur.get(c, 0.0) for c in categories])
+    return {"psi": round(_psi(expected, actual), 6), "kind": "categorical"}
+
+
+def pd_categories(values: np.ndarray) -> dict[str, float]:
+    """Return each category's share of ``values``; missing counts as '(missing)'."""
+    import pandas as pd
+
+    series = pd.Series(values, dtype="object").fillna("(missing)").astype(str)
+    return {str(k): float(v) for k, v in series.value_counts(normalize=True).items()}
+
+
+def drift(
+    reference: Any, current: Any, numeric: list[str], categorical: list[str], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Return PSI per feature of ``current`` (today) against ``reference`` (the window)."""
+    result: dict[str, dict[str, Any]] = {}
+    for name in numeric:
+        result[name] = psi_numeric(reference[name].to_numpy(), current[name].to_numpy())
+    for name in categorical:
+        result[name] = psi_categorical(
+            reference[name].to_numpy(dtype=object), current[name].to_numpy(dtype=object)
+        )
+    for entry in result.values():
+        entry["drifted"] = entry["psi"] is not None and entry["psi"] > threshold
+    return result
 
 
 def _value_calibration(y: np.ndarray, predicted: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -103,5 +331,5 @@ def _value_calibration(y: np.ndarray, predicted: np.ndarray, bins: int = 10) -> 
 
 
 def headline_metric(task: str) -> tuple[str, bool]:
-    """Return the metric that ranks models, and whether higher is better."""
+    """Return the default metric that ranks models, and whether higher is better."""
     return ("roc_auc", True) if task == "binary_classification" else ("rmse", False)

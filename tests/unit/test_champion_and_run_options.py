@@ -1,4 +1,4 @@
-"""Trigger-form run options, the champion decision, and safe report lookups."""
+"""Trigger-form run options and safe report lookups."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightshift.champion import decide
 from nightshift.config import ConfigError, parse_pipeline
 from nightshift.preprocess import sample_rows
 from nightshift.report_index import UnsafePath, safe_path
@@ -51,43 +50,6 @@ def test_sampling_is_deterministic_and_a_no_op_at_one() -> None:
     once, again = sample_rows(frame, 0.2, 7), sample_rows(frame, 0.2, 7)
     assert len(once) == 200 and once.equals(again)
     assert once.index.is_monotonic_increasing
-
-
-def _challenger(score: float, date: str = "2026-06-02") -> dict:
-    return {"name": "xgboost", "kind": "xgboost", "trained_for": date, "score": score}
-
-
-def test_first_model_is_promoted() -> None:
-    decision = decide(_challenger(0.7), None, None, "roc_auc")
-    assert decision.promoted and decision.model_id == "xgboost@2026-06-02"
-    assert decision.champion["score"] == 0.7
-
-
-@pytest.mark.parametrize(
-    ("metric", "new", "old", "promoted"),
-    [
-        ("roc_auc", 0.76, 0.75, True),
-        ("roc_auc", 0.75, 0.75, False),  # a tie keeps the champion
-        ("roc_auc", 0.74, 0.75, False),
-        ("rmse", 9.0, 10.0, True),  # lower is better
-        ("rmse", 11.0, 10.0, False),
-    ],
-)
-def test_challenger_must_beat_the_champion_on_the_same_day(
-    metric: str, new: float, old: float, promoted: bool
-) -> None:
-    previous = {**_challenger(old, "2026-06-01"), "model_id": "xgboost@2026-06-01"}
-    decision = decide(_challenger(new), previous, old, metric)
-    assert decision.promoted is promoted
-    assert decision.model_id == ("xgboost@2026-06-02" if promoted else "xgboost@2026-06-01")
-    assert metric in decision.reason and "xgboost@2026-06-01" in decision.reason
-
-
-def test_promotion_can_be_turned_off_for_a_run() -> None:
-    previous = {**_challenger(0.7, "2026-06-01"), "model_id": "xgboost@2026-06-01"}
-    decision = decide(_challenger(0.9), previous, 0.7, "roc_auc", promote=False)
-    assert not decision.promoted and decision.model_id == "xgboost@2026-06-01"
-    assert "turned off" in decision.reason
 
 
 @pytest.fixture

@@ -1,0 +1,106 @@
+"""The champion gate: margin, guardrails, first model, backfill order and the off switch."""
+
+from __future__ import annotations
+
+import pytest
+
+from nightshift.champion import decide
+from nightshift.config import Evaluation
+
+RULES = Evaluation(margin=0.005, max_calibration_error=0.05, segment="channel")
+
+
+def _model(auc: float, date: str, ece: float = 0.01, segments: dict | None = None) -> dict:
+    return {
+        "trained_for": date,
+        "metrics": {"roc_auc": auc, "calibration_error": ece, "rmse": auc},
+        "segments": segments or {"web": {"rows": 5000, "roc_auc": auc}},
+    }
+
+
+def _champion(auc: float, date: str = "2026-06-01", **kwargs) -> dict:
+    return {**_model(auc, date, **kwargs), "version": 3, "registered_model": "p.xgboost"}
+
+
+def test_first_model_is_promoted() -> None:
+    decision = decide("xgboost", _model(0.7, "2026-06-02"), None, "roc_auc", RULES)
+    assert decision.promoted and decision.reason.startswith("first model")
+
+
+def test_first_model_promotion_can_be_turned_off() -> None:
+    decision = decide("xgboost", _model(0.7, "2026-06-02"), None, "roc_auc", RULES, promote=False)
+    assert not decision.promoted and "turned off" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("metric", "new", "old", "promoted"),
+    [
+        ("roc_auc", 0.760, 0.750, True),
+        ("roc_auc", 0.754, 0.750, False),  # better, but not by the margin
+        ("roc_auc", 0.750, 0.750, False),
+        ("roc_auc", 0.740, 0.750, False),
+        ("rmse", 9.0, 10.0, True),  # lower is better
+        ("rmse", 11.0, 10.0, False),
+    ],
+)
+def test_challenger_must_beat_the_champion_by_the_margin(
+    metric: str, new: float, old: float, promoted: bool
+) -> None:
+    rules = RULES.model_copy(update={"segment": None, "max_calibration_error": None})
+    decision = decide("m", _model(new, "2026-06-02"), _champion(old), metric, rules)
+    assert decision.promoted is promoted
+    margin = next(c for c in decision.checks if c.name == "margin")
+    assert margin.passed is promoted and "margin 0.0050" in margin.detail
+    assert ("beats champion v3" in decision.reason) is promoted
+
+
+def test_calibration_guardrail_blocks_a_better_but_miscalibrated_model() -> None:
+    decision = decide(
+        "xgboost", _model(0.80, "2026-06-02", ece=0.09), _champion(0.75), "roc_auc", RULES
+    )
+    assert not decision.promoted
+    assert "calibration error 0.0900 (bound 0.0500)" in decision.reason
+
+
+def test_segment_guardrail_names_the_segment_that_degrades() -> None:
+    segments = {
+        "web": {"rows": 5000, "roc_auc": 0.85},
+        "partner": {"rows": 900, "roc_auc": 0.60},
+        "email": {"rows": 50, "roc_auc": 0.10},  # too few rows to judge
+    }
+    old_segments = {
+        "web": {"rows": 5000, "roc_auc": 0.75},
+        "partner": {"rows": 900, "roc_auc": 0.70},
+        "email": {"rows": 50, "roc_auc": 0.90},
+    }
+    decision = decide(
+        "xgboost",
+        _model(0.80, "2026-06-02", segments=segments),
+        _champion(0.75, segments=old_segments),
+        "roc_auc",
+        RULES,
+    )
+    assert not decision.promoted
+    assert "worst channel segment 'partner': roc_auc drop +0.1000" in decision.reason
+
+
+def test_a_backfilled_night_never_replaces_a_newer_champion() -> None:
+    decision = decide(
+        "xgboost", _model(0.99, "2026-06-02"), _champion(0.5, "2026-06-10"), "roc_auc", RULES
+    )
+    assert not decision.promoted and "a backfilled night never replaces it" in decision.reason
+
+
+def test_an_unscorable_champion_is_kept_loudly() -> None:
+    champion = {**_champion(0.7), "unscored": "PartitionMissing: gone"}
+    decision = decide("xgboost", _model(0.9, "2026-06-02"), champion, "roc_auc", RULES)
+    assert not decision.promoted and "could not be scored" in decision.reason
+    assert "nightshift promote" in decision.reason
+
+
+def test_earned_promotion_respects_the_off_switch_and_quotes_the_interval() -> None:
+    delta = {"delta": 0.02, "low": 0.01, "high": 0.03}
+    on = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, delta=delta)
+    assert on.promoted and "95% CI of the difference [+0.0100, +0.0300]" in on.reason
+    off = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, promote=False)
+    assert not off.promoted and "turned off" in off.reason

@@ -1,0 +1,98 @@
+"""Held-out measurements against scikit-learn and hand-worked references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from nightshift.evaluate import (
+    WeightedMetric,
+    bootstrap_delta,
+    confusion,
+    drift,
+    evaluate_scores,
+    expected_calibration_error,
+    psi_categorical,
+    psi_numeric,
+    segment_metrics,
+)
+
+RNG = np.random.default_rng(3)
+Y = (RNG.random(3000) < 0.3).astype(float)
+GOOD = np.clip(0.3 + 0.4 * (Y - 0.3) + RNG.normal(0, 0.2, 3000), 0.001, 0.999)
+WORSE = np.clip(0.3 + 0.1 * (Y - 0.3) + RNG.normal(0, 0.2, 3000), 0.001, 0.999)
+
+
+@pytest.mark.parametrize(
+    ("metric", "reference"),
+    [
+        ("roc_auc", lambda y, s, w: skm.roc_auc_score(y, s, sample_weight=w)),
+        ("log_loss", lambda y, s, w: skm.log_loss(y, s, sample_weight=w)),
+        ("accuracy", lambda y, s, w: skm.accuracy_score(y, s >= 0.5, sample_weight=w)),
+        ("f1", lambda y, s, w: skm.f1_score(y, s >= 0.5, sample_weight=w)),
+        ("rmse", lambda y, s, w: np.sqrt(skm.mean_squared_error(y, s, sample_weight=w))),
+        ("mae", lambda y, s, w: skm.mean_absolute_error(y, s, sample_weight=w)),
+        ("r2", lambda y, s, w: skm.r2_score(y, s, sample_weight=w)),
+    ],
+)
+def test_weighted_metrics_match_scikit_learn(metric, reference) -> None:
+    # Rounded scores make ties, which the fast AUC must count as halves like scikit-learn.
+    score = np.round(GOOD, 2)
+    weights = RNG.poisson(1.0, len(Y)).astype(float)
+    value = WeightedMetric(metric, Y, score, 0.5)(weights)
+    # log loss: scikit-learn clips probabilities at float64 eps, nightshift at 1e-7.
+    assert value == pytest.approx(reference(Y, score, weights), rel=1e-7, abs=1e-12)
+
+
+def test_bootstrap_interval_brackets_a_real_difference_and_is_reproducible() -> None:
+    first = bootstrap_delta("roc_auc", Y, GOOD, WORSE, 0.5, samples=200, seed=1)
+    again = bootstrap_delta("roc_auc", Y, GOOD, WORSE, 0.5, samples=200, seed=1)
+    assert first == again
+    exact = skm.roc_auc_score(Y, GOOD) - skm.roc_auc_score(Y, WORSE)
+    assert first["delta"] == pytest.approx(exact)
+    assert 0 < first["low"] < exact < first["high"]
+    same = bootstrap_delta("roc_auc", Y, GOOD, GOOD, 0.5, samples=50, seed=1)
+    assert same["delta"] == 0 and same["low"] == same["high"] == 0
+
+
+def test_confusion_and_calibration_error_on_known_inputs() -> None:
+    y = np.array([0, 0, 1, 1, 1.0])
+    score = np.array([0.1, 0.6, 0.4, 0.7, 0.9])
+    assert confusion(y, score, 0.5) == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    calibration = {"predicted": [0.1, 0.9], "observed": [0.0, 0.5], "count": [3, 1]}
+    assert expected_calibration_error(calibration) == pytest.approx((3 * 0.1 + 0.4) / 4)
+    scored = evaluate_scores("binary_classification", Y, GOOD, 0.5)
+    assert set(scored) >= {"metrics", "roc", "pr", "confusion", "calibration"}
+    assert scored["pr"]["average_precision"] == pytest.approx(skm.average_precision_score(Y, GOOD))
+    assert 0 <= scored["metrics"]["calibration_error"] < 0.2
+
+
+def test_segment_metrics_per_value() -> None:
+    segments = np.array(["web", "ios"] * 1500, dtype=object)
+    segments[:10] = None
+    result = segment_metrics("binary_classification", Y, GOOD, segments, 0.5)
+    assert set(result) == {"web", "ios", "(missing)"}
+    web = segments == "web"
+    assert result["web"]["rows"] == int(web.sum())
+    assert result["web"]["roc_auc"] == pytest.approx(skm.roc_auc_score(Y[web], GOOD[web]))
+
+
+def test_psi_is_zero_for_the_same_distribution_and_flags_a_shift() -> None:
+    base = RNG.normal(0, 1, 20000)
+    assert psi_numeric(base, base)["psi"] == pytest.approx(0, abs=1e-9)
+    assert psi_numeric(base, RNG.normal(0, 1, 20000))["psi"] < 0.01
+    assert psi_numeric(base, RNG.normal(1, 1, 20000))["psi"] > 0.25
+    with_missing = base.copy()
+    with_missing[:5000] = np.nan
+    assert psi_numeric(base, with_missing)["psi"] > 0.1  # missing values are their own bin
+    same = np.array(["a", "b"] * 100, dtype=object)
+    assert psi_categorical(same, same)["psi"] == pytest.approx(0, abs=1e-9)
+    shifted = np.array(["a"] * 190 + ["c"] * 10, dtype=object)
+    assert psi_categorical(same, shifted)["psi"] > 0.25
+
+    window = pd.DataFrame({"x": base, "c": np.array(["a", "b"] * 10000, dtype=object)})
+    today = pd.DataFrame({"x": base + 2, "c": np.array(["a", "b"] * 10000, dtype=object)})
+    result = drift(window, today, ["x"], ["c"], threshold=0.2)
+    assert result["x"]["drifted"] and not result["c"]["drifted"]
