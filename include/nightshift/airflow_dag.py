@@ -56,6 +56,21 @@ def partition_date_for(pipeline: Pipeline, context: Any) -> dt.date:
     return run_after.astimezone(pipeline.tz).date() - dt.timedelta(days=1)
 
 
+def airflow_base_url() -> str | None:
+    """Return the UI's base URL ([api] base_url) for links from reports, if it is set."""
+    import os
+
+    url = os.environ.get("AIRFLOW__API__BASE_URL")
+    if url:
+        return url
+    try:
+        from airflow.configuration import conf
+
+        return conf.get("api", "base_url", fallback=None) or None
+    except Exception:  # no Airflow configuration to read: reports simply carry no link
+        return None
+
+
 def run_pipeline(pipeline: Pipeline, context: Any) -> Pipeline:
     """Return ``pipeline`` with this run's trigger-form choices (models, window, sample)."""
     params = context.get("params") or {}
@@ -214,7 +229,14 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             timings = {"ingest": ingested["seconds"]}
             timings.update({name: result["seconds"] for name, result in stage_results.items()})
             promote = bool((context.get("params") or {}).get("promote", True))
-            result = stages.publish(current(), day, timings, context["run_id"], promote=promote)
+            result = stages.publish(
+                current(),
+                day,
+                timings,
+                context["run_id"],
+                promote=promote,
+                airflow_url=airflow_base_url(),
+            )
             context["outlet_events"][report].extra = {
                 "partition_date": day.isoformat(),
                 "report": result["report"],

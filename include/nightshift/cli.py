@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.config import ConfigError, find_pipeline, load_pipelines
+from nightshift.tracking import RegistryError
 
 
 def _date(value: str) -> dt.date:
@@ -48,6 +49,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         json.dumps(
             {"stage_seconds": summary, **results["evaluate"], **results["publish"]}, indent=1
         )
+    )
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> tuple[Any, str]:
+    from nightshift import tracking
+
+    pipeline = find_pipeline(args.pipeline)
+    known = [m.name for m in pipeline.models if m.kind != "baseline"]
+    if args.model not in known:
+        raise ConfigError(
+            pipeline.source_file, "models", f"no registered model '{args.model}'; one of {known}"
+        )
+    return tracking.client(pipeline), tracking.registered_name(pipeline.name, args.model)
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    """Print the champion of a pipeline's model and the history of champion changes."""
+    from nightshift import tracking
+
+    mlflow_client, name = _registry(args)
+    current = tracking.champion(mlflow_client, name)
+    history = tracking.champion_history(mlflow_client, name)
+    print(json.dumps({"registered_model": name, "champion": current, "history": history}, indent=1))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make a model version the champion by hand (the alias moves; the reason is recorded)."""
+    from nightshift import tracking
+
+    mlflow_client, name = _registry(args)
+    champion = tracking.promote(mlflow_client, name, args.version, args.reason)
+    print(f"{name}: champion is now v{champion['version']} (trained for {champion['trained_for']})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Put the previous champion back."""
+    from nightshift import tracking
+
+    mlflow_client, name = _registry(args)
+    champion = tracking.rollback(mlflow_client, name, args.reason)
+    print(
+        f"{name}: rolled back; champion is now v{champion['version']} "
+        f"(trained for {champion['trained_for']})"
     )
     return 0
 
@@ -200,6 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
 
+    champion = sub.add_parser("champion", help="show a model's champion and its history")
+    promote = sub.add_parser("promote", help="make a registered model version the champion")
+    rollback = sub.add_parser("rollback", help="put the previous champion back")
+    for command in (champion, promote, rollback):
+        command.add_argument("--pipeline", default="retail_conversion")
+        command.add_argument("--model", required=True, help="the model's name in the YAML")
+    promote.add_argument("--version", type=int, required=True)
+    for command in (promote, rollback):
+        command.add_argument("--reason", required=True, help="recorded in the registry")
+    champion.set_defaults(func=cmd_champion)
+    promote.set_defaults(func=cmd_promote)
+    rollback.set_defaults(func=cmd_rollback)
+
     demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
     demo.add_argument("--pipeline", default="retail_conversion")
     demo.add_argument(
@@ -213,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

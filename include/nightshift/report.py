@@ -7,7 +7,9 @@ with no network request.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import re
 from typing import Any
 
 import jinja2
@@ -28,7 +30,13 @@ def _svg(figure: Any) -> str:
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    text = text[text.index("<svg") :]
+    # Many figures share one page: give each its own id namespace, or a figure's references
+    # (clip paths, markers) would resolve to another figure's elements of the same id.
+    prefix = "f" + hashlib.sha1(text.encode()).hexdigest()[:8] + "-"
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+    text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
+    return re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
@@ -38,6 +46,7 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "nightshift"
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable, selectable
     figure, axes = plt.subplots(figsize=(5.2, 4.0))
     axes.set_title(title)
     axes.set_xlabel(xlabel)
@@ -81,28 +90,132 @@ def residual_figure(models: dict[str, dict[str, Any]]) -> str:
     return _svg(figure)
 
 
+def pr_figure(models: dict[str, dict[str, Any]]) -> str:
+    figure, axes = _figure("Precision-recall on the held-out day", "recall", "precision")
+    for name, result in models.items():
+        pr = result.get("pr") or {}
+        if pr.get("recall"):
+            ap = pr.get("average_precision")
+            label = f"{name} (AP {ap:.3f})" if ap is not None else name
+            axes.plot(pr["recall"], pr["precision"], label=label)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.legend(loc="upper right")
+    return _svg(figure)
+
+
+def actual_figure(models: dict[str, dict[str, Any]]) -> str:
+    figure, axes = _figure("Predicted vs actual (sample)", "predicted", "actual")
+    points: list[float] = []
+    for name, result in models.items():
+        sample = result["residuals"]
+        if "actual" in sample:
+            axes.scatter(sample["predicted"], sample["actual"], s=4, alpha=0.4, label=name)
+            points += sample["predicted"] + sample["actual"]
+    if points:
+        axes.plot([min(points), max(points)], [min(points), max(points)], "--", color="grey")
+    axes.legend(loc="upper left")
+    return _svg(figure)
+
+
+def importance_figure(name: str, importance: dict[str, dict[str, float]], top: int = 15) -> str:
+    """Return horizontal bars: share of gain and mean |contribution| per feature."""
+    gain = importance.get("gain") or {}
+    contribution = importance.get("contribution") or {}
+    features = sorted(set(gain) | set(contribution), key=lambda f: contribution.get(f, 0.0))
+    features = features[-top:]
+    figure, (left, right) = _figures(1, 2, (9.5, 0.3 * len(features) + 1.4))
+    left.barh(features, [gain.get(f, 0.0) for f in features], color="#4c72b0")
+    left.set_title(f"{name}: share of total gain")
+    right.barh(features, [contribution.get(f, 0.0) for f in features], color="#dd8452")
+    right.set_title("mean |contribution| (pred_contribs)")
+    right.set_yticklabels([])
+    return _svg(figure)
+
+
+def loss_figure(models: dict[str, dict[str, Any]]) -> str | None:
+    """Return the training curves: loss per epoch (batch-trained) and per round (XGBoost)."""
+    curves = {
+        name: result["history"]
+        for name, result in models.items()
+        if result.get("history", {}).get("epoch_loss") or result.get("history", {}).get("train")
+    }
+    if not curves:
+        return None
+    figure, axes = _figure("Training loss", "epoch (batch models) / round (XGBoost)", "loss")
+    for name, history in curves.items():
+        if history.get("epoch_loss"):
+            values = history["epoch_loss"]
+            axes.plot(range(1, len(values) + 1), values, marker="o", label=f"{name} per epoch")
+        else:
+            values = history["train"]
+            axes.plot(range(1, len(values) + 1), values, label=f"{name} train {history['metric']}")
+    axes.legend(loc="upper right")
+    return _svg(figure)
+
+
+def drift_figure(drift: dict[str, dict[str, Any]], threshold: float) -> str:
+    features = sorted(drift, key=lambda f: drift[f]["psi"] or 0.0)
+    figure, axes = _figure("Drift: PSI of the held-out day vs the window", "PSI", "")
+    figure.set_size_inches(6.0, 0.3 * len(features) + 1.4)
+    values = [drift[f]["psi"] or 0.0 for f in features]
+    colours = ["#c44e52" if drift[f]["drifted"] else "#4c72b0" for f in features]
+    axes.barh(features, values, color=colours)
+    axes.axvline(threshold, color="grey", linestyle="--", linewidth=1)
+    return _svg(figure)
+
+
+def _figures(rows: int, columns: int, size: tuple[float, float]) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "nightshift"
+    plt.rcParams["svg.fonttype"] = "none"
+    figure, axes = plt.subplots(rows, columns, figsize=size)
+    return figure, axes
+
+
 def render_report(results: dict[str, Any]) -> str:
     """Return the run report's HTML for ``results`` (the same dict as the metrics JSON)."""
     regression = results["task"] == "regression"
     models = results["models"]
-    figures = {
+    figures: dict[str, Any] = {
         "main": residual_figure(models) if regression else roc_figure(models),
+        "second": actual_figure(models) if regression else pr_figure(models),
         "calibration": calibration_figure(models, regression),
+        "loss": loss_figure(models),
+        "trend": trend_figure(results.get("trend") or [], results["headline_metric"]),
+        "importance": {
+            name: importance_figure(name, result["importance"])
+            for name, result in models.items()
+            if result.get("importance")
+        },
+        "drift": (
+            drift_figure(results["drift"], results["gate"]["drift_threshold"])
+            if results.get("drift")
+            else None
+        ),
     }
     template = _ENV.get_template("report.html.j2")
     return template.render(r=results, figures=figures, regression=regression)
 
 
-def trend_figure(runs: list[Any]) -> str:
-    """Return the headline metric per night as SVG, with champion changes marked."""
+def trend_figure(points: list[dict[str, Any]], metric: str) -> str:
+    """Return the headline metric per night as SVG, with champion changes marked.
+
+    ``points`` are dicts with ``date``, ``value`` and ``promoted``, oldest first.
+    """
     from matplotlib.dates import AutoDateLocator, DateFormatter
 
-    metric = runs[-1].metric
     figure, axes = _figure(f"{metric} per night (best model)", "run date", metric)
     figure.set_size_inches(7.5, 3.2)
-    dates = [dt.date.fromisoformat(run.partition_date) for run in runs]
-    axes.plot(dates, [run.value for run in runs], marker="o", markersize=3, label="best model")
-    promoted = [(d, run.value) for d, run in zip(dates, runs, strict=True) if run.promoted]
+    if not points:
+        return _svg(figure)
+    dates = [dt.date.fromisoformat(p["date"]) for p in points]
+    axes.plot(dates, [p["value"] for p in points], marker="o", markersize=3, label="best model")
+    promoted = [(d, p["value"]) for d, p in zip(dates, points, strict=True) if p["promoted"]]
     if promoted:
         axes.scatter(
             [d for d, _ in promoted],
@@ -115,14 +228,40 @@ def trend_figure(runs: list[Any]) -> str:
         )
     if len(dates) < 3:  # a lone point would otherwise get a year-wide axis
         axes.set_xlim(min(dates) - dt.timedelta(days=2), max(dates) + dt.timedelta(days=2))
-    axes.xaxis.set_major_locator(AutoDateLocator(maxticks=8))
+    if len(dates) <= 10:
+        axes.set_xticks(dates)
+    else:
+        axes.xaxis.set_major_locator(AutoDateLocator(maxticks=8))
     axes.xaxis.set_major_formatter(DateFormatter("%m-%d"))
     axes.legend(loc="best")
     return _svg(figure)
 
 
-def render_index(pipelines: dict[str, tuple[Any, list[Any]]], airflow_base: str = "..") -> str:
-    """Return the reports index page: per pipeline, its trend and its runs (``RunSummary``)."""
-    trends = {name: trend_figure(runs) for name, (_, runs) in pipelines.items() if runs}
+def render_index(
+    pipelines: dict[str, tuple[Any, list[Any]]],
+    airflow_base: str = "..",
+    report_prefix: str | None = None,
+) -> str:
+    """Return the reports index page: per pipeline, its trend and its runs (``RunSummary``).
+
+    Report links are ``files/<pipeline>/<date>/report.html`` (the plugin's routes), or
+    ``<report_prefix><date>/report.html`` for the index published beside the reports.
+    """
+    trends = {
+        name: trend_figure(
+            [
+                {"date": run.partition_date, "value": run.value, "promoted": run.promoted}
+                for run in runs
+            ],
+            runs[-1].metric,
+        )
+        for name, (_, runs) in pipelines.items()
+        if runs
+    }
     template = _ENV.get_template("index.html.j2")
-    return template.render(pipelines=pipelines, trends=trends, airflow_base=airflow_base)
+    return template.render(
+        pipelines=pipelines,
+        trends=trends,
+        airflow_base=airflow_base,
+        report_prefix=report_prefix,
+    )

@@ -66,32 +66,44 @@ def summarise(metrics: dict[str, Any]) -> RunSummary:
         best=best,
         metric=metric,
         value=float(metrics["models"][best]["metrics"][metric]),
-        higher_is_better=metric in ("roc_auc", "accuracy", "f1", "r2"),
+        higher_is_better=bool(
+            metrics.get("higher_is_better", metric in ("roc_auc", "accuracy", "f1", "r2"))
+        ),
         champion=champion.get("model_id"),
         promoted=champion.get("promoted"),
         decision=champion.get("reason", ""),
     )
 
 
-def list_runs(pipeline: Pipeline) -> list[RunSummary]:
-    """Return the published runs of ``pipeline``, oldest date first; unreadable ones are logged."""
-    root = pipeline_reports_root(pipeline)
-    if not root.is_dir():
-        return []
+def published_runs(pipeline: Pipeline) -> list[RunSummary]:
+    """Return the published runs of ``pipeline`` (local or object store), oldest date first.
+
+    Unreadable metrics files are logged and left out.
+    """
+    import fsspec
+
+    root = f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}"
+    fs, path = fsspec.core.url_to_fs(root)
+    fs.invalidate_cache()
     runs = []
-    for folder in sorted(root.iterdir()):
+    for found in sorted(fs.glob(f"{path}/*/metrics.json")):
+        folder = found.rsplit("/", 2)[-2]
         try:
-            dt.date.fromisoformat(folder.name)
+            dt.date.fromisoformat(folder)
         except ValueError:
             continue
-        metrics_file = folder / "metrics.json"
-        if not metrics_file.is_file():
-            continue
         try:
-            runs.append(summarise(json.loads(metrics_file.read_text())))
+            runs.append(summarise(json.loads(fs.cat_file(found))))
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: not a readable nightshift metrics file (%s)", metrics_file, exc)
+            log.warning("%s: not a readable nightshift metrics file (%s)", found, exc)
     return runs
+
+
+def list_runs(pipeline: Pipeline) -> list[RunSummary]:
+    """Return the published runs of ``pipeline`` whose reports are on this machine's disk."""
+    if not pipeline_reports_root(pipeline).is_dir():
+        return []
+    return published_runs(pipeline)
 
 
 def find_run(pipeline: Pipeline, run_id: str) -> RunSummary | None:

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -213,7 +214,7 @@ def train_incremental(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
     return result
 
 
-def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, Any]]:
+def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, str]]:
     """Return the model ``name`` trained for ``trained_for`` and its partition's files."""
     from nightshift.train import LoadedModel
 
@@ -228,13 +229,25 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
         stats,
         pipeline.schema_.task,
     )
+    files["_partition"] = partition.uri
     return model, files
 
 
+def _window_sample(pipeline: Pipeline, paths: list[str], columns: list[str]) -> pd.DataFrame:
+    """Return up to 200,000 rows of the training window's processed batches (fixed seed)."""
+    frame = pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
+    if len(frame) > 200_000:
+        frame = frame.sample(n=200_000, random_state=pipeline.training.seed)
+    return frame
+
+
 def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Score every model, and the current champion, on the held-out run date; save the results."""
-    from nightshift.champion import champion_before
-    from nightshift.evaluate import evaluate_scores, headline_metric
+    """Score every model, and each model's champion, on the held-out run date; save it all.
+
+    Measurements only: the promotion decision is publish's, from what is saved here.
+    """
+    from nightshift import tracking
+    from nightshift.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -244,16 +257,29 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         y = labels(frame)
         task = pipeline.schema_.task
         threshold = pipeline.training.threshold
+        rules = pipeline.evaluation
+        metric, higher_is_better = pipeline.metric
+        segments = frame[rules.segment].to_numpy(dtype=object) if rules.segment else None
+
+        def measure(model: Any, score: Any) -> dict[str, Any]:
+            scored = evaluate_scores(task, y, score, threshold)
+            if segments is not None:
+                scored["segments"] = segment_metrics(task, y, score, segments, threshold)
+            return scored
+
         models: dict[str, Any] = {}
+        scores: dict[str, Any] = {}
         for spec in pipeline.models:
             model, files = load_model(pipeline, spec.name, partition_date)
-            scored = evaluate_scores(task, y, model.predict(frame), threshold)
+            scores[spec.name] = model.predict(frame)
+            scored = measure(model, scores[spec.name])
             scored["kind"] = model.kind
             scored["history"] = json.loads(read_bytes(files["history.json"]))
-            if scored["kind"] == "baseline":
+            if model.kind == "baseline":
                 scored["value"] = float(model.content["value"])
+            if model.kind == "xgboost":
+                scored["importance"] = model.importance(frame, seed=pipeline.training.seed)
             models[spec.name] = scored
-        metric, higher_is_better = headline_metric(task)
 
         def rank_key(name: str) -> float:
             value = models[name]["metrics"][metric]
@@ -264,26 +290,61 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         ranking = sorted(models, key=rank_key)
         # The challenger is the best learned model; the baseline is there to keep it honest.
         learned = [name for name in ranking if models[name]["kind"] != "baseline"]
-        champion = champion_before(lake, partition_date)
-        champion_metrics = None
-        if champion is not None:
+
+        # Each learned model's champion (registry alias), scored on the same rows.
+        mlflow_client = tracking.client(pipeline) if learned else None
+        champions: dict[str, Any] = {}
+        deltas: dict[str, Any] = {}
+        for name in learned:
+            current = tracking.champion(
+                mlflow_client, tracking.registered_name(pipeline.name, name)
+            )
+            champions[name] = current
+            if current is None or not current["trained_for"] < partition_date.isoformat():
+                continue  # none yet, or trained on this day or later: not a fair comparison
             try:
                 model, _ = load_model(
-                    pipeline, champion["name"], dt.date.fromisoformat(champion["trained_for"])
+                    pipeline,
+                    current["model"] or name,
+                    dt.date.fromisoformat(current["trained_for"]),
                 )
-                champion_metrics = evaluate_scores(task, y, model.predict(frame), threshold)[
-                    "metrics"
-                ]
+                champion_score = model.predict(frame)
             except (PartitionMissing, KeyError, ValueError) as exc:
-                log.warning("%s: champion %s not scored: %s", pipeline.name, champion, exc)
+                log.warning("%s: champion %s not scored: %s", pipeline.name, current, exc)
+                current["unscored"] = f"{type(exc).__name__}: {exc}"
+                continue
+            measured = measure(model, champion_score)
+            current["metrics"] = measured["metrics"]
+            current["segments"] = measured.get("segments")
+            deltas[name] = bootstrap_delta(
+                metric,
+                y,
+                scores[name],
+                champion_score,
+                threshold,
+                samples=rules.bootstrap_samples,
+                seed=pipeline.training.seed,
+            )
+
+        feature_columns = [*pipeline.features.numeric, *pipeline.features.categorical]
+        paths, _ = training_paths(pipeline, partition_date)
+        window = _window_sample(pipeline, paths, feature_columns)
         evaluation = {
             "models": models,
             "ranking": ranking,
             "best": ranking[0],
             "challenger": (learned or ranking)[0],
             "headline_metric": metric,
-            "previous_champion": champion,
-            "previous_champion_metrics": champion_metrics,
+            "higher_is_better": higher_is_better,
+            "champions": champions,
+            "deltas": deltas,
+            "drift": drift(
+                window,
+                frame,
+                pipeline.features.numeric,
+                pipeline.features.categorical,
+                rules.drift_threshold,
+            ),
         }
         with lake.writer(EVALUATION, partition_date) as writer:
             writer.write_bytes("evaluation.json", json.dumps(evaluation, sort_keys=True).encode())
@@ -301,16 +362,49 @@ def report_dir(pipeline: Pipeline, partition_date: dt.date) -> str:
     return f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/{partition_date.isoformat()}"
 
 
+def _decisions(
+    pipeline: Pipeline, partition_date: dt.date, evaluation: dict[str, Any], promote: bool
+) -> dict[str, Any]:
+    from nightshift.champion import decide
+
+    metric = evaluation["headline_metric"]
+    decisions = {}
+    for name, champion in evaluation["champions"].items():
+        scored = evaluation["models"][name]
+        challenger = {
+            "model": name,
+            "trained_for": partition_date.isoformat(),
+            "metrics": scored["metrics"],
+            "segments": scored.get("segments"),
+        }
+        decisions[name] = decide(
+            name,
+            challenger,
+            champion,
+            metric,
+            pipeline.evaluation,
+            promote=promote,
+            delta=evaluation["deltas"].get(name),
+        ).to_dict()
+    return decisions
+
+
 def publish(
     pipeline: Pipeline,
     partition_date: dt.date,
     timings: dict[str, float],
     run_id: str,
     promote: bool = True,
+    airflow_url: str | None = None,
 ) -> dict[str, Any]:
-    """Decide the champion; write the run's metrics JSON and self-contained HTML report."""
-    from nightshift.champion import CHAMPION, decide
-    from nightshift.report import render_report
+    """Decide each champion; log to MLflow; move the aliases; write the report and index.
+
+    In that order: a publish that dies before the aliases move leaves every champion as it
+    was, and its retry reuses the MLflow runs it had finished.
+    """
+    from nightshift import tracking
+    from nightshift.report import render_index, render_report
+    from nightshift.report_index import published_runs, summarise
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -320,24 +414,15 @@ def publish(
         stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
         window = features.meta["window"]
         held_out = read_summary(lake, partition_date)
-        metric = evaluation["headline_metric"]
         challenger = evaluation["challenger"]
-        previous_metrics = evaluation.get("previous_champion_metrics") or {}
-        decision = decide(
-            {
-                "name": challenger,
-                "kind": evaluation["models"][challenger]["kind"],
-                "trained_for": partition_date.isoformat(),
-                "score": evaluation["models"][challenger]["metrics"][metric],
-            },
-            evaluation.get("previous_champion"),
-            previous_metrics.get(metric),
-            metric,
-            promote=promote,
-        )
-        log.info("%s %s: %s", pipeline.name, partition_date, decision.reason)
+        decisions = _decisions(pipeline, partition_date, evaluation, promote)
+        headline = decisions.get(challenger)
+        previous = evaluation["champions"].get(challenger)
+        for name, decision in decisions.items():
+            log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision["reason"])
         results = {
             "pipeline": pipeline.name,
+            "dag_id": pipeline.dag_id,
             "partition_date": partition_date.isoformat(),
             "task": pipeline.schema_.task,
             "run_id": run_id,
@@ -348,6 +433,7 @@ def publish(
                 "sample_fraction": pipeline.training.sample_fraction,
                 "promote": promote,
             },
+            "gate": pipeline.evaluation.model_dump(),
             "training_window": {
                 "start": window[0],
                 "end": window[-1],
@@ -358,34 +444,95 @@ def publish(
             },
             "data": {"held_out": held_out},
             **evaluation,
+            "decisions": decisions,
             "champion": {
-                "model_id": decision.model_id,
-                "promoted": decision.promoted,
-                "reason": decision.reason,
-                "previous": decision.previous,
-                "previous_metrics": previous_metrics or None,
+                "model": challenger,
+                "model_id": None,
+                "promoted": bool(headline and headline["promoted"]),
+                "reason": headline["reason"] if headline else "no learned model tonight",
+                "previous": previous,
                 "promotion_allowed": promote,
             },
             "timings": dict(timings),
+            "links": {
+                "airflow": (
+                    f"{airflow_url.rstrip('/')}/dags/{pipeline.dag_id}/runs/"
+                    f"{urllib.parse.quote(run_id, safe='')}"
+                    if airflow_url
+                    else None
+                ),
+            },
             "nightshift_version": __version__,
         }
-        directory = report_dir(pipeline, partition_date)
-        metrics_json = json.dumps(results, indent=1, sort_keys=True).encode()
-        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
-        write_bytes_atomic(f"{directory}/report.html", render_report(results).encode())
-        # The champion pointer moves last: a publish that dies before this line leaves the
-        # previous champion in place.
-        with lake.writer(CHAMPION, partition_date) as writer:
-            writer.write_bytes("decision.json", json.dumps(decision.to_dict()).encode())
-            writer.meta.update(
-                {"champion": decision.champion or None, "promoted": decision.promoted}
+        tonight = {
+            name: load_model(pipeline, name, partition_date) for name in evaluation["models"]
+        }
+        logged = tracking.log_nightly(
+            pipeline,
+            partition_date,
+            run_id,
+            results,
+            tonight,
+            {"evaluation.json": json.dumps(evaluation, sort_keys=True).encode()},
+        )
+        tracking_uri, _ = tracking.store(pipeline)
+        results["mlflow"] = {"tracking_uri": tracking_uri, "runs": logged}
+        # The champion aliases move once tonight's versions are complete, before the report
+        # is written, so the report states what the registry now holds. A publish that dies
+        # before this line leaves every champion where it was; one that dies after it is
+        # retried, and the retry finds its versions already champion.
+        moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
+        if headline:
+            entry = logged.get(challenger) or {}
+            new_id = f"{entry.get('registered_model')} v{entry.get('version')}"
+            kept = f"{previous['registered_model']} v{previous['version']}" if previous else None
+            results["champion"].update(
+                promoted=headline["promoted"],
+                reason=headline["reason"],
+                model_id=new_id if headline["promoted"] else kept,
             )
+        directory = report_dir(pipeline, partition_date)
+        earlier = [
+            run
+            for run in published_runs(pipeline)
+            if run.partition_date < partition_date.isoformat()
+        ][-(pipeline.evaluation.trend_nights - 1) :]
+        best_metrics = evaluation["models"][evaluation["best"]]["metrics"]
+        results["trend"] = [
+            {"date": r.partition_date, "value": r.value, "promoted": r.promoted, "best": r.best}
+            for r in earlier
+        ] + [
+            {
+                "date": partition_date.isoformat(),
+                "value": best_metrics[evaluation["headline_metric"]],
+                "promoted": results["champion"]["promoted"],
+                "best": evaluation["best"],
+            }
+        ]
+        metrics_json = json.dumps(results, indent=1, sort_keys=True, default=str).encode()
+        html = render_report(results)
+        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
+        write_bytes_atomic(f"{directory}/report.html", html.encode())
+        # The pipeline's index, beside the reports: every published run, newest first.
+        tonight_summary = summarise(results)
+        runs = [
+            r for r in published_runs(pipeline) if r.partition_date != partition_date.isoformat()
+        ]
+        runs = sorted([*runs, tonight_summary], key=lambda r: r.partition_date)
+        index = render_index(
+            {pipeline.name: (pipeline, runs)}, airflow_base=airflow_url or "", report_prefix=""
+        )
+        write_bytes_atomic(
+            f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/index.html", index.encode()
+        )
+        tracking.log_report(pipeline, logged, html, metrics_json)
         result.update(
             {
                 "report": f"{directory}/report.html",
                 "metrics": f"{directory}/metrics.json",
-                "champion": decision.model_id,
-                "promoted": decision.promoted,
+                "champion": results["champion"]["model_id"],
+                "promoted": results["champion"]["promoted"],
+                "aliases_moved": moved,
             }
         )
     return result

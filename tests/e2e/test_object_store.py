@@ -158,9 +158,17 @@ def test_a_nightly_run_reads_and_writes_only_s3(
 
     data = small_pipeline_dict()
     data["source"] = {"kind": "files", "path": "s3://incoming/sessions/{date}.csv", "format": "csv"}
-    data["output"] = {"lake": "s3://nightshift/lake", "reports": "s3://nightshift/reports"}
+    # The MLflow store is a database, not object storage: in compose it is the MLflow
+    # server's; here an embedded store of its own, outside the project home.
+    data["output"] = {
+        "lake": "s3://nightshift/lake",
+        "reports": "s3://nightshift/reports",
+        "mlflow": str(tmp_path / "mlflow"),
+    }
     pipeline = parse_pipeline(data, "s3_test.yaml")
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(tmp_path))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(home))
 
     results = run_nightly(pipeline, day, run_id="s3")
 
@@ -177,8 +185,9 @@ def test_a_nightly_run_reads_and_writes_only_s3(
     assert raw.meta["rows"] == rows[day]
     model = lake.read("models/xgboost", day)
     assert any(name.endswith("model.ubj") for name in model.files)
-    # Nothing was written to local disk.
-    assert list(tmp_path.iterdir()) == []
+    # Nothing but the MLflow store was written to local disk.
+    assert list(home.iterdir()) == []
+    assert fs.exists("nightshift/reports/retail_conversion/index.html")
 
     # Re-running the date replaces its partitions in place: same bytes, one manifest.
     first = lake.read("processed", day)

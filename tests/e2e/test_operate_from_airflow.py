@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 NAME = "ui_conversion"
 DAG_ID = f"nightshift_{NAME}"
 PREFIX = "/nightshift-reports"
-BACKFILL = ["2026-11-10", "2026-11-11", "2026-11-12", "2026-11-13", "2026-11-14"]
+BACKFILL = [f"2026-11-{day:02d}" for day in range(5, 15)]  # 10 nights
 BROWSER_DATE = "2026-11-20"
 SHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("NIGHTSHIFT_CHROMIUM", "/usr/bin/chromium")
@@ -63,7 +63,7 @@ def test_every_plugin_route_needs_a_session(airflow_with_dask) -> None:
     assert status == 200 and NAME in json.loads(body)
 
 
-def test_backfill_five_dates_two_at_a_time_each_on_its_own_window(airflow_with_dask) -> None:
+def test_backfill_ten_dates_two_at_a_time_each_on_its_own_window(airflow_with_dask) -> None:
     airflow, project = airflow_with_dask
     airflow.unpause(DAG_ID)
     airflow.backfill(
@@ -75,11 +75,12 @@ def test_backfill_five_dates_two_at_a_time_each_on_its_own_window(airflow_with_d
     )
     runs = airflow.wait_for_runs(DAG_ID, len(BACKFILL), timeout=1500)
     airflow.wait_for_backfills(DAG_ID)
-    assert sorted(r["state"] for r in runs) == ["success"] * 5, runs
+    assert sorted(r["state"] for r in runs) == ["success"] * len(BACKFILL), runs
     [backfill] = airflow.api("GET", f"backfills?dag_id={DAG_ID}")["backfills"]
     assert backfill["max_active_runs"] == 2
 
     reports = project / "data" / "reports" / NAME
+    decisions, xgboost_promoted = {}, {}
     for day in BACKFILL:
         date = dt.date.fromisoformat(day)
         metrics = json.loads((reports / day / "metrics.json").read_text())
@@ -91,15 +92,46 @@ def test_backfill_five_dates_two_at_a_time_each_on_its_own_window(airflow_with_d
         assert metrics["run_options"]["window_days"] == 2
         html = (reports / day / "report.html").read_text()
         assert f"{expected[0]} to\n  {expected[-1]}" in html or expected[0] in html
-        # Nor does a later model reach it through the champion comparison.
-        previous = metrics["champion"]["previous"]
-        if previous:
-            assert previous["trained_for"] < day, (day, previous)
+        # Nor does a later model reach it through the champion comparison: a champion is only
+        # scored against this date if it was trained for an earlier one.
+        for champion in metrics["champions"].values():
+            if champion and champion.get("metrics"):
+                assert champion["trained_for"] < day, (day, champion)
+        decisions[day] = metrics["champion"]
+        xgboost_promoted[day] = metrics["decisions"]["xgboost"]["promoted"]
+        assert metrics["links"]["airflow"].startswith(airflow.base_url)
     # The features each date's models were fitted with come from that window only.
     features = project / "data" / "lake" / NAME / "features"
     for day in BACKFILL:
         manifest = json.loads((features / f"date={day}" / "_MANIFEST.json").read_text())
         assert max(manifest["meta"]["window"]) < day
+
+    # The index lists the 10 runs and the trend has 10 points: in the Airflow plugin and in
+    # the index published beside the reports. The gate both promoted and kept champions.
+    for html in (
+        _get(airflow, f"{PREFIX}/", token=airflow.token(), html=True)[2].decode(),
+        (reports / "index.html").read_text(),
+    ):
+        assert 'data-runs="10"' in html and 'data-points="10"' in html
+    last = (reports / BACKFILL[-1] / "report.html").read_text()
+    assert 'data-points="10"' in last  # the report's own trend over the last nights
+    promoted = [day for day, c in decisions.items() if c["promoted"]]
+    kept = [day for day, c in decisions.items() if not c["promoted"]]
+    print("promoted:", {d: decisions[d]["reason"] for d in promoted})
+    print("kept:", {d: decisions[d]["reason"] for d in kept})
+    assert promoted and kept, decisions
+
+    # The MLflow client, on the embedded store, lists the runs and the champion alias, which
+    # names the last night that promoted.
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{project}/data/mlflow/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(f"nightshift/{NAME}")
+    logged = client.search_runs([experiment.experiment_id], max_results=200)
+    assert len(logged) == 3 * len(BACKFILL)
+    champion = client.get_model_version_by_alias(f"{NAME}.xgboost", "champion")
+    assert xgboost_promoted[champion.tags["nightshift.trained_for"]], xgboost_promoted
 
 
 def _launch(playwright):

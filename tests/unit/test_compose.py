@@ -102,6 +102,7 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
         "dask-worker",
         "dask-cuda-worker",
         "minio",
+        "mlflow",
     }
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
         env = services[name]["environment"]
@@ -109,6 +110,7 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
         assert env["NIGHTSHIFT_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
         assert env["NIGHTSHIFT_LAKE"] == "s3://nightshift/lake"
         assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == (
             "service_completed_successfully"
         )
@@ -129,6 +131,15 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     assert (device["driver"], device["capabilities"]) == ("nvidia", ["gpu"])
     assert services["dask-worker"]["command"].startswith("dask worker tcp://dask-scheduler:8786")
     assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # MLflow: registry in its own Postgres database, artifacts in MinIO, after airflow-init
+    # (which creates that database).
+    mlflow = services["mlflow"]
+    assert "--backend-store-uri postgresql+psycopg2://" in mlflow["command"]
+    assert "@postgres:5432/mlflow" in mlflow["command"]
+    assert "--artifacts-destination s3://nightshift/mlflow" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert "CREATE DATABASE mlflow" in " ".join(services["airflow-init"]["command"])
     # Only loopback ports are published on the host.
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for p in published), published

@@ -1,29 +1,99 @@
+"""Rendering the report and the index from fixed plain data: content, validity, determinism."""
+
 from __future__ import annotations
 
+import copy
 import re
-from html.parser import HTMLParser
 
-from nightshift.evaluate import evaluate_scores
-from nightshift.report import render_report
+import html5lib
+import numpy as np
+import pytest
+
+from nightshift.champion import decide
+from nightshift.config import Evaluation
+from nightshift.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
+from nightshift.report import render_index, render_report
+
+RNG = np.random.default_rng(11)
+Y = (RNG.random(800) < 0.3).astype(float)
+CHANNEL = np.array(["web", "ios", "partner", "email"] * 200, dtype=object)
+SCORES = {
+    "xgboost": np.clip(0.3 + 0.5 * (Y - 0.3) + RNG.normal(0, 0.15, 800), 0.01, 0.99),
+    "sgd_logistic": np.clip(0.3 + 0.3 * (Y - 0.3) + RNG.normal(0, 0.15, 800), 0.01, 0.99),
+    "base_rate": np.full(800, 0.3),
+}
+CHAMPION = np.clip(0.3 + 0.4 * (Y - 0.3) + RNG.normal(0, 0.15, 800), 0.01, 0.99)
+GATE = Evaluation(margin=0.001, segment="channel", min_segment_rows=100)
 
 
-def _results(task: str = "binary_classification") -> dict:
-    y = [0, 1, 0, 1, 1, 0, 0, 1]
-    scores = {"xgboost": [0.1, 0.8, 0.3, 0.7, 0.9, 0.2, 0.4, 0.6], "base_rate": [0.5] * 8}
-    import numpy as np
-
+def fixed_results(task: str = "binary_classification") -> dict:
+    """Return a run's results as publish builds them, from fixed scores."""
+    regression = task == "regression"
+    metric = "rmse" if regression else "roc_auc"
     models = {}
-    for name, score in scores.items():
-        scored = evaluate_scores(task, np.array(y, float), np.array(score), 0.5)
-        scored["kind"] = "xgboost" if name == "xgboost" else "baseline"
-        scored["history"] = {"metric": "logloss", "train": [0.6, 0.4]} if name == "xgboost" else {}
+    for name, score in SCORES.items():
+        scored = evaluate_scores(task, Y, score, 0.5)
+        scored["segments"] = segment_metrics(task, Y, score, CHANNEL, 0.5)
+        scored["kind"] = {"xgboost": "xgboost", "sgd_logistic": "sgd"}.get(name, "baseline")
+        scored["history"] = {
+            "xgboost": {"metric": "logloss", "train": [0.6, 0.5, 0.45]},
+            "sgd_logistic": {"epoch_loss": [0.7, 0.55, 0.5], "batches": 4, "epochs": 3},
+        }.get(name, {})
+        if name == "base_rate":
+            scored["value"] = 0.3
         models[name] = scored
+    models["xgboost"]["importance"] = {
+        "gain": {"page_views": 0.6, "channel": 0.3, "hour": 0.1},
+        "contribution": {"page_views": 0.4, "channel": 0.2, "hour": 0.05},
+    }
+    champion_scored = evaluate_scores(task, Y, CHAMPION, 0.5)
+    champions = {
+        "xgboost": {
+            "registered_model": "demo.xgboost",
+            "version": 4,
+            "trained_for": "2026-06-01",
+            "model": "xgboost",
+            "run_id": "abc",
+            "metrics": champion_scored["metrics"],
+            "segments": segment_metrics(task, Y, CHAMPION, CHANNEL, 0.5),
+        },
+        "sgd_logistic": None,
+    }
+    deltas = {"xgboost": bootstrap_delta(metric, Y, SCORES["xgboost"], CHAMPION, 0.5, samples=50)}
+    decisions = {
+        name: decide(
+            name,
+            {
+                "trained_for": "2026-06-02",
+                "metrics": models[name]["metrics"],
+                "segments": models[name]["segments"],
+            },
+            champions[name],
+            metric,
+            GATE,
+            delta=deltas.get(name),
+        ).to_dict()
+        for name in ("xgboost", "sgd_logistic")
+    }
+    rng = np.random.default_rng(5)
+    window = {"page_views": rng.poisson(5, 800).astype(float), "channel": CHANNEL}
+    today = {"page_views": rng.poisson(9, 800).astype(float), "channel": CHANNEL}
+    import pandas as pd
+
     return {
         "pipeline": "demo",
+        "dag_id": "nightshift_demo",
         "partition_date": "2026-06-02",
         "task": task,
-        "run_id": "r1",
+        "run_id": "scheduled__2026-06-03T01:30:00+00:00",
         "threshold": 0.5,
+        "run_options": {
+            "models": list(SCORES),
+            "window_days": 2,
+            "sample_fraction": 1.0,
+            "promote": True,
+        },
+        "gate": GATE.model_dump(),
         "training_window": {
             "start": "2026-05-31",
             "end": "2026-06-01",
@@ -34,120 +104,143 @@ def _results(task: str = "binary_classification") -> dict:
         },
         "data": {
             "held_out": {
-                "rows": 8,
-                "batches": 1,
-                "rows_per_batch": [8],
-                "label_mean": 0.5,
-                "missing_rate": {"a": 0.25},
+                "rows": 800,
+                "batches": 2,
+                "rows_per_batch": [500, 300],
+                "label_mean": float(Y.mean()),
+                "missing_rate": {"page_views": 0.25},
             }
         },
         "models": models,
-        "ranking": ["xgboost", "base_rate"],
+        "ranking": ["xgboost", "sgd_logistic", "base_rate"],
         "best": "xgboost",
         "challenger": "xgboost",
-        "headline_metric": "roc_auc",
-        "run_options": {
-            "models": ["xgboost", "base_rate"],
-            "window_days": 2,
-            "sample_fraction": 1.0,
-            "promote": True,
-        },
+        "headline_metric": metric,
+        "higher_is_better": not regression,
+        "champions": champions,
+        "deltas": deltas,
+        "drift": drift(pd.DataFrame(window), pd.DataFrame(today), ["page_views"], ["channel"], 0.2),
+        "decisions": decisions,
         "champion": {
-            "model_id": "xgboost@2026-06-02",
-            "promoted": True,
-            "reason": "better: roc_auc 0.9 vs champion xgboost@2026-06-01 at 0.8",
-            "previous": {"model_id": "xgboost@2026-06-01", "name": "xgboost"},
-            "previous_metrics": {"roc_auc": 0.8},
+            "model": "xgboost",
+            "model_id": "demo.xgboost v5"
+            if decisions["xgboost"]["promoted"]
+            else "demo.xgboost v4",
+            "promoted": decisions["xgboost"]["promoted"],
+            "reason": decisions["xgboost"]["reason"],
+            "previous": champions["xgboost"],
             "promotion_allowed": True,
         },
-        "timings": {"ingest": 1.25},
+        "trend": [
+            {"date": f"2026-05-{d:02d}", "value": 0.7 + d / 1000, "promoted": d % 3 == 0}
+            for d in range(24, 32)
+        ]
+        + [{"date": "2026-06-01", "value": 0.74, "promoted": False}]
+        + [{"date": "2026-06-02", "value": 0.75, "promoted": True}],
+        "timings": {"ingest": 1.25, "evaluate": 2.5},
+        "links": {"airflow": "http://127.0.0.1:8080/dags/nightshift_demo/runs/x"},
+        "mlflow": {
+            "tracking_uri": "sqlite:////srv/project/data/mlflow/mlflow.db",
+            "runs": {
+                "xgboost": {
+                    "run_id": "0123456789abcdef",
+                    "url": None,
+                    "version": 5,
+                    "registered_model": "demo.xgboost",
+                },
+            },
+        },
         "nightshift_version": "0.1.0",
     }
 
 
-class _Checker(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.void = {
-            "meta",
-            "br",
-            "img",
-            "input",
-            "link",
-            "hr",
-            "path",
-            "use",
-            "rect",
-            "stop",
-            "circle",
-            "line",
-            "polyline",
-            "polygon",
-            "ellipse",
-        }
-
-    def handle_starttag(self, tag, attrs) -> None:
-        if tag not in self.void:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag, attrs) -> None:
-        pass
-
-    def handle_endtag(self, tag) -> None:
-        if tag in self.void:
-            return
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
-        else:
-            self.stack.pop()
+def assert_valid_html(html: str) -> None:
+    """Parse with html5lib in strict mode (any HTML5 parse error raises); ids are unique."""
+    parser = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False)
+    parser.parse(html)
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
 
 
-def test_report_renders_self_contained_html() -> None:
-    html = render_report(_results())
+def assert_self_contained(html: str) -> None:
+    # No script, stylesheet, image or font is fetched from anywhere: only in-page content.
+    assert not re.search(r"""\s(src|srcset|poster|data)\s*=""", html)
+    assert "<script" not in html and "<link" not in html and "<iframe" not in html
+    assert "@import" not in html and not re.search(r"url\(\s*['\"]?(https?:)?//", html)
+
+
+def test_report_has_every_section_from_fixed_metrics() -> None:
+    results = fixed_results()
+    html = render_report(results)
     assert "<title>demo · 2026-06-02" in html
-    assert html.count("<svg") == 2
-    assert "0.7500" in html or "1.0000" in html
-    # Opens from disk: no fetch of scripts, styles, images or fonts from anywhere.
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
-    assert "@import" not in html and "url(http" not in html
-    checker = _Checker()
-    checker.feed(html)
-    assert checker.errors == [] and checker.stack == []
+    decision = results["decisions"]["xgboost"]
+    assert ("Promoted" if decision["promoted"] else "Not promoted") in html
+    assert "Tonight's best model: <strong>xgboost</strong>" in html
+    delta = results["deltas"]["xgboost"]
+    assert f"[{delta['low']:+.4f}, {delta['high']:+.4f}]" in html  # the interval is shown
+    assert "v4, trained for 2026-06-01" in html and "none yet" in html
+    assert 'data-points="10"' in html  # the trend over the last nights, tonight included
+    for heading in (
+        "ROC on the held-out day",
+        "Precision-recall",
+        "Calibration",
+        "Confusion matrices at threshold 0.5",
+        "Feature importance",
+        "By channel",
+        "Drift",
+        "Data quality",
+        "Training loss",
+        "Stage timings",
+    ):
+        assert heading in html, heading
+    tn = results["models"]["xgboost"]["confusion"]["tn"]
+    assert f"<td>actual 0</td><td>{tn:,}</td>" in html
+    assert "1 of 2 feature(s) drifted" in html and "page_views" in html
+    assert "Rows per batch on the held-out day: 500, 300" in html
+    assert 'href="http://127.0.0.1:8080/dags/nightshift_demo/runs/x"' in html
+    assert "run <code>0123456789abcdef</code>" in html and "mlflow ui --backend-store-uri" in html
+    assert_valid_html(html)
+    assert_self_contained(html.replace('href="http://127.0.0.1:8080', 'href="x'))
 
 
-def test_report_is_deterministic_and_handles_regression() -> None:
-    assert render_report(_results()) == render_report(_results())
-    html = render_report(_results("regression"))
-    assert "RMSE" in html and "Residuals" in html
+def test_report_for_regression_shows_residuals_and_predicted_vs_actual() -> None:
+    html = render_report(fixed_results("regression"))
+    assert "RMSE" in html and "Residuals" in html and "Predicted vs actual" in html
+    assert "Confusion" not in html and "Precision-recall" not in html
+    assert_valid_html(html)
 
 
-def test_report_states_the_champion_decision() -> None:
-    html = render_report(_results())
-    assert "Promoted" in html and "xgboost@2026-06-01" in html
-    quick = _results()
+def test_report_is_deterministic() -> None:
+    assert render_report(fixed_results()) == render_report(fixed_results())
+
+
+def test_a_quick_run_and_a_run_without_promotion_say_so() -> None:
+    quick = copy.deepcopy(fixed_results())
     quick["run_options"]["sample_fraction"] = 0.25
-    assert "trained on 25% of each batch" in render_report(quick)
+    quick["champion"]["promotion_allowed"] = False
+    html = render_report(quick)
+    assert "trained on 25% of each batch" in html
+    assert "Promotion was turned off for this run" in html
 
 
-def test_index_lists_runs_newest_first_with_trend_and_links(tmp_path) -> None:
+@pytest.mark.parametrize("prefix", [None, ""])
+def test_index_lists_runs_newest_first_with_trend_and_links(prefix) -> None:
     from nightshift.config import parse_pipeline
-    from nightshift.report import render_index
     from nightshift.report_index import summarise
     from tests.conftest import small_pipeline_dict
 
     pipeline = parse_pipeline(small_pipeline_dict(), "demo.yaml")
-    first, second = _results(), _results()
-    second.update(partition_date="2026-06-03", run_id="scheduled__2026-06-03")
+    first, second = fixed_results(), fixed_results()
+    second.update(partition_date="2026-06-03", run_id="scheduled__2026-06-04")
     second["champion"] = {**second["champion"], "promoted": False, "reason": "not better"}
+    first["champion"]["promoted"] = True
     runs = [summarise(first), summarise(second)]
-    html = render_index({"demo": (pipeline, runs)})
+    html = render_index({"demo": (pipeline, runs)}, report_prefix=prefix)
     assert html.index("2026-06-03") < html.index("2026-06-02")
-    assert 'href="files/demo/2026-06-02/report.html"' in html
-    assert "../dags/nightshift_retail_conversion/runs/scheduled__2026-06-03" in html
+    link = "files/demo/2026-06-02/report.html" if prefix is None else "2026-06-02/report.html"
+    assert f'href="{link}"' in html
+    assert "../dags/nightshift_retail_conversion/runs/scheduled__2026-06-04" in html
+    assert 'data-points="2"' in html and 'data-runs="2"' in html
     assert html.count("<svg") == 1 and "new champion" in html
     assert "kept: not better" in html
-    checker = _Checker()
-    checker.feed(html)
-    assert checker.errors == [] and checker.stack == []
+    assert_valid_html(html)

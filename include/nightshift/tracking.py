@@ -1,0 +1,391 @@
+"""MLflow tracking and the model registry: runs, model versions and the ``champion`` alias.
+
+One experiment per pipeline (``nightshift/<pipeline>``), one MLflow run per model per nightly
+run, one registered model per pipeline and model (``<pipeline>.<model>``, the model's name
+defaults to its kind). The champion is the registered model's alias ``champion``; a
+registered-model tag keeps the history of champions, so a rollback knows where to go back to.
+
+The embedded default is a SQLite store inside the project (``data/mlflow``), no server;
+``output.mlflow`` or ``MLFLOW_TRACKING_URI`` points at a server instead (compose runs one).
+Models are logged in safe formats: XGBoost as UBJ, scikit-learn through skops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from nightshift.config import Pipeline
+
+log = logging.getLogger(__name__)
+
+ALIAS = "champion"
+HISTORY_TAG = "nightshift.champion_history"
+# MLflow must not phone home: the pipelines run where only the package registries are reached.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done as asked; the message says which model and why."""
+
+
+def registered_name(pipeline: str, model: str) -> str:
+    return f"{pipeline}.{model}"
+
+
+def store(pipeline: Pipeline) -> tuple[str, str | None]:
+    """Return the tracking URI and, for the embedded store, the artifact root."""
+    location = pipeline.mlflow_location()
+    if "://" in location or location.startswith("sqlite:"):
+        return location, None
+    Path(location).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{location}/mlflow.db", Path(location, "artifacts").as_uri()
+
+
+def client(pipeline: Pipeline) -> Any:
+    """Return an ``MlflowClient`` on the pipeline's store (tracking and registry)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri, _ = store(pipeline)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client: Any, pipeline: Pipeline) -> str:
+    """Return the pipeline's experiment id, creating the experiment on first use."""
+    from mlflow.exceptions import MlflowException
+
+    name = f"nightshift/{pipeline.name}"
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    _, artifacts = store(pipeline)
+    location = f"{artifacts}/{pipeline.name}" if artifacts else None
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
+    except MlflowException:  # created meanwhile by a parallel run
+        return str(mlflow_client.get_experiment_by_name(name).experiment_id)
+
+
+def champion(mlflow_client: Any, name: str) -> dict[str, Any] | None:
+    """Return the registered model ``name``'s champion version, or None if it has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow_client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+    return {
+        "registered_model": name,
+        "version": int(version.version),
+        "run_id": version.run_id,
+        "model": version.tags.get("nightshift.model"),
+        "trained_for": version.tags.get("nightshift.trained_for", ""),
+    }
+
+
+def champion_history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
+    """Return the champion changes of ``name``, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException:
+        return []
+    history: list[dict[str, Any]] = json.loads(model.tags.get(HISTORY_TAG, "[]"))
+    return history
+
+
+def set_champion(
+    mlflow_client: Any,
+    name: str,
+    version: int,
+    reason: str,
+    when: str,
+    only_if_newer: str | None = None,
+) -> bool:
+    """Point ``name``'s ``champion`` alias at ``version``, record why; return if it points there.
+
+    With ``only_if_newer`` (a date), the alias moves only if the current champion was trained
+    for an earlier date: a backfilled night that raced a newer one never moves it back. A
+    version that is already champion (a retried publish) counts as moved.
+    """
+    current = champion(mlflow_client, name)
+    if current is not None and current["version"] == int(version):
+        return True
+    newer = current is not None and only_if_newer is not None
+    if newer and current is not None and current["trained_for"] >= str(only_if_newer):
+        log.warning(
+            "%s: champion v%s (trained for %s) is not older than %s; alias left alone",
+            name,
+            current["version"],
+            current["trained_for"],
+            only_if_newer,
+        )
+        return False
+    mlflow_client.set_registered_model_alias(name, ALIAS, str(version))
+    history = champion_history(mlflow_client, name)
+    history.append({"version": int(version), "when": when, "reason": reason})
+    # A registered-model tag holds at most 5000 characters; the newest entries matter most.
+    while len(json.dumps(history)) > 4800 and len(history) > 1:
+        history.pop(0)
+    mlflow_client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return True
+
+
+def promote(mlflow_client: Any, name: str, version: int, reason: str) -> dict[str, Any]:
+    """Make ``version`` of ``name`` the champion by hand; return the new champion."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"registered model '{name}' has no version {version}") from None
+    set_champion(mlflow_client, name, version, f"manual: {reason}", _now())
+    result = champion(mlflow_client, name)
+    assert result is not None
+    return result
+
+
+def rollback(mlflow_client: Any, name: str, reason: str = "rollback") -> dict[str, Any]:
+    """Point ``name``'s champion back at the version that was champion before this one."""
+    current = champion(mlflow_client, name)
+    if current is None:
+        raise RegistryError(f"registered model '{name}' has no champion to roll back")
+    versions = [entry["version"] for entry in champion_history(mlflow_client, name)]
+    # The champion before the current one: the history before the current version's last
+    # promotion, skipping any earlier stints of the current version itself.
+    before = versions[: _last_index(versions, current["version"])]
+    earlier = [v for v in before if v != current["version"]]
+    if not earlier:
+        raise RegistryError(
+            f"registered model '{name}': champion v{current['version']} has no predecessor "
+            "in the champion history; use `nightshift promote` with a version"
+        )
+    set_champion(
+        mlflow_client,
+        name,
+        earlier[-1],
+        f"manual: {reason} from v{current['version']}",
+        _now(),
+    )
+    result = champion(mlflow_client, name)
+    assert result is not None
+    return result
+
+
+def _last_index(values: list[int], value: int) -> int:
+    positions = [i for i, v in enumerate(values) if v == value]
+    return positions[-1] if positions else len(values)
+
+
+def _now() -> str:
+    # Only a record of when a person acted; nothing is computed from it.
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_url(pipeline: Pipeline, experiment: str, run_id: str) -> str | None:
+    """Return a browser link to the MLflow run when the store is a server, else None."""
+    uri, _ = store(pipeline)
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return None
+
+
+def _existing_runs(mlflow_client: Any, experiment: str, keys: dict[str, str]) -> list[Any]:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in keys.items())
+    return list(mlflow_client.search_runs([experiment], filter_string=query, max_results=50))
+
+
+def _log_model(trained: Any, name: str, registered: str | None) -> Any:
+    """Log ``trained`` (a LoadedModel) with its MLflow flavour; return the ModelInfo."""
+    import mlflow
+
+    if trained.kind == "xgboost":
+        import xgboost
+
+        return mlflow.xgboost.log_model(
+            trained.booster,
+            name="model",
+            model_format="ubj",
+            registered_model_name=registered,
+            pip_requirements=[f"xgboost=={xgboost.__version__}"],
+        )
+    if trained.kind == "sgd":
+        import sklearn
+        import skops
+
+        return mlflow.sklearn.log_model(
+            trained.linear,
+            name="model",
+            serialization_format="skops",
+            registered_model_name=registered,
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
+        )
+    raise ValueError(f"{name}: no MLflow flavour for model kind {trained.kind!r}")
+
+
+def log_nightly(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    airflow_run_id: str,
+    evaluation: dict[str, Any],
+    models: dict[str, tuple[Any, dict[str, str]]],
+    artifacts: dict[str, bytes],
+) -> dict[str, dict[str, Any]]:
+    """Log one MLflow run per model of tonight's run; register the learned models.
+
+    ``models`` maps a model name to its LoadedModel and lake files. Returns, per model, the
+    MLflow run id, its link and the registered version. A retried publish finds the runs it
+    already finished (same date, Airflow run and model) and reuses them; a run left unfinished
+    by a killed attempt is deleted and logged again, so retries never duplicate.
+    """
+    import mlflow
+
+    mlflow_client = client(pipeline)
+    experiment = experiment_id(mlflow_client, pipeline)
+    logged: dict[str, dict[str, Any]] = {}
+    for name, (trained, files) in models.items():
+        scored = evaluation["models"][name]
+        keys = {
+            "nightshift.partition_date": partition_date.isoformat(),
+            "nightshift.airflow_run_id": airflow_run_id,
+            "nightshift.model": name,
+        }
+        reused = None
+        for run in _existing_runs(mlflow_client, experiment, keys):
+            if run.info.status == "FINISHED" and reused is None:
+                reused = run
+            else:
+                mlflow_client.delete_run(run.info.run_id)
+        registered = None if trained.kind == "baseline" else registered_name(pipeline.name, name)
+        if reused is not None:
+            run_id = reused.info.run_id
+            version = reused.data.tags.get("nightshift.registered_version")
+            log.info("%s: reusing MLflow run %s from an earlier attempt", name, run_id)
+        else:
+            with mlflow.start_run(
+                experiment_id=experiment,
+                run_name=f"{partition_date.isoformat()} {name}",
+                tags={
+                    **keys,
+                    "nightshift.pipeline": pipeline.name,
+                    "nightshift.kind": trained.kind,
+                },
+            ) as run:
+                run_id = run.info.run_id
+                history = scored.get("history") or {}
+                params = {
+                    "model": name,
+                    "kind": trained.kind,
+                    "window_days": pipeline.training.window_days,
+                    "batch_size": pipeline.training.batch_size,
+                    "sample_fraction": pipeline.training.sample_fraction,
+                    "threshold": pipeline.training.threshold,
+                    "window_start": evaluation["training_window"]["start"],
+                    "window_end": evaluation["training_window"]["end"],
+                }
+                params.update({f"param.{k}": v for k, v in (history.get("params") or {}).items()})
+                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                mlflow.log_metrics(
+                    {
+                        f"heldout_{k}": float(v)
+                        for k, v in scored["metrics"].items()
+                        if isinstance(v, int | float) and v is not None
+                    }
+                )
+                for step, loss in enumerate(history.get("epoch_loss") or []):
+                    mlflow.log_metric("epoch_loss", loss, step=step + 1)
+                for step, value in enumerate(history.get("train") or []):
+                    mlflow.log_metric(f"train_{history['metric']}", value, step=step + 1)
+                for filename, payload in artifacts.items():
+                    mlflow.log_text(payload.decode(), f"evaluation/{filename}")
+                version = None
+                if trained.kind == "baseline":
+                    mlflow.log_text(json.dumps(trained.content), "model/model.json")
+                else:
+                    info = _log_model(trained, name, registered)
+                    version = str(info.registered_model_version)
+                    mlflow_client.set_tag(run_id, "nightshift.registered_version", version)
+        if version is not None and registered is not None:
+            for key, value in {
+                "nightshift.model": name,
+                "nightshift.trained_for": partition_date.isoformat(),
+                "nightshift.airflow_run_id": airflow_run_id,
+                "nightshift.lake": files.get("_partition", ""),
+                "nightshift.mlflow_run": run_id,
+            }.items():
+                mlflow_client.set_model_version_tag(registered, version, key, value)
+        logged[name] = {
+            "run_id": run_id,
+            "experiment_id": experiment,
+            "registered_model": registered,
+            "version": int(version) if version is not None else None,
+            "url": run_url(pipeline, experiment, run_id),
+        }
+    return logged
+
+
+def record_decisions(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    logged: dict[str, dict[str, Any]],
+    decisions: dict[str, dict[str, Any]],
+) -> dict[str, bool]:
+    """Move ``champion`` where the gate promoted; tag each run and version with its decision.
+
+    Returns, per registered model, whether its alias now points at tonight's version. A
+    promotion that lost a race with a newer night (parallel backfills) is turned into "kept"
+    in ``decisions``, with the reason, so the report says what really happened.
+    """
+    mlflow_client = client(pipeline)
+    moved: dict[str, bool] = {}
+    for name, decision in decisions.items():
+        entry = logged.get(name) or {}
+        run_id, version = entry.get("run_id"), entry.get("version")
+        if run_id is None or version is None:
+            continue
+        registered = entry["registered_model"]
+        moved[name] = False
+        if decision["promoted"]:
+            moved[name] = set_champion(
+                mlflow_client,
+                registered,
+                version,
+                decision["reason"],
+                partition_date.isoformat(),
+                only_if_newer=partition_date.isoformat(),
+            )
+            if not moved[name]:
+                newer = champion(mlflow_client, registered) or {}
+                decision["promoted"] = False
+                decision["reason"] = (
+                    f"earned promotion ({decision['reason']}), but champion "
+                    f"v{newer.get('version')} trained for {newer.get('trained_for')} was "
+                    "promoted meanwhile by a newer night"
+                )
+        mlflow_client.set_tag(run_id, "nightshift.promoted", str(decision["promoted"]).lower())
+        mlflow_client.set_tag(run_id, "nightshift.decision", decision["reason"][:4900])
+        mlflow_client.set_model_version_tag(
+            registered, str(version), "nightshift.decision", decision["reason"][:4900]
+        )
+    return moved
+
+
+def log_report(
+    pipeline: Pipeline, logged: dict[str, dict[str, Any]], html: str, metrics_json: bytes
+) -> None:
+    """Attach the rendered report and its metrics JSON to every MLflow run of the night."""
+    mlflow_client = client(pipeline)
+    for entry in logged.values():
+        mlflow_client.log_text(entry["run_id"], html, "evaluation/report.html")
+        mlflow_client.log_text(entry["run_id"], metrics_json.decode(), "evaluation/metrics.json")

@@ -1,0 +1,170 @@
+"""MLflow tracking and the registry, in process: runs, versions, the champion alias, retries.
+
+The embedded store is SQLite inside the project (``data/mlflow``); these tests read it back
+with MLflow's own client, as a user would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nightshift import stages, tracking
+from nightshift.cli import main
+from nightshift.config import find_pipeline
+
+pytestmark = pytest.mark.e2e
+
+DATES = [dt.date(2026, 9, 14), dt.date(2026, 9, 15), dt.date(2026, 9, 16)]
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Three nights of the small example pipeline run in process, in date order."""
+    from tests.conftest import small_pipeline_dict, write_pipeline
+
+    home = tmp_path_factory.mktemp("registry")
+    (home / "pipelines").mkdir()
+    write_pipeline(home / "pipelines", small_pipeline_dict())
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NIGHTSHIFT_HOME", str(home))
+    patch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(home / "pipelines"))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    pipeline = find_pipeline("retail_conversion")
+    results = {day: stages.run_nightly(pipeline, day, run_id=f"test__{day}") for day in DATES}
+    yield home, results
+    patch.undo()
+
+
+def _client(home: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home}/data/mlflow/mlflow.db"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> None:
+    home, results = nights
+    client = _client(home)
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    # One run per model per night, tagged with the date and the run that made it.
+    keys = sorted(
+        (r.data.tags["nightshift.partition_date"], r.data.tags["nightshift.model"]) for r in runs
+    )
+    assert keys == sorted(
+        (d.isoformat(), m) for d in DATES for m in ("xgboost", "sgd_logistic", "base_rate")
+    )
+    xgb_run = next(r for r in runs if r.data.tags["nightshift.model"] == "xgboost")
+    assert xgb_run.data.params["kind"] == "xgboost" and "param.max_depth" in xgb_run.data.params
+    assert 0.6 < xgb_run.data.metrics["heldout_roc_auc"] < 1
+    sgd_run = next(r for r in runs if r.data.tags["nightshift.model"] == "sgd_logistic")
+    epochs = client.get_metric_history(sgd_run.info.run_id, "epoch_loss")
+    assert [m.step for m in epochs] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(xgb_run.info.run_id, "evaluation")}
+    assert artifacts >= {"evaluation/report.html", "evaluation/metrics.json"}
+
+    # One registered model per pipeline and model, a version per night, and the alias.
+    for model in ("xgboost", "sgd_logistic"):
+        name = f"retail_conversion.{model}"
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+        champion = client.get_model_version_by_alias(name, "champion")
+        promoted = [
+            d
+            for d in DATES
+            if json.loads(Path(results[d]["publish"]["metrics"]).read_text())["decisions"][model][
+                "promoted"
+            ]
+        ]
+        assert DATES[0] in promoted  # the first model is promoted
+        assert champion.tags["nightshift.trained_for"] == promoted[-1].isoformat()
+        # Every decision is recorded on the run and the version.
+        for version in versions:
+            assert version.tags["nightshift.decision"]
+    assert "retail_conversion.base_rate" not in [m.name for m in client.search_registered_models()]
+
+
+def test_registered_models_load_in_their_mlflow_flavours(nights) -> None:
+    import mlflow
+
+    home, _ = nights
+    mlflow.set_tracking_uri(f"sqlite:///{home}/data/mlflow/mlflow.db")
+    pipeline = find_pipeline("retail_conversion")
+    processed = stages.lake_for(pipeline).read("processed", DATES[-1])
+    frame = pd.concat([pd.read_parquet(p) for p in processed.paths()], ignore_index=True)
+
+    booster = mlflow.xgboost.load_model("models:/retail_conversion.xgboost/1")
+    lake_model, _ = stages.load_model(pipeline, "xgboost", DATES[0])
+    import xgboost as xgb
+
+    from nightshift.features import to_tree_frame
+
+    matrix = xgb.DMatrix(to_tree_frame(frame, lake_model.stats), enable_categorical=True)
+    assert np.allclose(booster.predict(matrix), lake_model.predict(frame))
+
+    linear = mlflow.sklearn.load_model("models:/retail_conversion.sgd_logistic/1")
+    lake_linear, _ = stages.load_model(pipeline, "sgd_logistic", DATES[0])
+    from nightshift.features import to_linear_matrix
+
+    x = to_linear_matrix(frame, lake_linear.stats)
+    assert np.allclose(linear.predict_proba(x)[:, 1], lake_linear.predict(frame))
+
+
+def test_a_retried_publish_reuses_its_runs_and_a_failed_one_moves_no_champion(
+    nights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, _ = nights
+    client = _client(home)
+    pipeline = find_pipeline("retail_conversion")
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
+    before_runs = len(client.search_runs([experiment], max_results=100))
+    before = tracking.champion(client, "retail_conversion.xgboost")
+
+    # A publish that dies after logging, before the champion moves, leaves the champion as it
+    # was; its retry reuses the finished MLflow runs instead of logging them twice.
+    day = DATES[-1]
+    timings = {"ingest": 1.0}
+
+    def die(*args, **kwargs):
+        raise RuntimeError("killed before the champion pointer moved")
+
+    monkeypatch.setattr(tracking, "record_decisions", die)
+    with pytest.raises(RuntimeError):
+        stages.publish(pipeline, day, timings, run_id=f"test__{day}")
+    assert tracking.champion(client, "retail_conversion.xgboost") == before
+    monkeypatch.undo()
+    stages.publish(pipeline, day, timings, run_id=f"test__{day}")
+    assert len(client.search_runs([experiment], max_results=100)) == before_runs
+    assert len(client.search_model_versions("name = 'retail_conversion.xgboost'")) == 3
+    assert tracking.champion(client, "retail_conversion.xgboost") == before
+
+
+def test_manual_promote_and_rollback(nights, capsys: pytest.CaptureFixture[str]) -> None:
+    home, _ = nights
+    client = _client(home)
+    name = "retail_conversion.xgboost"
+    start = tracking.champion(client, name)
+    target = 3 if start["version"] != 3 else 2
+    args = ["--pipeline", "retail_conversion", "--model", "xgboost"]
+    assert main(["promote", *args, "--version", str(target), "--reason", "hand-checked"]) == 0
+    assert tracking.champion(client, name)["version"] == target
+    assert f"champion is now v{target}" in capsys.readouterr().out
+    assert main(["rollback", *args, "--reason", "bad in production"]) == 0
+    assert tracking.champion(client, name)["version"] == start["version"]
+    assert main(["champion", *args]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert shown["champion"]["version"] == start["version"]
+    assert [h["reason"] for h in shown["history"][-2:]] == [
+        "manual: hand-checked",
+        f"manual: bad in production from v{target}",
+    ]
+    # Bad requests name what is wrong.
+    assert main(["promote", *args, "--version", "99", "--reason", "x"]) == 2
+    assert "has no version 99" in capsys.readouterr().err
+    assert main(["champion", "--pipeline", "retail_conversion", "--model", "base_rate"]) == 2
