@@ -1,10 +1,11 @@
 # One image for every nightshift service in docker-compose.yaml: Airflow's api-server,
-# scheduler, dag-processor and triggerer, the Dask scheduler and the CPU or GPU Dask workers.
+# scheduler, dag-processor and triggerer, the Dask scheduler and the CPU or GPU Dask workers,
+# and the MLflow server.
 #   docker compose build                                  # CPU image
-#   docker compose build --build-arg EXTRAS="postgres gpu" # + dask-cuda for GPU workers
+#   docker compose build --build-arg EXTRAS="postgres mlflow-server gpu" # + dask-cuda
 FROM python:3.11-slim
 
-ARG EXTRAS="postgres"
+ARG EXTRAS="postgres mlflow-server"
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
