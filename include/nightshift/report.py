@@ -150,6 +150,9 @@ def loss_figure(models: dict[str, dict[str, Any]]) -> str | None:
         else:
             values = history["train"]
             axes.plot(range(1, len(values) + 1), values, label=f"{name} train {history['metric']}")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(loc="upper right")
     return _svg(figure)
 

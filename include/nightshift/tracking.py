@@ -46,15 +46,36 @@ def store(pipeline: Pipeline) -> tuple[str, str | None]:
     return f"sqlite:///{location}/mlflow.db", Path(location, "artifacts").as_uri()
 
 
+_READY: set[str] = set()
+
+
 def client(pipeline: Pipeline) -> Any:
-    """Return an ``MlflowClient`` on the pipeline's store (tracking and registry)."""
+    """Return an ``MlflowClient`` on the pipeline's store (tracking and registry).
+
+    The embedded SQLite store creates its tables on first use. Two tasks doing that at once
+    (parallel backfill runs) would both run MLflow's migrations and leave a half-migrated
+    database, so the first use in each process happens under an exclusive file lock.
+    """
     import mlflow
     from mlflow import MlflowClient
 
-    uri, _ = store(pipeline)
+    uri, artifacts = store(pipeline)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if artifacts is None or uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    import fcntl
+
+    with open(Path(pipeline.mlflow_location(), ".init.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            mlflow_client.search_experiments(max_results=1)
+            mlflow_client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
+    return mlflow_client
 
 
 def experiment_id(mlflow_client: Any, pipeline: Pipeline) -> str:

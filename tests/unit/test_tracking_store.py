@@ -1,0 +1,52 @@
+"""The embedded MLflow store survives being opened by several task processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from nightshift import tracking
+from nightshift.config import parse_pipeline
+from tests.conftest import small_pipeline_dict
+
+
+def _open_store(location: str, queue: multiprocessing.Queue) -> None:
+    data = small_pipeline_dict()
+    data["output"] = {"mlflow": location}
+    pipeline = parse_pipeline(data, "race.yaml")
+    try:
+        mlflow_client = tracking.client(pipeline)
+        tracking.experiment_id(mlflow_client, pipeline)
+        queue.put(tracking.champion(mlflow_client, "retail_conversion.xgboost") is None)
+    except Exception as exc:  # reported to the test, which names it
+        queue.put(repr(exc))
+
+
+def test_parallel_first_use_creates_the_store_once(tmp_path: Path) -> None:
+    # Without the lock, parallel first uses run MLflow's migrations twice and leave a
+    # half-migrated database ("table _alembic_tmp_experiments already exists").
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = [
+        context.Process(target=_open_store, args=(str(tmp_path / "mlflow"), queue))
+        for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    outcomes = [queue.get(timeout=5) for _ in processes]
+    assert outcomes == [True] * 4, outcomes
+    assert (tmp_path / "mlflow" / "mlflow.db").exists()
+
+
+def test_store_locations(tmp_path: Path) -> None:
+    data = small_pipeline_dict()
+    data["output"] = {"mlflow": "http://mlflow:5000"}
+    assert tracking.store(parse_pipeline(data, "x.yaml")) == ("http://mlflow:5000", None)
+    data["output"] = {"mlflow": str(tmp_path / "ml")}
+    uri, artifacts = tracking.store(parse_pipeline(data, "x.yaml"))
+    assert (uri, artifacts) == (
+        f"sqlite:///{tmp_path}/ml/mlflow.db",
+        f"file://{tmp_path}/ml/artifacts",
+    )
