@@ -100,12 +100,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
+    """Validate every pipeline YAML; with --production, also refuse unsafe deployment settings."""
     pipelines, errors = load_pipelines()
     for pipeline in pipelines:
         print(f"ok     {pipeline.source_file} -> DAG {pipeline.dag_id}")
     for error in errors:
         print(f"error  {error}")
-    return 1 if errors else 0
+    problems: list[str] = []
+    if args.production:
+        import os
+
+        from airflow.configuration import conf
+
+        from nightshift.production import production_problems
+
+        def airflow_setting(section: str, key: str) -> str | None:
+            value = conf.get(section, key, fallback=None)
+            return None if value is None else str(value)
+
+        problems = production_problems(airflow_setting, os.environ)
+        for problem in problems:
+            print(f"refuse {problem}")
+        if not problems:
+            print("ok     production settings: auth, Fernet key, database, Dask binds, passwords")
+    return 1 if errors or problems else 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -233,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate every pipeline YAML")
+    check.add_argument(
+        "--production",
+        action="store_true",
+        help="also refuse unsafe deployment settings (compose's init service runs this)",
+    )
     check.set_defaults(func=cmd_validate_config)
 
     env = sub.add_parser("env", help="print the environment of the local Airflow (eval it)")

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -42,18 +41,6 @@ def _compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=120,
     )
-
-
-@pytest.fixture
-def filled_env(tmp_path: Path) -> Path:
-    """``.env.example`` with every empty value filled, as a user does before ``up``."""
-    lines = [
-        f"{line}secret-{index}" if re.fullmatch(r"[A-Z_]+=", line) else line
-        for index, line in enumerate(ENV_EXAMPLE.read_text().splitlines())
-    ]
-    path = tmp_path / ".env"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_compose_config_is_valid_with_a_filled_env(filled_env: Path) -> None:

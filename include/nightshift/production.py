@@ -1,0 +1,100 @@
+"""The production check: settings nightshift refuses to run a shared deployment with.
+
+``nightshift check --production`` runs it (compose's init service does, before anything else
+starts). Each problem names the setting at fault and what to do; a pure function of the
+Airflow configuration and the environment, so every rule is unit-tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+# Passwords that ship in examples and tutorials, and so are the first ones tried.
+KNOWN_DEFAULTS = {
+    "",
+    "admin",
+    "airflow",
+    "changeme",
+    "change-me",
+    "minioadmin",
+    "minio123",
+    "password",
+    "postgres",
+    "secret",
+    "nightshift",
+}
+MIN_PASSWORD_LENGTH = 12
+PASSWORDS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD")
+WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _bind_host(address: str) -> str:
+    """Return the host part of ``host:port``, ``:port`` or a bare host."""
+    address = address.strip()
+    if "://" in address:
+        address = address.split("://", 1)[1]
+    if address.startswith("["):
+        return address[: address.index("]") + 1]
+    return address.rsplit(":", 1)[0] if ":" in address else address
+
+
+def production_problems(
+    airflow: Callable[[str, str], str | None], env: Mapping[str, str]
+) -> list[str]:
+    """Return what is unsafe about this deployment; an empty list means it may start.
+
+    ``airflow(section, key)`` returns an Airflow setting (None when unset); ``env`` holds the
+    deployment's variables (the Dask bind addresses and the service passwords).
+    """
+    problems: list[str] = []
+    auth_manager = airflow("core", "auth_manager") or ""
+    if auth_manager.endswith("SimpleAuthManager") and _truthy(
+        airflow("core", "simple_auth_manager_all_admins")
+    ):
+        problems.append(
+            "[core] simple_auth_manager_all_admins is on: every visitor of the UI is an admin. "
+            "Turn it off (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False) and list users in "
+            "simple_auth_manager_users, or use another auth manager"
+        )
+    if not (airflow("core", "fernet_key") or "").strip():
+        problems.append(
+            "[core] fernet_key is empty: connections and variables would be stored unencrypted. "
+            "Set AIRFLOW__CORE__FERNET_KEY (see .env.example for how to make one)"
+        )
+    database = airflow("database", "sql_alchemy_conn") or ""
+    if database.startswith("sqlite"):
+        problems.append(
+            "[database] sql_alchemy_conn is SQLite: it serialises writers, so parallel backfills "
+            "(--max-active-runs above 1, the default is 10) fail with 'database is locked'. "
+            "Use Postgres (docker-compose.yaml does)"
+        )
+    tls = (env.get("NIGHTSHIFT_DASK_ADDRESS", "").startswith("tls://")) or (
+        env.get("DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME", "") == "tls"
+    )
+    for variable, what in (
+        ("DASK_SCHEDULER_HOST", "the Dask scheduler"),
+        ("DASK_DASHBOARD_ADDRESS", "the Dask dashboard"),
+    ):
+        if variable not in env:
+            continue
+        host = _bind_host(env[variable])
+        if host in WILDCARDS and not tls:
+            problems.append(
+                f"{variable}={env[variable]!r}: {what} listens on every interface without TLS; "
+                "bind it to one host (compose: the service name) or enable Dask TLS"
+            )
+    for variable in PASSWORDS:
+        if variable not in env:
+            continue
+        value = env[variable]
+        if value.strip().lower() in KNOWN_DEFAULTS:
+            problems.append(f"{variable} is a default password ({value!r}); set a secret one")
+        elif len(value) < MIN_PASSWORD_LENGTH:
+            problems.append(
+                f"{variable} is {len(value)} characters; use at least {MIN_PASSWORD_LENGTH}"
+            )
+    return problems
