@@ -174,19 +174,27 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            from nightshift import stages
+            from airflow.sdk.exceptions import AirflowFailException
 
-            return stages.validate(current(), _dates(ingested["dates"]))
+            from nightshift import stages
+            from nightshift.validate import DataValidationError
+
+            day = dt.date.fromisoformat(ingested["partition_date"])
+            try:
+                return stages.validate(current(), _dates(ingested["dates"]), day)
+            except DataValidationError as exc:
+                # Bad data stays bad on a retry: fail now, with the reason, and block training.
+                raise AirflowFailException(str(exc)) from exc
 
         @task(outlets=[processed])
         def preprocess(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
             from nightshift import stages
 
-            result = stages.preprocess(current(), _dates(ingested["dates"]))
+            result = stages.preprocess(current(), _dates(validated["dates"]))
             events = get_current_context()["outlet_events"]
             events[processed].extra = {
                 "partition_date": ingested["partition_date"],
-                "dates": ingested["dates"],
+                "dates": validated["dates"],
             }
             return result
 

@@ -192,6 +192,62 @@ class Training(_Strict):
     sample_fraction: float = Field(1.0, gt=0, le=1)
 
 
+CheckKind = Literal[
+    "empty",
+    "nulls",
+    "all_null",
+    "ranges",
+    "categories",
+    "label",
+    "duplicates",
+    "other_date",
+    "row_count",
+    "extra_columns",
+]
+Severity = Literal["block", "warn", "off"]
+DEFAULT_SEVERITY: dict[str, str] = {
+    "empty": "block",
+    "nulls": "block",
+    "all_null": "block",
+    "ranges": "block",
+    "categories": "warn",
+    "label": "block",
+    "duplicates": "block",
+    "other_date": "block",
+    "row_count": "warn",
+    "extra_columns": "warn",
+}
+
+
+class Range(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class RowCount(_Strict):
+    """A day's rows against the mean of the last ``history_days`` validated days."""
+
+    min_ratio: float = Field(0.5, ge=0)
+    max_ratio: float = Field(2.0, gt=0)
+    history_days: int = Field(7, gt=0)
+
+
+class Validation(_Strict):
+    """Checks on each day's data beyond the schema, and which of them block training.
+
+    Missing columns and values that cannot be read as their type always block; the rest
+    block, warn (the run goes on; the report and log say what was found) or are off.
+    """
+
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    row_count: RowCount = RowCount()
+    severity: dict[CheckKind, Severity] = Field(default_factory=dict)
+
+    def severity_of(self, kind: str) -> str:
+        return self.severity.get(kind, DEFAULT_SEVERITY[kind])  # type: ignore[call-overload]
+
+
 class Evaluation(_Strict):
     """How tonight's models are judged, and what a challenger must do to become champion.
 
@@ -227,6 +283,7 @@ class Pipeline(_Strict):
     training: Training = Training()
     models: list[ModelSpec] = Field(min_length=1)
     schedule: Schedule = Schedule()
+    validation: Validation = Validation()
     evaluation: Evaluation = Evaluation()
     output: Output = Field(default_factory=Output)
     source_file: str = Field("<memory>", exclude=True)
@@ -249,6 +306,10 @@ class Pipeline(_Strict):
             raise ValueError("features.time needs schema.timestamp to name a timestamp column")
         if not (self.features.numeric or self.features.categorical or self.features.time):
             raise ValueError("features: at least one feature is needed")
+        for group in ("ranges", "categories"):
+            for column in getattr(self.validation, group):
+                if column not in names:
+                    raise ValueError(f"validation.{group}: '{column}' is not a schema column")
         evaluation = self.evaluation
         allowed = (
             CLASSIFICATION_METRICS

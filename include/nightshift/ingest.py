@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import logging
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +31,14 @@ _PANDAS_TYPES: dict[str, Any] = {
 
 
 class SourceError(ValueError):
-    """The source data for a date is missing or does not fit the schema; names file and column."""
+    """The source data for a date is missing or does not fit the schema; names file and column.
+
+    ``location`` is the offending file when there is one to quarantine.
+    """
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
 
 
 def read_source(pipeline: Pipeline, partition_date: dt.date) -> tuple[pd.DataFrame, str]:
@@ -49,21 +58,57 @@ def read_source(pipeline: Pipeline, partition_date: dt.date) -> tuple[pd.DataFra
             payload = handle.read()
     except FileNotFoundError:
         raise SourceError(f"{location}: no source file for {partition_date}") from None
+    if not payload:
+        raise SourceError(f"{location}: the file is empty (0 bytes)", location)
+    if source.format == "csv":
+        _check_csv_complete(payload, location)
     try:
         if source.format == "csv":
             frame = pd.read_csv(io.BytesIO(payload), dtype_backend="numpy_nullable")
         else:
             frame = pd.read_parquet(io.BytesIO(payload))
     except Exception as exc:
-        raise SourceError(f"{location}: cannot be read as {source.format}: {exc}") from exc
+        raise SourceError(
+            f"{location}: cannot be read as {source.format} ({type(exc).__name__}: {exc}); "
+            "a truncated or corrupt file?",
+            location,
+        ) from exc
     return frame, location
+
+
+def _check_csv_complete(payload: bytes, location: str) -> None:
+    """Raise SourceError if the CSV's last line was cut off mid-row (a partial upload)."""
+    if payload.endswith(b"\n"):
+        return
+    lines = payload.splitlines()
+    if len(lines) < 2:
+        return
+    header = next(csv.reader([lines[0].decode("utf-8", "replace")]))
+    last = next(csv.reader([lines[-1].decode("utf-8", "replace")]), [])
+    if len(last) != len(header):
+        raise SourceError(
+            f"{location}: truncated CSV: the last line (row {len(lines) - 1}) has "
+            f"{len(last)} of {len(header)} fields and no line end",
+            location,
+        )
+
+
+def extra_columns(frame: pd.DataFrame, schema: Schema) -> list[str]:
+    """Return the columns of ``frame`` that the schema does not name."""
+    names = {c.name for c in schema.columns}
+    return [str(c) for c in frame.columns if c not in names]
 
 
 def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
     """Return ``frame`` with exactly the schema's columns, in order, cast to their types."""
     missing = [c.name for c in schema.columns if c.name not in frame.columns]
     if missing:
-        raise SourceError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
+        extra = extra_columns(frame, schema)
+        hint = f"; unexpected column(s) {extra}: renamed?" if extra else ""
+        raise SourceError(
+            f"{origin}: missing column(s) {missing}{hint}; found {list(frame.columns)}",
+            origin,
+        )
     out: dict[str, Any] = {}
     for column in schema.columns:
         values = frame[column.name]
@@ -71,14 +116,21 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
             if column.type == "timestamp":
                 out[column.name] = pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
             elif column.type == "int":
-                out[column.name] = pd.to_numeric(values).astype("Int64")
+                numbers = pd.to_numeric(values)
+                infinite = np.isinf(numbers.astype("float64").fillna(0).to_numpy())
+                if infinite.any():
+                    # Int64 would silently turn inf into -9223372036854775808.
+                    rows = np.flatnonzero(infinite)[:5].tolist()
+                    raise ValueError(f"infinite values at rows {rows}")
+                out[column.name] = numbers.astype("Int64")
             else:
                 out[column.name] = values.astype(_PANDAS_TYPES[column.type])
         except (TypeError, ValueError) as exc:
             example = values.head(3).tolist()
             raise SourceError(
                 f"{origin}: column '{column.name}' is not {column.type} "
-                f"(first values {example}): {exc}"
+                f"(first values {example}): {exc}",
+                origin,
             ) from None
     conformed = pd.DataFrame(out)
     if schema.timestamp is not None:
@@ -102,15 +154,55 @@ def write_parquet(frame: pd.DataFrame) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+def _quarantined(lake: Lake, partition_date: dt.date) -> str | None:
+    """Return the newest quarantine folder of ``partition_date``, if any."""
+    from nightshift.validate import QUARANTINE
+
+    fs, path = fsspec.core.url_to_fs(lake.partition_uri(QUARANTINE, partition_date))
+    if not fs.exists(path):
+        return None
+    folders = sorted(fs.ls(path, detail=False))
+    return folders[-1] if folders else None
+
+
 def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Partition:
     """Land ``partition_date``'s source data as the raw partition, replacing any earlier one."""
-    frame, origin = read_source(pipeline, partition_date)
-    frame = conform(frame, pipeline.schema_, origin)
+    try:
+        frame, origin = read_source(pipeline, partition_date)
+        extra = extra_columns(frame, pipeline.schema_)
+        frame = conform(frame, pipeline.schema_, origin)
+    except SourceError as exc:
+        if exc.location is not None:
+            from nightshift.validate import quarantine
+
+            where = quarantine(
+                pipeline,
+                lake,
+                partition_date,
+                None,
+                [{"kind": "schema", "severity": "block", "check": "readable", "message": str(exc)}],
+                "ingest",
+                source=exc.location,
+            )
+            raise SourceError(f"{exc}\nThe file was moved to {where}", None) from None
+        earlier = _quarantined(lake, partition_date)
+        if earlier:
+            raise SourceError(
+                f"{exc}; an earlier attempt quarantined this date's input at {earlier}"
+            ) from None
+        raise
     parts = batches(frame, pipeline.training.batch_size)
     with lake.writer(RAW, partition_date) as writer:
         for index, batch in enumerate(parts):
             writer.write_bytes(f"batch-{index:05d}.parquet", write_parquet(batch))
-        writer.meta.update({"rows": len(frame), "batches": len(parts), "origin": origin})
+        writer.meta.update(
+            {
+                "rows": len(frame),
+                "batches": len(parts),
+                "origin": origin,
+                "extra_columns": extra,
+            }
+        )
     log.info(
         "ingested %d rows for %s from %s in %d batches",
         len(frame),

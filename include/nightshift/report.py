@@ -268,3 +268,8 @@ def render_index(
         airflow_base=airflow_base,
         report_prefix=report_prefix,
     )
+
+
+def render_validation(payload: dict[str, Any]) -> str:
+    """Return the page that says why a date was blocked: every finding, with examples."""
+    return _ENV.get_template("validation.html.j2").render(v=payload)

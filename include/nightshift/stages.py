@@ -65,25 +65,54 @@ def _timed(result: dict[str, Any]) -> Iterator[None]:
 
 
 def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Land the run date (and any unprocessed window day) in the raw stage."""
-    result: dict[str, Any] = {}
+    """Land the run date (and any unprocessed window day) in the raw stage.
+
+    The run date's input must be there and readable, or the run stops here. A window day
+    whose input is missing or unreadable is left out of the window, with a warning.
+    """
+    from nightshift.ingest import SourceError
+
+    result: dict[str, Any] = {"raw": {}, "skipped": {}}
     with _timed(result):
         lake = lake_for(pipeline)
         dates = dates_to_prepare(pipeline, partition_date)
-        result["dates"] = [d.isoformat() for d in dates]
-        result["raw"] = {d.isoformat(): ingest_date(pipeline, lake, d).uri for d in dates}
+        for day in dates:
+            try:
+                result["raw"][day.isoformat()] = ingest_date(pipeline, lake, day).uri
+            except SourceError as exc:
+                if day == partition_date:
+                    raise
+                log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
+                result["skipped"][day.isoformat()] = str(exc)
+        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["raw"]]
     return result
 
 
-def validate(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
-    """Check each ingested date; a failure raises and blocks everything downstream."""
-    result: dict[str, Any] = {}
+def validate(
+    pipeline: Pipeline, dates: list[dt.date], partition_date: dt.date | None = None
+) -> dict[str, Any]:
+    """Check each ingested date; the run date failing a blocking check stops the run.
+
+    A window day that fails is quarantined and left out of the window, with a warning.
+    Returns the dates that passed and their rows.
+    """
+    from nightshift.validate import DataValidationError
+
+    partition_date = partition_date or max(dates)
+    result: dict[str, Any] = {"rows": {}, "skipped": {}}
     with _timed(result):
         lake = lake_for(pipeline)
-        rows = {
-            d.isoformat(): validate_date(pipeline, lake, lake.read(RAW, d))["rows"] for d in dates
-        }
-        result["rows"] = rows
+        for day in dates:
+            try:
+                summary = validate_date(pipeline, lake, lake.read(RAW, day))
+            except DataValidationError as exc:
+                if day == partition_date:
+                    raise
+                log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
+                result["skipped"][day.isoformat()] = str(exc)
+                continue
+            result["rows"][day.isoformat()] = summary["rows"]
+        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["rows"]]
     return result
 
 
@@ -557,8 +586,10 @@ def run_nightly(
         dt.date.fromisoformat(d)
         for d in record("ingest", ingest(pipeline, partition_date))["dates"]
     ]
-    record("validate", validate(pipeline, dates))
-    record("preprocess", preprocess(pipeline, dates))
+    validated = record("validate", validate(pipeline, dates, partition_date))
+    record(
+        "preprocess", preprocess(pipeline, [dt.date.fromisoformat(d) for d in validated["dates"]])
+    )
     record("fit_features", fit_features(pipeline, partition_date))
     record("train_distributed", train_distributed(pipeline, partition_date))
     record("train_incremental", train_incremental(pipeline, partition_date))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,12 @@ import pandera.errors
 import pandera.pandas as pa
 
 from nightshift.config import Pipeline
-from nightshift.lake import Lake, Partition, read_bytes
+from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
+QUARANTINE = "quarantine"
 
 _DTYPES = {
     "int": "Int64",
@@ -29,12 +31,49 @@ _DTYPES = {
 
 
 class DataValidationError(ValueError):
-    """A partition failed its checks; the message names file, column, check and examples."""
+    """A partition failed a blocking check; the message names file, column, check, examples.
+
+    ``failures`` holds every finding (blocking and warnings) as plain dicts, and
+    ``quarantine`` where the offending input was moved.
+    """
+
+    def __init__(
+        self, message: str, failures: list[dict[str, Any]], quarantine: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.quarantine = quarantine
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check on one column of one file, with a few offending rows."""
+
+    kind: str
+    severity: str
+    file: str
+    column: str | None
+    check: str
+    rows: int
+    examples: list[Any]
+    row_numbers: list[int]
+
+    def line(self) -> str:
+        where = f"column '{self.column}'" if self.column else "the file"
+        return (
+            f"{self.file}: {where} failed check '{self.check}' ({self.kind}, {self.severity}) "
+            f"in {self.rows} row(s); examples {self.examples} at rows {self.row_numbers}"
+        )
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(series.astype("float64").to_numpy()), index=series.index)
 
 
 def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
-    """Return the pandera schema the pipeline's raw data must satisfy."""
+    """Return the pandera schema the pipeline's raw data must satisfy (every check kind)."""
     schema = pipeline.schema_
+    rules = pipeline.validation
     columns: dict[str, pa.Column] = {}
     for column in schema.columns:
         checks: list[pa.Check] = []
@@ -42,19 +81,22 @@ def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
         if column.name == schema.label:
             nullable = False
             if column.type in ("int", "float"):
-                checks.append(
-                    pa.Check(
-                        lambda s: np.isfinite(s.astype("float64")),
-                        element_wise=False,
-                        name="finite_label",
-                    )
-                )
+                checks.append(pa.Check(_finite, name="finite_label"))
             if schema.task == "binary_classification":
                 checks.append(
                     pa.Check(lambda s: s.isin([0, 1]), element_wise=False, name="binary_label")
                 )
         if column.name == schema.key:
             nullable = False
+        if nullable:
+            checks.append(pa.Check(lambda s: bool(s.notna().any()), name="all_null"))
+        bounds = rules.ranges.get(column.name)
+        if bounds is not None and bounds.min is not None:
+            checks.append(pa.Check.ge(bounds.min))
+        if bounds is not None and bounds.max is not None:
+            checks.append(pa.Check.le(bounds.max))
+        if column.name in rules.categories:
+            checks.append(pa.Check.isin(rules.categories[column.name]))
         columns[column.name] = pa.Column(_DTYPES[column.type], checks=checks, nullable=nullable)
     return pa.DataFrameSchema(
         columns,
@@ -65,18 +107,132 @@ def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
     )
 
 
-def describe_failures(error: pandera.errors.SchemaErrors, origin: str, limit: int = 5) -> str:
-    """Return one readable line per failed (column, check), with a few example values."""
+def classify(check: str, column: str | None, pipeline: Pipeline) -> str:
+    """Return the kind of a pandera check, as ``validation.severity`` names them."""
+    if check in ("finite_label", "binary_label") or (
+        check == "not_nullable" and column == pipeline.schema_.label
+    ):
+        return "label"
+    if check == "not_nullable":
+        return "nulls"
+    if check == "all_null":
+        return "all_null"
+    if check == "has_rows":
+        return "empty"
+    if check.startswith(("greater_than_or_equal_to", "less_than_or_equal_to", "in_range")):
+        return "ranges"
+    if check.startswith(("isin", "notin")):
+        return "categories"
+    if "uniqueness" in check:
+        return "duplicates"
+    return "schema"  # dtype, missing or unexpected columns: the data cannot be used
+
+
+def findings(
+    error: pandera.errors.SchemaErrors, origin: str, pipeline: Pipeline, limit: int = 5
+) -> list[Finding]:
+    """Return one finding per failed (column, check), with a few example values and rows."""
     cases = error.failure_cases
-    lines = []
+    found = []
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=True):
-        examples = group["failure_case"].head(limit).tolist()
-        rows = group["index"].dropna().head(limit).tolist()
-        lines.append(
-            f"{origin}: column '{column}' failed check '{check}' in {len(group)} row(s); "
-            f"examples {examples} at rows {rows}"
+        column_name = None if pd.isna(column) else str(column)
+        kind = classify(str(check), column_name, pipeline)
+        severity = "block" if kind == "schema" else pipeline.validation.severity_of(kind)
+        found.append(
+            Finding(
+                kind=kind,
+                severity=severity,
+                file=origin,
+                column=column_name,
+                check=str(check),
+                rows=len(group),
+                examples=[_plain(v) for v in group["failure_case"].head(limit).tolist()],
+                row_numbers=[int(i) for i in group["index"].dropna().head(limit).tolist()],
+            )
         )
-    return "\n".join(lines)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None if value is None else str(value)
+    if pd.isna(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def _other_date(
+    pipeline: Pipeline, frame: pd.DataFrame, partition_date: dt.date, origin: str
+) -> Finding | None:
+    """Return a finding when rows' timestamps fall on another day than the partition's."""
+    column = pipeline.schema_.timestamp
+    if column is None or column not in frame or not len(frame):
+        return None
+    # Files are cut at midnight UTC or at local midnight, depending on who writes them: a row
+    # belongs to the date if its timestamp falls on it in either.
+    stamps = frame[column]
+    local = stamps.dt.tz_convert(pipeline.schedule.timezone).dt.date
+    utc = stamps.dt.tz_convert("UTC").dt.date
+    wrong = (local != partition_date) & (utc != partition_date)
+    if not wrong.any():
+        return None
+    return Finding(
+        kind="other_date",
+        severity=pipeline.validation.severity_of("other_date"),
+        file=origin,
+        column=column,
+        check=f"date == {partition_date.isoformat()} (UTC or {pipeline.schedule.timezone})",
+        rows=int(wrong.sum()),
+        examples=[str(v) for v in frame.loc[wrong, column].head(5)],
+        row_numbers=[int(i) for i in frame.index[wrong][:5]],
+    )
+
+
+def _row_count(
+    pipeline: Pipeline, lake: Lake, partition_date: dt.date, rows: int, origin: str
+) -> Finding | None:
+    """Return a finding when the day's rows are far from the recent days' mean."""
+    rule = pipeline.validation.row_count
+    history = []
+    for offset in range(1, rule.history_days + 1):
+        day = partition_date - dt.timedelta(days=offset)
+        try:
+            history.append(read_summary(lake, day)["rows"])
+        except (PartitionMissing, KeyError, ValueError):
+            continue
+    if not history or not rows:
+        return None
+    mean = float(np.mean(history))
+    ratio = rows / mean
+    if rule.min_ratio <= ratio <= rule.max_ratio:
+        return None
+    return Finding(
+        kind="row_count",
+        severity=pipeline.validation.severity_of("row_count"),
+        file=origin,
+        column=None,
+        check=f"rows within {rule.min_ratio}x-{rule.max_ratio}x of the last {len(history)} days",
+        rows=rows,
+        examples=[f"{rows} rows vs mean {mean:.0f} ({ratio:.2f}x)"],
+        row_numbers=[],
+    )
+
+
+def check_frame(
+    pipeline: Pipeline, frame: pd.DataFrame, origin: str, partition_date: dt.date
+) -> list[Finding]:
+    """Return every finding on one frame: the pandera schema and the partition-date check."""
+    found: list[Finding] = []
+    try:
+        build_schema(pipeline).validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        found.extend(findings(exc, origin, pipeline))
+    other = _other_date(pipeline, frame, partition_date, origin)
+    if other is not None:
+        found.append(other)
+    return [f for f in found if f.severity != "off"]
 
 
 def summarize(frame: pd.DataFrame, pipeline: Pipeline) -> dict[str, Any]:
@@ -90,34 +246,148 @@ def summarize(frame: pd.DataFrame, pipeline: Pipeline) -> dict[str, Any]:
 
 
 def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, Any]:
-    """Check every batch of ``raw``; write the summary partition or raise DataValidationError."""
-    schema = build_schema(pipeline)
-    problems = []
+    """Check every batch of ``raw``; write the summary partition or raise DataValidationError.
+
+    Warnings are kept in the summary (the report shows them). A blocking finding moves the
+    offending input to quarantine with a reason file, writes the validation report beside the
+    date's reports, and raises naming file, column, check and example rows.
+    """
+    origin = str(raw.meta.get("origin", raw.uri))
+    found: list[Finding] = []
     frames = []
+    offset = 0
     for path in raw.paths():
         frame = pd.read_parquet(path)
-        try:
-            schema.validate(frame, lazy=True)
-        except pandera.errors.SchemaErrors as exc:
-            problems.append(describe_failures(exc, path))
+        # Row numbers count from the top of the day, as the source file's rows do.
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        offset += len(frame)
+        # Name the user's file (rows counted from its top) and the lake batch that holds them.
+        where = f"{origin} (lake batch {path})"
+        found.extend(check_frame(pipeline, frame, where, raw.partition_date))
         frames.append(frame)
-    day = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    day = pd.concat(frames) if frames else pd.DataFrame()
     key = pipeline.schema_.key
-    if not problems and key and day[key].duplicated().any():
-        dupes = day.loc[day[key].duplicated(), key].head(5).tolist()
-        problems.append(f"{raw.uri}: column '{key}' has duplicate keys across batches: {dupes}")
-    if problems:
-        message = f"{pipeline.name} {raw.partition_date}: data failed validation\n" + "\n".join(
-            problems
+    if key and len(day) and day[key].duplicated().any() and len(frames) > 1:
+        severity = pipeline.validation.severity_of("duplicates")
+        duplicated = day[key].duplicated(keep=False)
+        found.append(
+            Finding(
+                "duplicates",
+                severity,
+                origin,
+                key,
+                "unique across the day",
+                int(day[key].duplicated().sum()),
+                [_plain(v) for v in day.loc[duplicated, key].head(5)],
+                [int(i) for i in day.index[duplicated][:5]],
+            )
         )
-        raise DataValidationError(message)
+    for extra in raw.meta.get("extra_columns") or []:
+        found.append(
+            Finding(
+                "extra_columns",
+                pipeline.validation.severity_of("extra_columns"),
+                origin,
+                extra,
+                "column in schema",
+                raw.meta.get("rows", 0),
+                [],
+                [],
+            )
+        )
+    counted = _row_count(pipeline, lake, raw.partition_date, len(day), origin)
+    if counted is not None:
+        found.append(counted)
+    found = [f for f in found if f.severity != "off"]
+    blocking = [f for f in found if f.severity == "block"]
+    for finding in found:
+        (log.error if finding.severity == "block" else log.warning)("%s", finding.line())
+    if blocking:
+        where = quarantine(
+            pipeline, lake, raw.partition_date, raw, [asdict(f) for f in found], "validation"
+        )
+        message = (
+            f"{pipeline.name} {raw.partition_date}: data failed validation; training is blocked "
+            f"for this date and the input was moved to {where}\n"
+            + "\n".join(f.line() for f in blocking)
+        )
+        write_validation_report(pipeline, raw.partition_date, [asdict(f) for f in found], where)
+        raise DataValidationError(message, [asdict(f) for f in found], where)
     summary = summarize(day, pipeline)
     summary["batches"] = len(raw.files)
     summary["rows_per_batch"] = [len(frame) for frame in frames]
+    summary["warnings"] = [asdict(f) for f in found]
     with lake.writer(VALIDATION, raw.partition_date) as writer:
         writer.write_bytes("summary.json", json.dumps(summary, sort_keys=True).encode())
     log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary["rows"])
     return summary
+
+
+def quarantine(
+    pipeline: Pipeline,
+    lake: Lake,
+    partition_date: dt.date,
+    raw: Partition | None,
+    failures: list[dict[str, Any]],
+    stage: str,
+    source: str | None = None,
+) -> str:
+    """Move the offending input to ``<lake>/<pipeline>/quarantine/date=D/<stamp>/``.
+
+    The source file (for file sources) is moved there, so the next attempt does not read it
+    again; the raw batches, if any, are copied; ``reason.json`` says which stage found what.
+    Returns the quarantine folder.
+    """
+    import fsspec
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")  # a record, never read back
+    folder = f"{lake.partition_uri(QUARANTINE, partition_date)}/{stamp}"
+    origin = source or (str(raw.meta.get("origin")) if raw is not None else None)
+    moved = None
+    if origin and not origin.startswith("generator("):
+        fs, path = fsspec.core.url_to_fs(origin)
+        if fs.exists(path):
+            target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
+            write_bytes_atomic(target, fs.cat_file(path))
+            fs.rm(path)
+            moved = target
+    if raw is not None:
+        for name, path in zip(raw.files, raw.paths(), strict=True):
+            write_bytes_atomic(f"{folder}/raw/{name.rsplit('/', 1)[-1]}", read_bytes(path))
+    reason = {
+        "pipeline": pipeline.name,
+        "partition_date": partition_date.isoformat(),
+        "stage": stage,
+        "origin": origin,
+        "moved_source_to": moved,
+        "failures": failures,
+    }
+    write_bytes_atomic(f"{folder}/reason.json", json.dumps(reason, indent=1, default=str).encode())
+    log.error("%s %s: input quarantined at %s", pipeline.name, partition_date, folder)
+    return folder
+
+
+def write_validation_report(
+    pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
+) -> str:
+    """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
+    from nightshift.report import render_validation
+
+    directory = (
+        f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/{partition_date.isoformat()}"
+    )
+    payload = {
+        "pipeline": pipeline.name,
+        "partition_date": partition_date.isoformat(),
+        "blocked": any(f["severity"] == "block" for f in failures),
+        "quarantine": where,
+        "failures": failures,
+    }
+    write_bytes_atomic(
+        f"{directory}/validation.json", json.dumps(payload, indent=1, default=str).encode()
+    )
+    write_bytes_atomic(f"{directory}/validation.html", render_validation(payload).encode())
+    return f"{directory}/validation.html"
 
 
 def read_summary(lake: Lake, partition_date: dt.date) -> dict[str, Any]:

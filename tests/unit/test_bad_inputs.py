@@ -1,0 +1,283 @@
+"""Every kind of bad input has a defined outcome: blocked (quarantined, reason named) or warned.
+
+Each case writes a user's dated source file for one day, ingests and validates it as the
+nightly run does, and checks what the user sees: the error names the file, column and check;
+the input is moved to quarantine with a reason file; nothing of that date reaches the lake's
+validated stage; a good day beside it is untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nightshift import stages
+from nightshift.config import parse_pipeline
+from nightshift.generator import generate_day
+from nightshift.ingest import SourceError, ingest_date
+from nightshift.lake import Lake, PartitionMissing
+from nightshift.validate import VALIDATION, DataValidationError, read_summary, validate_date
+from tests.conftest import small_pipeline_dict
+
+GOOD = dt.date(2026, 9, 14)
+DAY = dt.date(2026, 9, 15)
+
+
+def _pipeline(tmp_path: Path, fmt: str = "csv", **validation):
+    data = small_pipeline_dict(rows=600)
+    data["source"] = {
+        "kind": "files",
+        "path": str(tmp_path / "in" / f"{{date}}.{fmt}"),
+        "format": fmt,
+    }
+    data["output"] = {
+        "lake": str(tmp_path / "lake"),
+        "reports": str(tmp_path / "reports"),
+        "mlflow": str(tmp_path / "mlflow"),
+    }
+    if validation:
+        data["validation"] = validation
+    return parse_pipeline(data, "bad_inputs.yaml")
+
+
+def _write(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def _day(date: dt.date = DAY) -> pd.DataFrame:
+    return generate_day(date, rows=600, seed=7)
+
+
+def _run(pipeline, date: dt.date = DAY) -> dict:
+    lake = Lake(pipeline.lake_root(), pipeline.name)
+    return validate_date(pipeline, lake, ingest_date(pipeline, lake, date))
+
+
+def _quarantine(tmp_path: Path) -> dict:
+    [reason] = list((tmp_path / "lake").glob(f"*/quarantine/date={DAY}/*/reason.json"))
+    return json.loads(reason.read_text())
+
+
+def _cut(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _mutations():
+    def drop(column):
+        return lambda f: f.drop(columns=[column])
+
+    def nan_inf_label(f):
+        f = f.astype({"converted": "float64"})
+        f.loc[[3, 7], "converted"] = np.nan
+        return f
+
+    def inf_label(f):
+        f = f.astype({"converted": "float64"})
+        f.loc[5, "converted"] = np.inf
+        return f
+
+    def other_date(f):
+        f = f.copy()
+        f.loc[:9, "event_time"] = f.loc[:9, "event_time"] - pd.Timedelta(days=2)
+        return f
+
+    return {
+        "zero_rows": (lambda f: f.iloc[:0], DataValidationError, ["has_rows", "the file"]),
+        "missing_column": (drop("page_views"), SourceError, ["missing column(s) ['page_views']"]),
+        "renamed_column": (
+            lambda f: f.rename(columns={"page_views": "pageviews"}),
+            SourceError,
+            ["missing column(s) ['page_views']", "unexpected column(s) ['pageviews']: renamed?"],
+        ),
+        "type_change": (
+            lambda f: f.assign(items=["many"] * len(f)),
+            SourceError,
+            ["column 'items' is not int", "'many'"],
+        ),
+        "all_null_column": (
+            lambda f: f.assign(discount_pct=np.nan),
+            DataValidationError,
+            ["column 'discount_pct' failed check 'all_null'"],
+        ),
+        "nan_labels": (
+            nan_inf_label,
+            DataValidationError,
+            [
+                "column 'converted' failed check 'not_nullable' (label, block) in 2 row(s)",
+                "at rows [3, 7]",
+            ],
+        ),
+        "inf_label": (
+            inf_label,
+            SourceError,
+            ["column 'converted' is not int", "infinite values at rows [5]"],
+        ),
+        "duplicated_rows": (
+            lambda f: pd.concat([f, f.iloc[[10, 11]]], ignore_index=True),
+            DataValidationError,
+            ["column 'session_id' failed check", "duplicates, block"],
+        ),
+        "rows_of_another_date": (
+            other_date,
+            DataValidationError,
+            [
+                "column 'event_time' failed check 'date == 2026-09-15 (UTC or Europe/Amsterdam)'",
+                "in 10 row(s)",
+            ],
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_mutations()))
+def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -> None:
+    mutate, error, expected = _mutations()[case]
+    pipeline = _pipeline(tmp_path)
+    _write(tmp_path / "in" / f"{GOOD}.csv", _day(GOOD))
+    good = _run(pipeline, GOOD)
+    source = _write(tmp_path / "in" / f"{DAY}.csv", mutate(_day()))
+
+    with pytest.raises(error) as caught:
+        _run(pipeline)
+    message = str(caught.value)
+    assert str(source) in message, message  # names the file
+    for text in expected:
+        assert text in message, (text, message)
+    # The input moved to quarantine, with the reason; the date has no validated partition.
+    assert not source.exists()
+    reason = _quarantine(tmp_path)
+    assert reason["partition_date"] == DAY.isoformat() and reason["failures"]
+    moved = Path(reason["moved_source_to"])
+    assert moved.exists() and moved.name == source.name
+    lake = Lake(pipeline.lake_root(), pipeline.name)
+    assert not lake.has(VALIDATION, DAY)
+    # The good day beside it is untouched.
+    assert read_summary(lake, GOOD)["rows"] == good["rows"]
+    if error is DataValidationError:
+        page = tmp_path / "reports" / pipeline.name / DAY.isoformat() / "validation.html"
+        assert "Blocked" in page.read_text() and caught.value.quarantine in page.read_text()
+        # A retry finds the input gone and says where it went.
+        with pytest.raises(SourceError, match="an earlier attempt quarantined"):
+            _run(pipeline)
+
+
+def test_no_file_for_the_date(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    with pytest.raises(SourceError, match=rf"{DAY}.csv: no source file for {DAY}"):
+        _run(pipeline)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("parquet", "cannot be read as parquet"),
+        ("csv", "truncated CSV: the last line (row "),
+    ],
+)
+def test_a_truncated_file_is_refused_and_quarantined(tmp_path: Path, fmt, expected) -> None:
+    pipeline = _pipeline(tmp_path, fmt)
+    source = _write(tmp_path / "in" / f"{DAY}.{fmt}", _day())
+    _cut(source, 0.6)
+    with pytest.raises(SourceError) as caught:
+        _run(pipeline)
+    assert expected in str(caught.value) and str(source) in str(caught.value)
+    assert "was moved to" in str(caught.value) and not source.exists()
+    assert _quarantine(tmp_path)["stage"] == "ingest"
+
+
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    source = tmp_path / "in" / f"{DAY}.csv"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"the file is empty \(0 bytes\)"):
+        _run(pipeline)
+
+
+def test_an_extra_column_warns_and_the_day_goes_on(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(coupon_code="X1"))
+    summary = _run(pipeline)
+    [warning] = summary["warnings"]
+    assert (warning["kind"], warning["column"], warning["severity"]) == (
+        "extra_columns",
+        "coupon_code",
+        "warn",
+    )
+
+
+def test_severity_is_configurable(tmp_path: Path) -> None:
+    # Extra columns block when the YAML says so; duplicates only warn.
+    pipeline = _pipeline(tmp_path, severity={"extra_columns": "block", "duplicates": "warn"})
+    _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(coupon_code="X1"))
+    with pytest.raises(DataValidationError, match="column 'coupon_code' failed check"):
+        _run(pipeline)
+    frame = _day()
+    _write(tmp_path / "in" / f"{DAY}.csv", pd.concat([frame, frame.iloc[[1]]], ignore_index=True))
+    summary = _run(pipeline)
+    assert [w["kind"] for w in summary["warnings"]] == ["duplicates"]
+
+
+def test_ranges_categories_and_row_count(tmp_path: Path) -> None:
+    pipeline = _pipeline(
+        tmp_path,
+        ranges={"discount_pct": {"min": 0, "max": 50}},
+        categories={"channel": ["web", "ios", "android", "partner", "email"]},
+        severity={"categories": "block"},
+    )
+    for offset in range(3, 0, -1):
+        date = DAY - dt.timedelta(days=offset)
+        _write(tmp_path / "in" / f"{date}.csv", _day(date))
+        _run(pipeline, date)
+    frame = _day()
+    frame.loc[4, "discount_pct"] = 80.0
+    frame.loc[6, "channel"] = "fax"
+    _write(tmp_path / "in" / f"{DAY}.csv", frame)
+    with pytest.raises(DataValidationError) as caught:
+        _run(pipeline)
+    message = str(caught.value)
+    assert "column 'discount_pct' failed check 'less_than_or_equal_to(50.0)'" in message
+    assert "examples [80.0] at rows [4]" in message
+    assert (
+        "column 'channel' failed check 'isin([" in message
+        and "examples ['fax'] at rows [6]" in message
+    )
+    # A day with a tenth of the usual rows warns (the default severity for row counts).
+    small = _pipeline(tmp_path / "small")
+    for offset in range(3, 0, -1):
+        date = DAY - dt.timedelta(days=offset)
+        _write(tmp_path / "small" / "in" / f"{date}.csv", _day(date))
+        _run(small, date)
+    _write(tmp_path / "small" / "in" / f"{DAY}.csv", _day().iloc[:50])
+    [warning] = _run(small)["warnings"]
+    assert warning["kind"] == "row_count" and "0.0" in warning["examples"][0]
+
+
+def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    window = stages.window_dates(pipeline, DAY)
+    _write(tmp_path / "in" / f"{window[0]}.csv", _day(window[0]).assign(discount_pct=np.nan))
+    _write(tmp_path / "in" / f"{window[1]}.csv", _day(window[1]))
+    _write(tmp_path / "in" / f"{DAY}.csv", _day())
+    ingested = stages.ingest(pipeline, DAY)
+    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
+    validated = stages.validate(pipeline, dates, DAY)
+    assert validated["dates"] == [window[1].isoformat(), DAY.isoformat()]
+    assert "all_null" in validated["skipped"][window[0].isoformat()]
+    # Now the run date itself is bad: the stage raises and nothing downstream runs.
+    _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(discount_pct=np.nan))
+    stages.ingest(pipeline, DAY)
+    with pytest.raises(DataValidationError):
+        stages.validate(pipeline, [DAY], DAY)
+    with pytest.raises(PartitionMissing):
+        stages.lake_for(pipeline).read("processed", DAY)
