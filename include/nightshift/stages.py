@@ -252,11 +252,9 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
         zip([f.rsplit("/", 1)[-1] for f in partition.files], partition.paths(), strict=True)
     )
     stats = FeatureStats.from_json(read_bytes(files["features.json"]))
+    model_file = files[partition.meta["model_file"]]
     model = LoadedModel(
-        partition.meta["kind"],
-        read_bytes(files[partition.meta["model_file"]]),
-        stats,
-        pipeline.schema_.task,
+        partition.meta["kind"], read_bytes(model_file), stats, pipeline.schema_.task, model_file
     )
     files["_partition"] = partition.uri
     return model, files

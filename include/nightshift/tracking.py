@@ -27,6 +27,14 @@ ALIAS = "champion"
 HISTORY_TAG = "nightshift.champion_history"
 # MLflow must not phone home: the pipelines run where only the package registries are reached.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's own sklearn loader trusts the type list inside the model's MLmodel file, which
+# whoever wrote the model controls; nightshift loads through ``load_registered`` instead.
+os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+# The only scikit-learn types a registered model may contain (skops refuses any other).
+TRUSTED_SKLEARN_TYPES = [
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+    "sklearn.linear_model._stochastic_gradient.SGDRegressor",
+]
 
 
 class RegistryError(RuntimeError):
@@ -246,6 +254,7 @@ def _log_model(trained: Any, name: str, registered: str | None) -> Any:
             trained.linear,
             name="model",
             serialization_format="skops",
+            skops_trusted_types=TRUSTED_SKLEARN_TYPES,
             registered_model_name=registered,
             pip_requirements=[
                 f"scikit-learn=={sklearn.__version__}",
@@ -253,6 +262,54 @@ def _log_model(trained: Any, name: str, registered: str | None) -> Any:
             ],
         )
     raise ValueError(f"{name}: no MLflow flavour for model kind {trained.kind!r}")
+
+
+def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
+    """Return registered model ``name`` at ``version`` (a number or ``@alias``), loaded safely.
+
+    XGBoost flavours load from UBJ/JSON; scikit-learn flavours only from skops, with
+    nightshift's own trusted-types list (never the one stored beside the model). Anything
+    else, a pickle above all, raises ``UnsafeModel`` naming the file.
+    """
+    import tempfile
+
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    from nightshift.train import UnsafeModel, is_pickle
+
+    client(pipeline)
+    uri = f"models:/{name}{version if version.startswith('@') else '/' + version}"
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(download_artifacts(artifact_uri=uri, dst_path=folder))
+        flavors = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
+        if "xgboost" in flavors:
+            import xgboost as xgb
+
+            path = local / flavors["xgboost"]["data"]
+            payload = path.read_bytes()
+            if is_pickle(payload) or path.suffix not in (".ubj", ".json"):
+                raise UnsafeModel(f"{uri}: {path.name} is not an XGBoost UBJ/JSON model")
+            booster = xgb.Booster()
+            booster.load_model(bytearray(payload))
+            return booster
+        if "sklearn" in flavors:
+            import skops.io
+
+            flavor = flavors["sklearn"]
+            path = local / flavor["pickled_model"]
+            payload = path.read_bytes()
+            if flavor.get("serialization_format") != "skops" or is_pickle(payload):
+                raise UnsafeModel(
+                    f"{uri}: {path.name} is saved as "
+                    f"{flavor.get('serialization_format')!r}"
+                    f"{' (a pickle)' if is_pickle(payload) else ''}; only skops models load"
+                )
+            try:
+                return skops.io.load(path, trusted=TRUSTED_SKLEARN_TYPES)
+            except Exception as exc:
+                raise UnsafeModel(f"{uri}: {path.name} refused by skops: {exc}") from None
+        raise UnsafeModel(f"{uri}: no XGBoost or scikit-learn flavour ({sorted(flavors)})")
 
 
 def log_nightly(

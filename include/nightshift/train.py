@@ -228,24 +228,51 @@ def _linear_from_json(payload: dict[str, Any]) -> Any:
     return model
 
 
-class LoadedModel:
-    """A model read back from its safe file, with one scoring method for every kind."""
+class UnsafeModel(ValueError):
+    """A model file is not in a format that loads without running code (a pickle, say)."""
 
-    def __init__(self, kind: str, payload: bytes, stats: FeatureStats, task: str) -> None:
+
+def is_pickle(payload: bytes) -> bool:
+    """Return whether ``payload`` starts like a pickle (protocol 2 and later)."""
+    return len(payload) > 1 and payload[0] == 0x80 and 2 <= payload[1] <= 5
+
+
+class LoadedModel:
+    """A model read back from its safe file, with one scoring method for every kind.
+
+    XGBoost models load from UBJ or JSON, the others from nightshift's JSON; anything else,
+    a pickle above all, is refused with the file named (``origin``).
+    """
+
+    def __init__(
+        self, kind: str, payload: bytes, stats: FeatureStats, task: str, origin: str = "<bytes>"
+    ) -> None:
         self.kind = kind
         self.stats = stats
         self.task = task
+        if is_pickle(payload):
+            raise UnsafeModel(
+                f"{origin}: refusing to load a pickle where a {kind} model is expected; "
+                "models load only from XGBoost UBJ/JSON or nightshift's JSON"
+            )
         if kind == "xgboost":
             import xgboost as xgb
 
             self.booster = xgb.Booster()
-            self.booster.load_model(bytearray(payload))
+            try:
+                self.booster.load_model(bytearray(payload))
+            except xgb.core.XGBoostError as exc:
+                raise UnsafeModel(f"{origin}: not an XGBoost UBJ/JSON model: {exc}") from None
             # Scoring runs in the task process, which may have no GPU even if training did.
             self.booster.set_param({"device": "cpu"})
         elif kind in ("sgd", "baseline"):
-            content = json.loads(payload)
-            if content.get("kind") != kind:
-                raise ValueError(f"model file holds {content.get('kind')!r}, expected {kind!r}")
+            try:
+                content = json.loads(payload)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UnsafeModel(f"{origin}: not a nightshift JSON model: {exc}") from None
+            if not isinstance(content, dict) or content.get("kind") != kind:
+                found = content.get("kind") if isinstance(content, dict) else type(content)
+                raise UnsafeModel(f"{origin}: model file holds {found!r}, expected {kind!r}")
             self.content = content
             self.linear = _linear_from_json(content) if kind == "sgd" else None
         else:
