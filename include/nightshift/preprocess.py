@@ -13,14 +13,13 @@ from typing import Any
 
 import dask
 import dask.dataframe as dd
-import fsspec
 import numpy as np
 import pandas as pd
 from distributed import Client
 
 from nightshift.config import Pipeline
 from nightshift.ingest import write_parquet
-from nightshift.lake import Lake, Partition
+from nightshift.lake import Lake, Partition, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,8 @@ def _process_batch(source: str, target: str, pipeline: Pipeline, backend: str = 
         processed.reset_index(drop=True).to_parquet(target, compression="ZSTD", index=False)
         return len(processed)
     processed = derive_features(pd.read_parquet(source), pipeline).reset_index(drop=True)
-    with fsspec.open(target, "wb") as handle:
-        handle.write(write_parquet(processed))
+    # Whole or not at all: a worker killed mid-write leaves no torn file for the retry to trip on.
+    write_bytes_atomic(target, write_parquet(processed))
     return len(processed)
 
 

@@ -538,8 +538,9 @@ def publish(
         ]
         metrics_json = json.dumps(results, indent=1, sort_keys=True, default=str).encode()
         html = render_report(results)
-        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
+        # metrics.json is what the index lists, so it goes after the report it points to.
         write_bytes_atomic(f"{directory}/report.html", html.encode())
+        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
         # The pipeline's index, beside the reports: every published run, newest first.
         tonight_summary = summarise(results)
         runs = [

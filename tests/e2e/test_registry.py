@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +176,100 @@ def test_manual_promote_and_rollback(nights, capsys: pytest.CaptureFixture[str])
     assert main(["promote", *args, "--version", "99", "--reason", "x"]) == 2
     assert "has no version 99" in capsys.readouterr().err
     assert main(["champion", "--pipeline", "retail_conversion", "--model", "base_rate"]) == 2
+
+
+KILL_AT = ["logging", "aliases", "report"]
+
+
+def _publish_killed_at(point: str, day: dt.date, run_id: str) -> int:
+    """Run publish in a child process that SIGKILLs itself at ``point``; return its status."""
+    code = f"""
+import datetime as dt, os, signal
+from nightshift import stages, tracking
+from nightshift.config import find_pipeline
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+point = {point!r}
+if point == "logging":  # the second model's MLflow logging
+    real, calls = tracking._log_model, []
+    def second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            die()
+        return real(*args, **kwargs)
+    tracking._log_model = second
+elif point == "aliases":  # just before the champion aliases move
+    tracking.record_decisions = die
+elif point == "report":  # after the aliases moved, while the report is written
+    real_write = stages.write_bytes_atomic
+    def write(uri, data):
+        if uri.endswith("report.html"):
+            die()
+        return real_write(uri, data)
+    stages.write_bytes_atomic = write
+stages.publish(find_pipeline("retail_conversion"), dt.date.fromisoformat({day.isoformat()!r}),
+               {{"ingest": 1.0}}, run_id={run_id!r})
+"""
+    return subprocess.run([sys.executable, "-c", code], timeout=300).returncode
+
+
+def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights) -> None:
+    home, _ = nights
+    pipeline = find_pipeline("retail_conversion")
+    day = DATES[-1] + dt.timedelta(days=1)
+    for stage in (stages.ingest, stages.validate, stages.preprocess):
+        args = [day] if stage is stages.ingest else [[day]]
+        stage(pipeline, *args)
+    for stage in (
+        stages.fit_features,
+        stages.train_distributed,
+        stages.train_incremental,
+        stages.evaluate,
+    ):
+        stage(pipeline, day)
+    client = _client(home)
+    names = ["retail_conversion.xgboost", "retail_conversion.sgd_logistic"]
+    reports = home / "data" / "reports" / "retail_conversion"
+    index_before = (reports / "index.html").read_bytes()
+    run_id = f"test__{day}__killed"
+
+    for point in KILL_AT:
+        champions = {name: tracking.champion(client, name) for name in names}
+        status = _publish_killed_at(point, day, run_id)
+        assert status == -signal.SIGKILL, (point, status)
+        for name in names:
+            now = tracking.champion(client, name)
+            if point != "report":
+                # Killed before the aliases moved: every champion is where it was.
+                assert now == champions[name], (point, name)
+            else:
+                # Killed after: the champion names a complete, loadable model version.
+                version = client.get_model_version(name, str(now["version"]))
+                assert client.get_run(version.run_id).info.status == "FINISHED"
+                tracking.load_registered(pipeline, name, str(now["version"]))
+        # The index and the published runs are as they were; the date is not half-published.
+        assert (reports / "index.html").read_bytes() == index_before, point
+        assert not (reports / day.isoformat() / "metrics.json").exists(), point
+
+    # The retry publishes completely, reusing the runs the killed attempts finished.
+    stages.publish(pipeline, day, {"ingest": 1.0}, run_id=run_id)
+    metrics = json.loads((reports / day.isoformat() / "metrics.json").read_text())
+    assert (reports / day.isoformat() / "report.html").exists()
+    assert day.isoformat() in (reports / "index.html").read_text()
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
+    attempts = client.search_runs(
+        [experiment], filter_string=f"tags.`nightshift.airflow_run_id` = '{run_id}'"
+    )
+    assert sorted(r.data.tags["nightshift.model"] for r in attempts) == [
+        "base_rate",
+        "sgd_logistic",
+        "xgboost",
+    ]
+    for name, model in zip(names, ["xgboost", "sgd_logistic"], strict=True):
+        champion = tracking.champion(client, name)
+        if metrics["decisions"][model]["promoted"]:
+            assert champion["trained_for"] == day.isoformat()
+        else:
+            assert champion["trained_for"] < day.isoformat()

@@ -1,0 +1,158 @@
+"""Faults during a run: what is killed, and what the run and the lake look like afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nightshift import stages
+from nightshift.config import find_pipeline
+
+pytestmark = pytest.mark.e2e
+
+DAY = dt.date(2026, 9, 15)
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen]]]:
+    """A Dask scheduler and two single-thread workers without nannies, as separate processes."""
+    scheduler_file = tmp_path / "scheduler.json"
+    processes: dict[str, subprocess.Popen] = {}
+    processes["scheduler"] = subprocess.Popen(
+        [
+            _bin("dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for name in ("worker-a", "worker-b"):
+        processes[name] = subprocess.Popen(
+            [
+                _bin("dask"),
+                "worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                name,
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    import json
+
+    from distributed import Client
+
+    address = json.loads(scheduler_file.read_text())["address"]
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield address, processes
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _digests(partition) -> list[str]:
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in partition.paths()]
+
+
+def test_killing_a_dask_worker_mid_preprocess_changes_nothing(
+    project: Path, dask_cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address, processes = dask_cluster
+    monkeypatch.setenv("NIGHTSHIFT_DASK_ADDRESS", address)
+    pipeline = find_pipeline("retail_conversion").model_copy()
+    data = pipeline.model_dump(by_alias=True)
+    data["source"]["rows_per_day"] = 40_000
+    data["training"]["batch_size"] = 1000  # 40 batches: plenty of work to interrupt
+    from nightshift.config import parse_pipeline
+
+    pipeline = parse_pipeline(data, pipeline.source_file)
+    lake = stages.lake_for(pipeline)
+    stages.ingest(pipeline, DAY)
+    stages.validate(pipeline, [DAY], DAY)
+
+    start = time.monotonic()
+    stages.preprocess(pipeline, [DAY])
+    clean = lake.read("processed", DAY)
+    clean_seconds = time.monotonic() - start
+
+    # Run it again, and SIGKILL worker-a the moment it is processing a batch.
+    from distributed import Client
+
+    killed: dict[str, object] = {}
+
+    def kill_when_busy() -> None:
+        with Client(address, timeout="30s") as watcher:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = {
+                    watcher.scheduler_info()["workers"][w]["name"]: tasks
+                    for w, tasks in watcher.processing().items()
+                    if tasks and w in watcher.scheduler_info()["workers"]
+                }
+                if busy.get("worker-a"):
+                    os.kill(processes["worker-a"].pid, signal.SIGKILL)
+                    killed.update(at=time.monotonic(), tasks=busy["worker-a"])
+                    return
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=kill_when_busy)
+    watcher.start()
+    start = time.monotonic()
+    result = stages.preprocess(pipeline, [DAY])
+    faulty_seconds = time.monotonic() - start
+    watcher.join()
+    assert killed, "worker-a was never seen processing a batch"
+    assert processes["worker-a"].wait(timeout=10) == -signal.SIGKILL
+    again = lake.read("processed", DAY)
+    # A new version was committed, byte for byte the clean one, with every batch.
+    assert again.files != clean.files
+    assert _digests(again) == _digests(clean)
+    assert again.meta["rows_per_batch"] == clean.meta["rows_per_batch"]
+    assert sum(again.meta["rows_per_batch"]) == lake.read("raw", DAY).meta["rows"]
+    print(
+        f"killed worker-a while it ran {killed['tasks']}; clean {clean_seconds:.1f}s, "
+        f"with the kill {faulty_seconds:.1f}s; {len(again.files)} batches identical; {result}"
+    )
