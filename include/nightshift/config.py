@@ -190,6 +190,9 @@ class Training(_Strict):
     seed: int = 42
     # Below 1, training reads this fraction of every batch: a quick run, not a nightly one.
     sample_fraction: float = Field(1.0, gt=0, le=1)
+    # xgboost.dask: how long a worker waits on the others before the training fails. A lost
+    # worker would otherwise hang the task; the task then fails and Airflow retries it.
+    collective_timeout_seconds: int = Field(600, gt=0)
 
 
 CheckKind = Literal[

@@ -94,12 +94,16 @@ def train_xgboost(
     features = [c for c in meta.columns if c != LABEL]
     dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
     params = xgboost_params(pipeline, spec, device)
+    from xgboost.collective import Config
+
     result = dxgb.train(
         client,
         params,
         dtrain,
         num_boost_round=spec.num_boost_round,
         evals=[(dtrain, "train")],
+        # Without a timeout, losing a worker mid-training hangs the others forever.
+        coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
     )
     booster: xgb.Booster = result["booster"]
     metric = params["eval_metric"]

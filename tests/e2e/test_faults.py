@@ -156,3 +156,104 @@ def test_killing_a_dask_worker_mid_preprocess_changes_nothing(
         f"killed worker-a while it ran {killed['tasks']}; clean {clean_seconds:.1f}s, "
         f"with the kill {faulty_seconds:.1f}s; {len(again.files)} batches identical; {result}"
     )
+
+
+@pytest.mark.parametrize(
+    "lost",
+    # SIGKILL: the process dies, its sockets reset. SIGSTOP: it freezes, as a machine that
+    # drops off the network does, and only the collective timeout notices.
+    [signal.SIGKILL, signal.SIGSTOP],
+    ids=["killed", "frozen"],
+)
+def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succeeds(
+    project: Path, dask_cluster, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    from distributed import Client
+
+    from nightshift import tracking
+    from nightshift.config import parse_pipeline
+
+    address, processes = dask_cluster
+    monkeypatch.setenv("NIGHTSHIFT_DASK_ADDRESS", address)
+    data = find_pipeline("retail_conversion").model_dump(by_alias=True)
+    data["training"]["collective_timeout_seconds"] = 15
+    pipeline = parse_pipeline(data, "faults.yaml")
+    # Last night's run made a champion.
+    stages.run_nightly(pipeline, DAY - dt.timedelta(days=1), run_id="night-before")
+    mlflow_client = tracking.client(pipeline)
+    champion = tracking.champion(mlflow_client, "retail_conversion.xgboost")
+    assert champion is not None
+
+    # Tonight: everything up to training, then a long training run that loses worker-b.
+    data["models"][0]["num_boost_round"] = 3000
+    pipeline = parse_pipeline(data, "faults.yaml")
+    stages.ingest(pipeline, DAY)
+    stages.validate(pipeline, [DAY], DAY)
+    stages.preprocess(pipeline, [DAY])
+    stages.fit_features(pipeline, DAY)
+    killed: dict[str, float] = {}
+
+    def kill_while_training() -> None:
+        with Client(address, timeout="30s") as watcher:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                workers = watcher.scheduler_info()["workers"]
+                training = {
+                    workers[w]["name"]
+                    for w, tasks in watcher.processing().items()
+                    if w in workers and any("train" in str(t) for t in tasks)
+                }
+                if "worker-b" in training:
+                    time.sleep(2)  # well into the boosting rounds
+                    os.kill(processes["worker-b"].pid, lost)
+                    killed["at"] = time.monotonic()
+                    return
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=kill_while_training)
+    watcher.start()
+    with pytest.raises(Exception) as caught:
+        stages.train_distributed(pipeline, DAY)
+    failed_after = time.monotonic() - killed["at"]
+    watcher.join()
+    # Failed, within a bound set by the collective timeout, not hung.
+    assert failed_after < 15 + 45, failed_after
+    assert not stages.lake_for(pipeline).has("models/xgboost", DAY)
+    assert tracking.champion(mlflow_client, "retail_conversion.xgboost") == champion
+    os.kill(processes["worker-b"].pid, signal.SIGKILL)  # a frozen one is gone for good too
+    processes["worker-b"].wait(timeout=30)
+
+    # The retry (Airflow's, on a cluster whose worker came back) succeeds.
+    processes["worker-c"] = subprocess.Popen(
+        [
+            _bin("dask"),
+            "worker",
+            address,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            "worker-c",
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+        # The scheduler forgets a frozen worker only after its heartbeat timeout; the retry
+        # (like Airflow's, minutes later) runs on the live ones.
+        for worker, info in client.scheduler_info()["workers"].items():
+            if info["name"] == "worker-b":
+                client.retire_workers([worker], close_workers=False, remove=True)
+    data["models"][0]["num_boost_round"] = 30
+    retried = stages.train_distributed(parse_pipeline(data, "faults.yaml"), DAY)
+    assert stages.lake_for(pipeline).has("models/xgboost", DAY), retried
+    assert tracking.champion(mlflow_client, "retail_conversion.xgboost") == champion
+    print(
+        f"training failed {failed_after:.1f}s after the worker was lost ({lost.name}): "
+        f"{type(caught.value).__name__}"
+    )
