@@ -6,10 +6,12 @@ Airflow imports, so it is tested without a server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,41 @@ def published_runs(pipeline: Pipeline) -> list[RunSummary]:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: not a readable nightshift metrics file (%s)", found, exc)
     return runs
+
+
+def publish_index(pipeline: Pipeline, airflow_base: str = "") -> str:
+    """Write ``<reports>/<pipeline>/index.html``, listing every published run; return its URI.
+
+    Runs publishing side by side each rewrite it. On local disk the listing and the write
+    happen under a file lock, so the last writer has seen every run published before it;
+    on an object store the Airflow plugin's index (always read live) is the one to trust.
+    """
+    from nightshift.lake import write_bytes_atomic
+    from nightshift.report import render_index
+
+    root = f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}"
+    uri = f"{root}/index.html"
+    lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if "://" not in root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        lock = _file_lock(Path(root, ".index.lock"))
+    with lock:
+        runs = published_runs(pipeline)
+        html = render_index({pipeline.name: (pipeline, runs)}, airflow_base, report_prefix="")
+        write_bytes_atomic(uri, html.encode())
+    return uri
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def list_runs(pipeline: Pipeline) -> list[RunSummary]:

@@ -430,8 +430,8 @@ def publish(
     was, and its retry reuses the MLflow runs it had finished.
     """
     from nightshift import tracking
-    from nightshift.report import render_index, render_report
-    from nightshift.report_index import published_runs, summarise
+    from nightshift.report import render_report
+    from nightshift.report_index import publish_index, published_runs
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -542,17 +542,7 @@ def publish(
         write_bytes_atomic(f"{directory}/report.html", html.encode())
         write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
         # The pipeline's index, beside the reports: every published run, newest first.
-        tonight_summary = summarise(results)
-        runs = [
-            r for r in published_runs(pipeline) if r.partition_date != partition_date.isoformat()
-        ]
-        runs = sorted([*runs, tonight_summary], key=lambda r: r.partition_date)
-        index = render_index(
-            {pipeline.name: (pipeline, runs)}, airflow_base=airflow_url or "", report_prefix=""
-        )
-        write_bytes_atomic(
-            f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/index.html", index.encode()
-        )
+        publish_index(pipeline, airflow_url or "")
         tracking.log_report(pipeline, logged, html, metrics_json)
         result.update(
             {

@@ -57,6 +57,25 @@ def store(pipeline: Pipeline) -> tuple[str, str | None]:
 _READY: set[str] = set()
 
 
+def _point_mlflow_at(uri: str) -> None:
+    """Point MLflow's fluent API at ``uri`` in this process only.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` for child processes, and
+    that would leak this pipeline's store into every process started afterwards (Airflow
+    services, other pipelines' defaults); the variables are put back as they were.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def client(pipeline: Pipeline) -> Any:
     """Return an ``MlflowClient`` on the pipeline's store (tracking and registry).
 
@@ -64,12 +83,10 @@ def client(pipeline: Pipeline) -> Any:
     (parallel backfill runs) would both run MLflow's migrations and leave a half-migrated
     database, so the first use in each process happens under an exclusive file lock.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     uri, artifacts = store(pipeline)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _point_mlflow_at(uri)
     if artifacts is None or uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     import fcntl

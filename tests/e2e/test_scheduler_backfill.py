@@ -81,4 +81,7 @@ def test_backfill_three_dates_then_reprocess_one(
     assert after == before
     # Replaced, not appended: the same files and rows, still one report per day.
     assert json.loads((processed / "_MANIFEST.json").read_text())["meta"] == rows_before
-    assert sorted(p.name for p in reports.iterdir()) == DATES
+    # One folder per date, and the index of them (its lock file on local disk).
+    assert sorted(p.name for p in reports.iterdir() if p.is_dir()) == DATES
+    assert sorted(p.name for p in reports.iterdir() if p.is_file()) == [".index.lock", "index.html"]
+    assert 'data-runs="3"' in (reports / "index.html").read_text()

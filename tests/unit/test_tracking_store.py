@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
+
+import pytest
 
 from nightshift import tracking
 from nightshift.config import parse_pipeline
@@ -50,3 +53,16 @@ def test_store_locations(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path}/ml/mlflow.db",
         f"file://{tmp_path}/ml/artifacts",
     )
+
+
+def test_opening_a_store_does_not_leak_it_into_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; left there, every process started
+    # afterwards (and every pipeline parsed afterwards) would use this pipeline's store.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = small_pipeline_dict()
+    data["output"] = {"mlflow": str(tmp_path / "one")}
+    tracking.client(parse_pipeline(data, "one.yaml"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert parse_pipeline(small_pipeline_dict(), "two.yaml").output.mlflow == "data/mlflow"
