@@ -239,8 +239,11 @@ def _now() -> str:
 def run_url(pipeline: Pipeline, experiment: str, run_id: str) -> str | None:
     """Return a browser link to the MLflow run when the store is a server, else None."""
     uri, _ = store(pipeline)
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    # The address the tasks use (http://mlflow:5000 in compose) is not always the one a
+    # person's browser can reach; NIGHTSHIFT_MLFLOW_UI_URL says which one that is.
+    browser = os.environ.get("NIGHTSHIFT_MLFLOW_UI_URL") or uri
+    if browser.startswith(("http://", "https://")):
+        return f"{browser.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
     return None
 
 

@@ -29,16 +29,25 @@ def running_airflow(root: Path, name: str, dask: bool) -> Iterator[tuple[LocalAi
         {"start_date": dt.date.today().isoformat(), "retries": 1, "retry_delay_minutes": 0.1}
     )
     write_pipeline(pipelines, data, name=name)
+    # A pipeline whose days are big enough to kill a task in the middle of writing one.
+    big = small_pipeline_dict(rows=300_000, window=1, batch=10_000)
+    big["schedule"].update(data["schedule"])
+    for model in big["models"]:
+        model.update({"num_boost_round": 10} if model["kind"] == "xgboost" else {})
+    write_pipeline(pipelines, big, name=f"{name}_big")
     airflow = fresh(
         root / "airflow-home",
         extra_env={
             "NIGHTSHIFT_PIPELINES_DIR": str(pipelines),
             "NIGHTSHIFT_HOME": str(root / "project"),
+            # A task whose process vanishes is noticed within seconds, not five minutes.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         },
     )
     try:
         airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=dask)
         airflow.wait_for_dag(f"nightshift_{name}")
+        airflow.wait_for_dag(f"nightshift_{name}_big")
         yield airflow, root / "project"
     finally:
         stopped = airflow.stop()

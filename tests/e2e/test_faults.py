@@ -27,6 +27,28 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def _start_worker(target: list[str], name: str) -> subprocess.Popen:
+    """Start one single-thread Dask worker without a nanny (a SIGKILL really kills it)."""
+    return subprocess.Popen(
+        [
+            _bin("dask"),
+            "worker",
+            *target,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            name,
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture
 def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Popen]]]:
     """A Dask scheduler and two single-thread workers without nannies, as separate processes."""
@@ -53,25 +75,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Pop
     while not scheduler_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     for name in ("worker-a", "worker-b"):
-        processes[name] = subprocess.Popen(
-            [
-                _bin("dask"),
-                "worker",
-                "--scheduler-file",
-                str(scheduler_file),
-                "--nthreads",
-                "1",
-                "--no-nanny",
-                "--host",
-                "127.0.0.1",
-                "--name",
-                name,
-                "--no-dashboard",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        processes[name] = _start_worker(["--scheduler-file", str(scheduler_file)], name)
     import json
 
     from distributed import Client
@@ -224,24 +228,7 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
     processes["worker-b"].wait(timeout=30)
 
     # The retry (Airflow's, on a cluster whose worker came back) succeeds.
-    processes["worker-c"] = subprocess.Popen(
-        [
-            _bin("dask"),
-            "worker",
-            address,
-            "--nthreads",
-            "1",
-            "--no-nanny",
-            "--host",
-            "127.0.0.1",
-            "--name",
-            "worker-c",
-            "--no-dashboard",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    processes["worker-c"] = _start_worker([address], "worker-c")
     with Client(address, timeout="30s") as client:
         client.wait_for_workers(2, timeout=60)
         # The scheduler forgets a frozen worker only after its heartbeat timeout; the retry

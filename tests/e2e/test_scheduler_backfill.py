@@ -85,3 +85,68 @@ def test_backfill_three_dates_then_reprocess_one(
     assert sorted(p.name for p in reports.iterdir() if p.is_dir()) == DATES
     assert sorted(p.name for p in reports.iterdir() if p.is_file()) == [".index.lock", "index.html"]
     assert 'data-runs="3"' in (reports / "index.html").read_text()
+
+
+def test_sigkill_of_a_task_mid_write_leaves_no_partial_partition(
+    airflow_project: tuple[LocalAirflow, Path],
+) -> None:
+    """SIGKILL the ingest task's process while it writes the day's raw batches."""
+    import datetime as dt
+    import os
+    import signal
+    import time
+
+    from nightshift.config import find_pipeline
+    from nightshift.ingest import ingest_date
+    from nightshift.lake import Lake
+
+    airflow, project = airflow_project
+    dag_id, day = "nightshift_e2e_conversion_big", "2026-10-20"
+    partition = project / "data" / "lake" / "e2e_conversion_big" / "raw" / f"date={day}"
+    airflow.unpause(dag_id)
+    run_id = airflow.trigger(dag_id, {"run_date": day})
+
+    killed: dict = {}
+    deadline = time.monotonic() + 600
+    while not killed and time.monotonic() < deadline:
+        ti = airflow.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/ingest")
+        if ti["state"] == "running" and ti.get("pid") and partition.exists():
+            # A version folder with some batches in it that no manifest names: mid-write.
+            writing = [v for v in partition.glob("v-*") if any(v.glob("batch-*.parquet"))]
+            if writing and not (partition / "_MANIFEST.json").exists():
+                os.kill(ti["pid"], signal.SIGKILL)
+                killed = {
+                    "pid": ti["pid"],
+                    "try": ti["try_number"],
+                    "batches_written": len(list(writing[0].glob("batch-*.parquet"))),
+                    "version": writing[0].name,
+                }
+        time.sleep(0.02)
+    assert killed, "never caught the ingest task mid-write"
+    # No partial partition is visible: nothing names the half-written version.
+    assert not (partition / "_MANIFEST.json").exists()
+
+    [run] = airflow.wait_for_runs(dag_id, 1, run_ids=[run_id], timeout=1200)
+    assert run["state"] == "success", airflow.task_states(dag_id, run_id)
+    ingest = airflow.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/ingest")
+    assert ingest["try_number"] == killed["try"] + 1
+    manifest = json.loads((partition / "_MANIFEST.json").read_text())
+    assert all(not name.startswith(killed["version"]) for name in manifest["files"])
+
+    # The retry's output is byte-identical to a clean, uninterrupted ingest of the same day.
+    pipeline = find_pipeline("e2e_conversion_big", project.parent / "pipelines")
+    clean_lake = Lake(str(project.parent / "clean-lake"), pipeline.name)
+    clean = ingest_date(pipeline, clean_lake, dt.date.fromisoformat(day))
+    committed = {
+        name.split("/", 1)[1]: hashlib.sha256((partition / name).read_bytes()).hexdigest()
+        for name in manifest["files"]
+    }
+    reference = {
+        name.split("/", 1)[1]: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        for name, path in zip(clean.files, clean.paths(), strict=True)
+    }
+    assert committed == reference and len(committed) > killed["batches_written"]
+    print(
+        f"killed ingest (pid {killed['pid']}) after {killed['batches_written']} of "
+        f"{len(committed)} batches; the retry committed identical bytes"
+    )

@@ -66,3 +66,15 @@ def test_opening_a_store_does_not_leak_it_into_the_environment(
     tracking.client(parse_pipeline(data, "one.yaml"))
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert parse_pipeline(small_pipeline_dict(), "two.yaml").output.mlflow == "data/mlflow"
+
+
+def test_report_links_use_the_browser_address_of_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = small_pipeline_dict()
+    data["output"] = {"mlflow": "http://mlflow:5000"}
+    pipeline = parse_pipeline(data, "x.yaml")
+    monkeypatch.delenv("NIGHTSHIFT_MLFLOW_UI_URL", raising=False)
+    assert tracking.run_url(pipeline, "1", "abc") == "http://mlflow:5000/#/experiments/1/runs/abc"
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_UI_URL", "http://localhost:5000/")
+    assert tracking.run_url(pipeline, "1", "abc") == (
+        "http://localhost:5000/#/experiments/1/runs/abc"
+    )
