@@ -91,7 +91,9 @@ def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, subprocess.Pop
                 os.killpg(process.pid, signal.SIGTERM)
         for process in processes.values():
             try:
-                process.wait(timeout=30)
+                # A scheduler whose workers were killed lingers on SIGTERM; five seconds is
+                # plenty for a clean exit, then each is stopped by its own pid.
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
