@@ -240,7 +240,10 @@ class LocalAirflow:
             self.start_dask()
         env = self.env(with_dask=dask)
         for service in services:
-            self._start(service, [_bin("airflow"), service], env)
+            command = [_bin("airflow"), service]
+            if service == "scheduler":
+                command = [*RESTART_ON_EXIT, *command]
+            self._start(service, command, env)
         self.wait_for_api()
 
     def stop(self, timeout: float = 30) -> list[str]:
@@ -376,6 +379,20 @@ class LocalAirflow:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         instances = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
+
+
+# The scheduler can die on a transient database race (seen here on SQLite at the start of a
+# backfill: "StaleDataError: UPDATE statement on table 'dag_run' expected to update 2 row(s);
+# 0 were matched", apache/airflow#63926). As compose's `restart: unless-stopped` does, start
+# it again; `stop` ends the loop with the rest of the process group.
+RESTART_ON_EXIT = [
+    "bash",
+    "-c",
+    'trap \'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0\' TERM INT; '
+    'while :; do "$@" & child=$!; wait "$child"; '
+    'echo "nightshift: $1 exited with status $?; restarting in 2 s" >&2; sleep 2; done',
+    "restart-on-exit",
+]
 
 
 def _wait_group(pid: int, deadline: float) -> None:
