@@ -15,9 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nightshift.config import Evaluation
-
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "r2": True}
+from nightshift.config import HIGHER_IS_BETTER, Evaluation
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Decision:
 
 
 def _gain(metric: str, challenger: float, champion: float) -> float:
-    higher = HIGHER_IS_BETTER.get(metric, False)
+    higher = metric in HIGHER_IS_BETTER
     return (challenger - champion) if higher else (champion - challenger)
 
 

@@ -272,6 +272,8 @@ class Evaluation(_Strict):
 
 
 CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
+# The metrics where a larger value is better; every other one is an error or a loss.
+HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "f1", "r2"})
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
@@ -377,7 +379,7 @@ class Pipeline(_Strict):
             name = self.evaluation.metric
         else:
             name = "roc_auc" if self.schema_.task == "binary_classification" else "rmse"
-        return name, name in ("roc_auc", "accuracy", "f1", "r2")
+        return name, name in HIGHER_IS_BETTER
 
     def lake_root(self) -> str:
         return _resolve(self.output.lake)

@@ -328,8 +328,3 @@ def _value_calibration(y: np.ndarray, predicted: np.ndarray, bins: int = 10) -> 
         "observed": [round(float(y[g].mean()), 4) for g in groups],
         "count": [len(g) for g in groups],
     }
-
-
-def headline_metric(task: str) -> tuple[str, bool]:
-    """Return the default metric that ranks models, and whether higher is better."""
-    return ("roc_auc", True) if task == "binary_classification" else ("rmse", False)

@@ -40,14 +40,7 @@ def _svg(figure: Any) -> str:
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "nightshift"
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable, selectable
-    figure, axes = plt.subplots(figsize=(5.2, 4.0))
+    figure, axes = _figures(1, 1, (5.2, 4.0))
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
@@ -175,7 +168,7 @@ def _figures(rows: int, columns: int, size: tuple[float, float]) -> tuple[Any, A
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "nightshift"
-    plt.rcParams["svg.fonttype"] = "none"
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable, selectable
     figure, axes = plt.subplots(rows, columns, figsize=size)
     return figure, axes
 

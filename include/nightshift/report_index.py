@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import Pipeline
+from nightshift.config import HIGHER_IS_BETTER, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ def summarise(metrics: dict[str, Any]) -> RunSummary:
         best=best,
         metric=metric,
         value=float(metrics["models"][best]["metrics"][metric]),
-        higher_is_better=bool(
-            metrics.get("higher_is_better", metric in ("roc_auc", "accuracy", "f1", "r2"))
-        ),
+        higher_is_better=bool(metrics.get("higher_is_better", metric in HIGHER_IS_BETTER)),
         champion=champion.get("model_id"),
         promoted=champion.get("promoted"),
         decision=champion.get("reason", ""),
