@@ -13,6 +13,8 @@ $(UV):
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
+	@# uv compiles the dependencies' bytecode (pyproject's [tool.uv]); this compiles nightshift's.
+	$(PY) -m compileall -q include dags plugins
 	@touch $@
 
 setup: .venv/.synced  ## create .venv from uv.lock (Airflow home goes in .airflow/, ignored by git)

@@ -271,6 +271,9 @@ class Evaluation(_Strict):
     drift_threshold: float = Field(0.2, gt=0)  # PSI above this flags a feature as drifted
 
 
+# The processed frame's name for the pipeline's label column, whatever the source calls it.
+LABEL = "label"
+
 CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
 # The metrics where a larger value is better; every other one is an error or a loss.
 HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "f1", "r2"})

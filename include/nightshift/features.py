@@ -10,12 +10,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 
-from nightshift.config import Pipeline
-from nightshift.preprocess import LABEL
+from nightshift.config import LABEL, Pipeline
 
 OTHER = "__other__"
 
@@ -64,6 +62,8 @@ def fit_stats(frame: Any, pipeline: Pipeline) -> FeatureStats:
         lazy["stds"] = frame[numeric].std(ddof=0)
     for name in categorical:
         lazy[f"counts:{name}"] = frame[name].value_counts()
+    import dask
+
     computed = dask.compute(lazy)[0]
     vocabularies = {}
     for name in categorical:

@@ -16,11 +16,9 @@ import pyarrow.parquet as pq
 
 from nightshift.config import FileSource, GeneratorSource, Pipeline, Schema
 from nightshift.generator import generate_day
-from nightshift.lake import Lake, Partition
+from nightshift.lake import RAW, Lake, Partition
 
 log = logging.getLogger(__name__)
-
-RAW = "raw"
 
 _PANDAS_TYPES: dict[str, Any] = {
     "int": "Int64",

@@ -33,6 +33,9 @@ from fsspec.implementations.local import LocalFileSystem
 log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
+# The data stages every pipeline has; models and reports name theirs in ``stages``.
+RAW = "raw"
+PROCESSED = "processed"
 STALE_AFTER = dt.timedelta(hours=1)
 
 

@@ -17,14 +17,11 @@ import numpy as np
 import pandas as pd
 from distributed import Client
 
-from nightshift.config import Pipeline
+from nightshift.config import LABEL, Pipeline
 from nightshift.ingest import write_parquet
-from nightshift.lake import Lake, Partition, write_bytes_atomic
+from nightshift.lake import PROCESSED, Lake, Partition, write_bytes_atomic
 
 log = logging.getLogger(__name__)
-
-PROCESSED = "processed"
-LABEL = "label"
 
 
 def processed_columns(pipeline: Pipeline) -> list[str]:

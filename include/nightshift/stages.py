@@ -25,10 +25,15 @@ import pandas as pd
 from nightshift import __version__
 from nightshift.config import Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, fit_stats, labels
-from nightshift.ingest import RAW, ingest_date
-from nightshift.lake import Lake, PartitionMissing, read_bytes, write_bytes_atomic
-from nightshift.preprocess import PROCESSED, preprocess_date, processed_frame
-from nightshift.validate import read_summary, validate_date
+from nightshift.ingest import ingest_date
+from nightshift.lake import (
+    PROCESSED,
+    RAW,
+    Lake,
+    PartitionMissing,
+    read_bytes,
+    write_bytes_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +101,7 @@ def validate(
     A window day that fails is quarantined and left out of the window, with a warning.
     Returns the dates that passed and their rows.
     """
-    from nightshift.validate import DataValidationError
+    from nightshift.validate import DataValidationError, validate_date
 
     partition_date = partition_date or max(dates)
     result: dict[str, Any] = {"rows": {}, "skipped": {}}
@@ -119,6 +124,7 @@ def validate(
 def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     """Process each validated date's batches on the Dask cluster."""
     from nightshift.cluster import accelerators, dask_client
+    from nightshift.preprocess import preprocess_date
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -161,6 +167,7 @@ def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[st
 def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     """Fit imputation, scaling and vocabularies on the training window; save them."""
     from nightshift.cluster import dask_client
+    from nightshift.preprocess import processed_frame
 
     result: dict[str, Any] = {}
     with _timed(result):
@@ -432,6 +439,7 @@ def publish(
     from nightshift import tracking
     from nightshift.report import render_report
     from nightshift.report_index import publish_index, published_runs
+    from nightshift.validate import read_summary
 
     result: dict[str, Any] = {}
     with _timed(result):

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from distributed import Client, wait
 
-from nightshift.config import BaselineModel, Pipeline, SGDModel, XGBoostModel
+from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
-from nightshift.preprocess import LABEL, processed_frame, sample_rows
+
+if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
+    import dask.dataframe as dd
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ def pin_partitions(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
     so the same data laid out the same way gives a byte-identical model. Contiguous chunks of
     partitions go to the workers in sorted-address order.
     """
+    import dask.dataframe as dd
+    from distributed import wait
+
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     parts = frame.to_delayed()
     chunks = np.array_split(np.arange(len(parts)), len(workers))
@@ -87,6 +91,8 @@ def train_xgboost(
     """Train XGBoost with ``xgboost.dask`` on the processed batches at ``paths``."""
     import xgboost as xgb
     import xgboost.dask as dxgb
+
+    from nightshift.preprocess import processed_frame
 
     frame = processed_frame(paths, pipeline)
     meta = _tree_training_frame(frame._meta, stats)
@@ -147,6 +153,8 @@ def train_sgd(
     Each batch is scored before the model learns from it (progressive validation), which
     gives an honest per-epoch loss without a separate pass over the data.
     """
+    from nightshift.preprocess import sample_rows
+
     model = _sgd_estimator(pipeline, spec)
     classification = pipeline.schema_.task == "binary_classification"
     rng = np.random.default_rng(pipeline.training.seed)
