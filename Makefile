@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(shell python3 -c 'import sys; print(sys.prefix)')/bin/uv")
 
-.PHONY: help setup demo test test-fast test-slow lint format up down status bench bench-stages clean
+.PHONY: help setup demo test test-fast test-slow test-replay lint format up down status bench bench-stages clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-fast: setup  ## everything except the slow real-scheduler tier
 
 test-slow: setup  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
 	$(PY) -m pytest -m slow
+
+test-replay: setup  ## only the 30-date backfill forward, again and backwards (part of test-slow)
+	$(PY) -m pytest -m replay
 
 lint: setup  ## ruff (lint + format check) and mypy on include/
 	.venv/bin/ruff check include dags plugins tests bench

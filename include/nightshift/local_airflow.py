@@ -101,7 +101,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.project / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "nightshift.airflow_executor.PreloadingLocalExecutor",
             # Sized for a small machine: the default of 32 starts 32 worker processes.
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism),
@@ -326,6 +326,9 @@ class LocalAirflow:
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"dags/{dag_id}", {"is_paused": True})
+
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
@@ -348,13 +351,22 @@ class LocalAirflow:
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
 
-    def backfill(self, dag_id: str, first: str, last: str, *extra: str) -> str:
+    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 5) -> str:
         """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
 
         Logical dates fall at the cron time, so the range runs from midnight UTC of the first
         day to noon UTC of the last: past any nightly cron before noon.
+
+        On SQLite, Airflow's ``backfill create`` can fail half-way with "database is locked"
+        when another process writes while it creates the runs: it re-queues existing runs
+        (``--reprocess-behavior``) in SAVEPOINT transactions, which SQLite cannot upgrade to
+        a write once another connection has written (seen here on the 19th of 30 runs while
+        the scheduler started the first 18). So the DAG is paused while the runs are created,
+        keeping the scheduler off them, and a creation that fails that way has its partial
+        backfill cancelled (its queued runs become failed, which ``completed`` re-processes)
+        and is created again.
         """
-        return self.airflow(
+        command = [
             "backfill",
             "create",
             "--dag-id",
@@ -364,7 +376,39 @@ class LocalAirflow:
             "--to-date",
             f"{last}T12:00:00+00:00",
             *extra,
-        )
+        ]
+        was_paused = bool(self.api("GET", f"dags/{dag_id}")["is_paused"])
+        self.pause(dag_id)
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return self.airflow(*command)
+                except RuntimeError as exc:
+                    if "database is locked" not in str(exc) or attempt == attempts:
+                        raise
+                    cancelled = self.cancel_open_backfills(dag_id)
+                    log.warning(
+                        "backfill of %s: SQLite refused a write (database is locked); "
+                        "cancelled the partial backfill %s, creating it again (%d/%d)",
+                        dag_id,
+                        cancelled,
+                        attempt + 1,
+                        attempts,
+                    )
+                    time.sleep(2)
+            raise AssertionError("unreachable")
+        finally:
+            if not was_paused:
+                self.unpause(dag_id)
+
+    def cancel_open_backfills(self, dag_id: str) -> list[int]:
+        """Cancel every backfill of ``dag_id`` that has not completed; return their ids."""
+        cancelled = []
+        for backfill in self.api("GET", f"backfills?dag_id={dag_id}")["backfills"]:
+            if not backfill["completed_at"]:
+                self.api("PUT", f"backfills/{backfill['id']}/cancel")
+                cancelled.append(int(backfill["id"]))
+        return cancelled
 
     def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
         """Wait until every backfill of ``dag_id`` is marked complete; return them."""

@@ -13,32 +13,51 @@ from nightshift.local_airflow import LocalAirflow, fresh
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 
-@contextmanager
-def running_airflow(root: Path, name: str, dask: bool) -> Iterator[tuple[LocalAirflow, Path]]:
-    """Start api-server, scheduler and dag-processor on loopback for one small pipeline.
-
-    With ``dask`` a Dask scheduler and workers run as separate processes and tasks use their
-    address; without, every task starts its own local cluster. Every service is stopped by
-    its pid afterwards, and the test fails if one survives.
-    """
-    pipelines = root / "pipelines"
-    pipelines.mkdir()
-    data = small_pipeline_dict(rows=6000, window=2, batch=2500)
-    # Starting today means unpausing queues no scheduled run; backfills still reach the past.
+def scheduled_from_today(data: dict, **schedule: object) -> dict:
+    """Return ``data`` starting today, so unpausing queues no scheduled run (backfills still
+    reach the past), retried once after 6 s."""
     data["schedule"].update(
-        {"start_date": dt.date.today().isoformat(), "retries": 1, "retry_delay_minutes": 0.1}
+        {
+            "start_date": dt.date.today().isoformat(),
+            "retries": 1,
+            "retry_delay_minutes": 0.1,
+            **schedule,
+        }
     )
-    write_pipeline(pipelines, data, name=name)
-    # A pipeline whose days are big enough to kill a task in the middle of writing one.
+    return data
+
+
+def e2e_pipelines() -> dict[str, dict]:
+    """The small pipeline most e2e tests run, and one whose days are big enough to kill a
+    task in the middle of writing one."""
+    data = scheduled_from_today(small_pipeline_dict(rows=6000, window=2, batch=2500))
     big = small_pipeline_dict(rows=300_000, window=1, batch=10_000)
     big["schedule"].update(data["schedule"])
     for model in big["models"]:
         model.update({"num_boost_round": 10} if model["kind"] == "xgboost" else {})
-    write_pipeline(pipelines, big, name=f"{name}_big")
+    return {"": data, "_big": big}
+
+
+@contextmanager
+def running_airflow(
+    root: Path, name: str, dask: bool, pipelines: dict[str, dict] | None = None
+) -> Iterator[tuple[LocalAirflow, Path]]:
+    """Start api-server, scheduler and dag-processor on loopback for small pipelines.
+
+    ``pipelines`` maps a suffix of ``name`` to a pipeline (default :func:`e2e_pipelines`).
+    With ``dask`` a Dask scheduler and workers run as separate processes and tasks use their
+    address; without, every task starts its own local cluster. Every service is stopped by
+    its pid afterwards, and the test fails if one survives.
+    """
+    folder = root / "pipelines"
+    folder.mkdir()
+    pipelines = e2e_pipelines() if pipelines is None else pipelines
+    for suffix, data in pipelines.items():
+        write_pipeline(folder, data, name=f"{name}{suffix}")
     airflow = fresh(
         root / "airflow-home",
         extra_env={
-            "NIGHTSHIFT_PIPELINES_DIR": str(pipelines),
+            "NIGHTSHIFT_PIPELINES_DIR": str(folder),
             "NIGHTSHIFT_HOME": str(root / "project"),
             # A task whose process vanishes is noticed within seconds, not five minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
@@ -46,8 +65,8 @@ def running_airflow(root: Path, name: str, dask: bool) -> Iterator[tuple[LocalAi
     )
     try:
         airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=dask)
-        airflow.wait_for_dag(f"nightshift_{name}")
-        airflow.wait_for_dag(f"nightshift_{name}_big")
+        for suffix in pipelines:
+            airflow.wait_for_dag(f"nightshift_{name}{suffix}")
         yield airflow, root / "project"
     finally:
         stopped = airflow.stop()
