@@ -351,7 +351,7 @@ class LocalAirflow:
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
 
-    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 5) -> str:
+    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 10) -> str:
         """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
 
         Logical dates fall at the cron time, so the range runs from midnight UTC of the first
