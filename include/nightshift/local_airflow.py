@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -360,11 +361,12 @@ class LocalAirflow:
         On SQLite, Airflow's ``backfill create`` can fail half-way with "database is locked"
         when another process writes while it creates the runs: it re-queues existing runs
         (``--reprocess-behavior``) in SAVEPOINT transactions, which SQLite cannot upgrade to
-        a write once another connection has written (seen here on the 19th of 30 runs while
-        the scheduler started the first 18). So the DAG is paused while the runs are created,
-        keeping the scheduler off them, and a creation that fails that way has its partial
-        backfill cancelled (its queued runs become failed, which ``completed`` re-processes)
-        and is created again.
+        a write once another connection has written: any write by the scheduler (its
+        heartbeat, every 5 s) or the dag-processor during the second or two of creation. Seen
+        here on 6 of 10 re-processing creations, after 0-28 of 30 runs. So the DAG is paused
+        while the runs are created, keeping the scheduler off the ones already queued, and a
+        creation that fails that way has its partial backfill cancelled (its queued runs
+        become failed, which ``completed`` re-processes) and is created again.
         """
         command = [
             "backfill",
@@ -395,7 +397,8 @@ class LocalAirflow:
                         attempt + 1,
                         attempts,
                     )
-                    time.sleep(2)
+                    # Off the beat of the scheduler's 5-second heartbeat writes.
+                    time.sleep(1 + 3 * random.random())
             raise AssertionError("unreachable")
         finally:
             if not was_paused:
