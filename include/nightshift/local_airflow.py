@@ -352,7 +352,7 @@ class LocalAirflow:
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
 
-    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 10) -> str:
+    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 20) -> str:
         """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
 
         Logical dates fall at the cron time, so the range runs from midnight UTC of the first
@@ -363,10 +363,11 @@ class LocalAirflow:
         (``--reprocess-behavior``) in SAVEPOINT transactions, which SQLite cannot upgrade to
         a write once another connection has written: any write by the scheduler (its
         heartbeat, every 5 s) or the dag-processor during the second or two of creation. Seen
-        here on 6 of 10 re-processing creations, after 0-28 of 30 runs. So the DAG is paused
+        here on 8 of 15 re-processing creations, after 0-28 of 30 runs. So the DAG is paused
         while the runs are created, keeping the scheduler off the ones already queued, and a
         creation that fails that way has its partial backfill cancelled (its queued runs
-        become failed, which ``completed`` re-processes) and is created again.
+        become failed, which ``completed`` re-processes) and is created again: at that rate,
+        20 attempts all failing is rarer than one in 100,000.
         """
         command = [
             "backfill",
