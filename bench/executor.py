@@ -1,10 +1,10 @@
 """Task start-up: the stock LocalExecutor against nightshift's PreloadingLocalExecutor.
 
-The same small backfill (NIGHTS nights of a 1,500-row pipeline, two at a time, the tasks on a
-Dask scheduler and two workers) runs under the real scheduler twice, once per executor, each on
-a fresh Airflow home and lake; the order alternates with --first. Prints the backfill's wall
-time, the median run and the median duration of each task, and the ratios stock ÷ preloading.
-Both sides run the same installed bytecode. Writes bench/out/executor.json.
+The same small backfill (NIGHTS nights of the e2e tests' 1,500-row ``tiny_pipeline``, two at
+a time, the tasks on a Dask scheduler and two workers) runs under the real scheduler twice,
+once per executor, each on a fresh Airflow home and lake; --first picks the order. Prints the
+backfill's wall time, the median run and the median duration of each task, and the ratios
+stock ÷ preloading. Both sides run the same installed bytecode. Writes bench/out/executor.json.
 
     .venv/bin/python bench/executor.py [--nights 8] [--first stock|preloading]
 """
@@ -26,8 +26,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.scale import machine  # noqa: E402
-from nightshift.local_airflow import fresh  # noqa: E402
-from tests.conftest import small_pipeline_dict, write_pipeline  # noqa: E402
+from tests.e2e.conftest import running_airflow, tiny_pipeline  # noqa: E402
 
 EXECUTORS = {
     "stock": "LocalExecutor",
@@ -45,24 +44,8 @@ def _seconds(start: str | None, end: str | None) -> float:
 
 def measure(executor: str, nights: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"nightshift-bench-{executor.rsplit('.', 1)[-1]}-"))
-    folder = root / "pipelines"
-    folder.mkdir()
-    data = small_pipeline_dict(rows=1500, window=2, batch=2500)
-    data["schedule"].update({"start_date": dt.date.today().isoformat(), "retries": 0})
-    for model in data["models"]:
-        model.update({"num_boost_round": 10} if model["kind"] == "xgboost" else {})
-    write_pipeline(folder, data, name=NAME)
-    airflow = fresh(
-        root / "airflow-home",
-        extra_env={
-            "NIGHTSHIFT_PIPELINES_DIR": str(folder),
-            "NIGHTSHIFT_HOME": str(root / "project"),
-            "AIRFLOW__CORE__EXECUTOR": executor,
-        },
-    )
-    try:
-        airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=True)
-        airflow.wait_for_dag(DAG_ID)
+    env = {"AIRFLOW__CORE__EXECUTOR": executor}
+    with running_airflow(root, NAME, True, {"": tiny_pipeline()}, env) as (airflow, _):
         airflow.unpause(DAG_ID)
         first = dt.date(2026, 9, 1)
         start = time.monotonic()
@@ -86,17 +69,15 @@ def measure(executor: str, nights: int) -> dict[str, Any]:
                 tasks.setdefault(ti["task_id"], []).append(
                     _seconds(ti["start_date"], ti["end_date"])
                 )
-        return {
-            "executor": executor,
-            "nights": nights,
-            "backfill_wall_s": round(wall, 1),
-            "median_run_s": round(
-                statistics.median(_seconds(r["start_date"], r["end_date"]) for r in runs), 2
-            ),
-            "median_task_s": {k: round(statistics.median(v), 2) for k, v in tasks.items()},
-        }
-    finally:
-        airflow.stop()
+    return {
+        "executor": executor,
+        "nights": nights,
+        "backfill_wall_s": round(wall, 1),
+        "median_run_s": round(
+            statistics.median(_seconds(r["start_date"], r["end_date"]) for r in runs), 2
+        ),
+        "median_task_s": {k: round(statistics.median(v), 2) for k, v in tasks.items()},
+    }
 
 
 def main() -> None:

@@ -27,6 +27,16 @@ def scheduled_from_today(data: dict, **schedule: object) -> dict:
     return data
 
 
+def tiny_pipeline(rows: int = 1500) -> dict:
+    """Return a pipeline whose nights are mostly orchestration: one batch a day, 2-day
+    window, 10 boosting rounds (the replay test's 90 nights, bench/executor.py)."""
+    data = scheduled_from_today(small_pipeline_dict(rows=rows, window=2, batch=2500))
+    for model in data["models"]:
+        model.update({"num_boost_round": 10} if model["kind"] == "xgboost" else {})
+    data["evaluation"]["bootstrap_samples"] = 100
+    return data
+
+
 def e2e_pipelines() -> dict[str, dict]:
     """The small pipeline most e2e tests run, and one whose days are big enough to kill a
     task in the middle of writing one."""
@@ -40,14 +50,19 @@ def e2e_pipelines() -> dict[str, dict]:
 
 @contextmanager
 def running_airflow(
-    root: Path, name: str, dask: bool, pipelines: dict[str, dict] | None = None
+    root: Path,
+    name: str,
+    dask: bool,
+    pipelines: dict[str, dict] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[LocalAirflow, Path]]:
     """Start api-server, scheduler and dag-processor on loopback for small pipelines.
 
     ``pipelines`` maps a suffix of ``name`` to a pipeline (default :func:`e2e_pipelines`).
     With ``dask`` a Dask scheduler and workers run as separate processes and tasks use their
-    address; without, every task starts its own local cluster. Every service is stopped by
-    its pid afterwards, and the test fails if one survives.
+    address; without, every task starts its own local cluster. ``extra_env`` is added to
+    every Airflow command's environment. Every service is stopped by its pid afterwards, and
+    the test fails if one survives.
     """
     folder = root / "pipelines"
     folder.mkdir()
@@ -61,6 +76,7 @@ def running_airflow(
             "NIGHTSHIFT_HOME": str(root / "project"),
             # A task whose process vanishes is noticed within seconds, not five minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            **(extra_env or {}),
         },
     )
     try:

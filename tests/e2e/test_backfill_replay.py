@@ -32,8 +32,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import small_pipeline_dict
-from tests.e2e.conftest import running_airflow, scheduled_from_today
+from tests.e2e.conftest import running_airflow, tiny_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.replay, pytest.mark.timeout(3600)]
 
@@ -47,20 +46,10 @@ PARALLEL = "3"
 ORDER_DEPENDENT = ("champions", "deltas")
 
 
-def replay_pipeline() -> dict:
-    data = scheduled_from_today(
-        small_pipeline_dict(rows=ROWS, window=2, batch=2500), max_active_runs=3
-    )
-    for model in data["models"]:
-        model.update({"num_boost_round": 10} if model["kind"] == "xgboost" else {})
-    data["evaluation"]["bootstrap_samples"] = 100
-    return data
-
-
 @pytest.fixture(scope="module")
 def replay_airflow(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("airflow-replay")
-    with running_airflow(root, NAME, True, {"": replay_pipeline()}) as up:
+    with running_airflow(root, NAME, True, {"": tiny_pipeline(ROWS)}) as up:
         yield up
 
 
