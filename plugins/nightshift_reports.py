@@ -3,6 +3,11 @@
 Served by a FastAPI app that the api-server mounts under /nightshift-reports. Every route needs
 an authenticated Airflow user (API token or the UI's session cookie) and lists only the
 pipelines whose DAGs that user may read. Files are served from the reports root only.
+
+The pages need no script, and they show values from users' data under the api-server's own
+origin, so every response forbids script (Content-Security-Policy) and sniffing. Airflow's UI
+frames a "nav" external view with ``allow-scripts allow-same-origin``, which a plugin cannot
+change; the policy's ``sandbox`` directive sandboxes the framed page again, without scripts.
 """
 
 from __future__ import annotations
@@ -16,8 +21,34 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 PREFIX = "/nightshift-reports"
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",  # no script, font, fetch or frame; the pages are self-contained
+        "style-src 'unsafe-inline'",  # the inline <style> and matplotlib's style attributes
+        "img-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'self'",  # only the Airflow UI may frame a report
+        # Links still work: "report" opens a new tab, "Airflow run" the UI around the frame.
+        "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox"
+        " allow-top-navigation-by-user-activation",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 app = FastAPI(title="nightshift model reports", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.middleware("http")
+async def _security_headers(request: Request, call_next: Any) -> Any:
+    """Add :data:`SECURITY_HEADERS` to every response: pages, files, errors and redirects."""
+    response = await call_next(request)
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def _readable_pipelines(user: Any) -> dict[str, Any]:

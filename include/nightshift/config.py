@@ -110,9 +110,14 @@ class Features(_Strict):
     max_categories: int = Field(50, gt=1)
 
 
+# A model's name is a folder in the lake and part of its MLflow registered model's name, and is
+# shown on the reports pages: a plain identifier, so it can never be a path or markup.
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
+
+
 class XGBoostModel(_Strict):
     kind: Literal["xgboost"]
-    name: str = "xgboost"
+    name: ModelName = "xgboost"
     params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(200, gt=0)
 
@@ -121,7 +126,7 @@ class SGDModel(_Strict):
     """A linear model trained with ``partial_fit`` batch by batch, over epochs."""
 
     kind: Literal["sgd"]
-    name: str = "sgd"
+    name: ModelName = "sgd"
     params: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(3, gt=0)
 
@@ -130,7 +135,7 @@ class BaselineModel(_Strict):
     """The honest floor: the training base rate (classification) or mean (regression)."""
 
     kind: Literal["baseline"]
-    name: str = "baseline"
+    name: ModelName = "baseline"
 
 
 ModelSpec = Annotated[XGBoostModel | SGDModel | BaselineModel, Field(discriminator="kind")]
