@@ -298,21 +298,35 @@ class Accelerators:
         return "cuda" if self.gpu else "cpu"
 
 
-def _worker_accelerators() -> dict[str, bool]:
-    """Run on a worker: does it see a GPU, and can it import cuDF?"""
+def _worker_accelerators() -> dict[str, Any]:
+    """Run on a worker: its own GPU (``host:device``, empty without one) and cuDF.
+
+    A GPU is a worker's own when dask-cuda started it: dask-cuda puts that GPU first in each
+    worker's ``CUDA_VISIBLE_DEVICES``. Plain workers on a GPU machine all see the same GPUs.
+    """
     import importlib.util
+    import socket
 
     gpu = visible_gpus() > 0
-    return {"gpu": gpu, "cudf": gpu and importlib.util.find_spec("cudf") is not None}
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    own = f"{socket.gethostname()}:{first}" if gpu and first else ""
+    return {"gpu": own, "cudf": gpu and importlib.util.find_spec("cudf") is not None}
 
 
-def combine_accelerators(answers: Mapping[str, Mapping[str, bool]]) -> Accelerators:
-    """Return what *every* worker has: one CPU-only worker means the CPU path for all."""
+def combine_accelerators(answers: Mapping[str, Mapping[str, Any]]) -> Accelerators:
+    """Return what *every* worker has: a GPU of its own, and cuDF.
+
+    One CPU-only worker means the CPU path for all, and so do workers that share a GPU:
+    XGBoost refuses two ranks on one device ("Multiple processes within communication group
+    running on same CUDA device", seen with one CPU worker per core on an H100 machine).
+    """
     if not answers:
         return Accelerators()
+    devices = [str(a.get("gpu") or "") for a in answers.values()]
+    own_gpus = all(devices) and len(set(devices)) == len(devices)
     return Accelerators(
-        gpu=all(a.get("gpu", False) for a in answers.values()),
-        cudf=all(a.get("cudf", False) for a in answers.values()),
+        gpu=own_gpus,
+        cudf=own_gpus and all(a.get("cudf", False) for a in answers.values()),
     )
 
 

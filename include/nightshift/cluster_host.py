@@ -25,6 +25,8 @@ def start(plan: dict[str, Any]) -> LocalCluster:
         "memory_limit": plan["memory_limit"],
     }
     if plan["mode"] == "local-cuda":
+        import importlib.util
+
         from dask_cuda import LocalCUDACluster
 
         cluster: LocalCluster = LocalCUDACluster(
@@ -32,7 +34,9 @@ def start(plan: dict[str, Any]) -> LocalCluster:
             # Device memory past this fraction spills to host memory, and host memory past
             # the worker's limit spills to disk.
             device_memory_limit=plan["device_memory_limit"],
-            enable_cudf_spill=True,
+            # cuDF's own spilling, where cuDF is installed: dask-cuda 26.10 refuses to start
+            # with it on and no cuDF (seen on an H100), and the gpu extra brings no cuDF.
+            enable_cudf_spill=importlib.util.find_spec("cudf") is not None,
         )
         return cluster
     return LocalCluster(processes=True, **common)

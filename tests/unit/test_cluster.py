@@ -103,15 +103,38 @@ def test_visible_gpus_reads_the_driver_and_cuda_visible_devices(
     assert visible_gpus({}) == 0  # no driver at all
 
 
-def test_the_gpu_path_needs_every_worker() -> None:
-    gpu = {"gpu": True, "cudf": True}
+def test_the_gpu_path_needs_a_gpu_of_its_own_on_every_worker() -> None:
+    def gpu(device: str, cudf: bool = True) -> dict:
+        return {"gpu": device, "cudf": cudf}
+
     assert combine_accelerators({}).xgboost_device == "cpu"
-    both = combine_accelerators({"a": gpu, "b": gpu})
+    both = combine_accelerators({"a": gpu("h1:0"), "b": gpu("h1:1")})
     assert (both.dataframe_backend, both.xgboost_device) == ("cudf", "cuda")
-    mixed = combine_accelerators({"a": gpu, "b": {"gpu": False, "cudf": False}})
+    two_hosts = combine_accelerators({"a": gpu("h1:0"), "b": gpu("h2:0")})
+    assert two_hosts.xgboost_device == "cuda"
+    mixed = combine_accelerators({"a": gpu("h1:0"), "b": gpu("", cudf=False)})
     assert (mixed.dataframe_backend, mixed.xgboost_device) == ("pandas", "cpu")
-    no_cudf = combine_accelerators({"a": {"gpu": True, "cudf": False}})
+    no_cudf = combine_accelerators({"a": gpu("h1:0", cudf=False)})
     assert (no_cudf.dataframe_backend, no_cudf.xgboost_device) == ("pandas", "cuda")
+    # One CPU worker per core on a GPU machine: every worker sees the same GPU.
+    shared = combine_accelerators({"a": gpu("h1:0"), "b": gpu("h1:0")})
+    assert (shared.dataframe_backend, shared.xgboost_device) == ("pandas", "cpu")
+
+
+def test_a_worker_names_its_own_gpu_only_when_dask_cuda_pinned_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from nightshift import cluster
+
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,0")
+    assert cluster._worker_accelerators()["gpu"] == f"{socket.gethostname()}:1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert cluster._worker_accelerators()["gpu"] == ""
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: 0)
+    assert cluster._worker_accelerators() == {"gpu": "", "cudf": False}
 
 
 def test_the_airflow_connection_is_read_from_airflows_secrets(
