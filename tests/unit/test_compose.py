@@ -139,3 +139,47 @@ def test_worker_kinds_are_compose_profiles() -> None:
     assert services["dask-cuda-worker"]["profiles"] == ["gpu"]
     always = [name for name, s in services.items() if "profiles" not in s]
     assert "dask-scheduler" in always and "airflow-scheduler" in always
+
+
+def test_every_published_host_port_comes_from_the_env_file(filled_env: Path) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    ports = [str(p) for s in raw.values() for p in s.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:${") for p in ports), ports
+    moved = filled_env.read_text()
+    for name, port in (("AIRFLOW", 18080), ("MLFLOW", 15000), ("DASK_DASHBOARD", 18787)):
+        moved = re.sub(rf"^{name}_PORT=.*$", f"{name}_PORT={port}", moved, flags=re.M)
+    moved = re.sub(r"^MINIO_CONSOLE_PORT=.*$", "MINIO_CONSOLE_PORT=19001", moved, flags=re.M)
+    filled_env.write_text(moved)
+    services = yaml.safe_load(_compose(filled_env, "config").stdout)["services"]
+    published = {
+        str(p["published"]) if isinstance(p, dict) else str(p).split(":")[1]
+        for s in services.values()
+        for p in s.get("ports", [])
+    }
+    assert published == {"18080", "15000", "18787", "19001"}, published
+    assert "localhost:15000" in services["mlflow"]["command"]
+
+
+def test_the_shipped_pipelines_leave_the_lake_to_the_deployment() -> None:
+    # On compose NIGHTSHIFT_LAKE puts the lake where every worker container reads it; a YAML
+    # that pins a local path would write it inside one container only.
+    for path in (REPO / "include" / "pipelines").glob("*.yaml"):
+        output = yaml.safe_load(path.read_text()).get("output") or {}
+        assert "lake" not in output and "reports" not in output, path.name
+
+
+def test_pipelines_are_mounted_into_every_airflow_service(filled_env: Path) -> None:
+    services = yaml.safe_load(_compose(filled_env, "config").stdout)["services"]
+    airflow = [name for name in services if name.startswith("airflow-")]
+    assert len(airflow) == 5, airflow
+    for name in airflow:
+        # docker-compose 1.29 prints short syntax (source:target:mode), v2 long syntax.
+        mounts = [
+            v
+            if isinstance(v, dict)
+            else dict(zip(("source", "target", "mode"), v.split(":"), strict=False))
+            for v in services[name]["volumes"]
+        ]
+        [mount] = [v for v in mounts if v["target"] == "/opt/nightshift/include/pipelines"]
+        assert mount.get("read_only") is True or mount.get("mode") == "ro", mount
+        assert Path(mount["source"]) == REPO / "include" / "pipelines"
