@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo "$(shell python3 -c 'import sys; print(sys.prefix)')/bin/uv")
 
-.PHONY: help setup demo test test-fast test-slow test-replay lint format up down status bench bench-stages clean
+.PHONY: help setup demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,8 +25,8 @@ demo: setup  ## one complete nightly run under the real Airflow scheduler; print
 test: setup  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
 	$(PY) -m pytest
 
-test-fast: setup  ## everything except the slow real-scheduler tier
-	$(PY) -m pytest -m "not slow"
+test-fast: setup  ## everything except the slow real-scheduler and compose tiers
+	$(PY) -m pytest -m "not slow and not compose"
 
 test-slow: setup  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
 	$(PY) -m pytest -m slow
@@ -34,14 +34,20 @@ test-slow: setup  ## only the slow tier: real scheduler, api-server, dag-process
 test-replay: setup  ## only the 30-date backfill forward, again and backwards (part of test-slow)
 	$(PY) -m pytest -m replay
 
+test-compose: setup  ## only the compose tier: docker-compose.yaml started for real (needs Docker)
+	$(PY) -m pytest -m compose
+
+compose-images:  ## build local stand-ins for Docker Hub's images (Postgres, S3, Python base)
+	bash compose/stand-ins/build.sh
+
 lint: setup  ## ruff (lint + format check) and mypy on include/
-	.venv/bin/ruff check include dags plugins tests bench
-	.venv/bin/ruff format --check include dags plugins tests bench
+	.venv/bin/ruff check include dags plugins tests bench compose
+	.venv/bin/ruff format --check include dags plugins tests bench compose
 	.venv/bin/mypy
 
 format: setup  ## apply ruff's formatting and safe fixes
-	.venv/bin/ruff check --fix include dags plugins tests bench
-	.venv/bin/ruff format include dags plugins tests bench
+	.venv/bin/ruff check --fix include dags plugins tests bench compose
+	.venv/bin/ruff format include dags plugins tests bench compose
 
 up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer) and Dask locally
 	.venv/bin/nightshift up

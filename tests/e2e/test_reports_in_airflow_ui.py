@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from nightshift.local_airflow import LocalAirflow, fresh
 from nightshift.report import render_report
+from tests.browser import signed_in_page
 from tests.conftest import REPO, small_pipeline_dict, write_pipeline
 from tests.hostile import IMG, SCRIPT, hostile_results
 from tests.unit.test_report import fixed_results
@@ -29,7 +29,6 @@ NAME = "hostile_reports"
 PREFIX = "/nightshift-reports"
 DATE, PLANTED = "2026-06-02", "2026-06-03"
 SHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("NIGHTSHIFT_CHROMIUM", "/usr/bin/chromium")
 PLANTED_PAGE = "<!DOCTYPE html><title>planted</title><script>alert('planted')</script>" + (
     "<p>planted page</p><img src=x onerror=alert('planted-img')>"
 )
@@ -105,17 +104,8 @@ def test_hostile_reports_inside_the_airflow_ui_run_no_script(api_server: LocalAi
     base, dialogs = api_server.base_url, []
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+        browser, page = signed_in_page(playwright, base, "admin", api_server.password())
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(f"{base}/")
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", api_server.password())
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/")
 
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Model reports").click()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build local stand-ins for the images docker-compose.yaml pulls from Docker Hub, for machines
+# that cannot reach it (the registries of Debian and PyPI are enough):
+#   nightshift-stand-in/debian:bookworm   debootstrap's minbase, imported
+#   nightshift-stand-in/python:3.11       Debian's python3 (3.11), trusting this host's CAs
+#   nightshift-stand-in/postgres:15       Debian's PostgreSQL 15, the official image's env contract
+#   nightshift-stand-in/s3:moto           moto's S3 server, started with MinIO's arguments
+# Then: docker-compose -f docker-compose.yaml -f compose/stand-ins/override.yaml ...
+# Each image is built once; delete it (docker rmi) to rebuild.
+set -euo pipefail
+cd "$(dirname "$0")"
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+if ! have nightshift-stand-in/debian:bookworm; then
+    command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null
+    rootfs=$(mktemp -d)
+    trap 'rm -rf "$rootfs"' EXIT
+    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+    tar -C "$rootfs" -c . | docker import - nightshift-stand-in/debian:bookworm >/dev/null
+    rm -rf "$rootfs"
+fi
+# The images trust the CAs this host trusts beyond Debian's (a proxy's, a company's):
+# without them pip, uv and apt inside a build fail with CERTIFICATE_VERIFY_FAILED.
+rm -rf python/extra-ca && mkdir -p python/extra-ca
+cp /usr/local/share/ca-certificates/*.crt python/extra-ca/ 2>/dev/null || true
+have nightshift-stand-in/python:3.11 || docker build -q -t nightshift-stand-in/python:3.11 python
+have nightshift-stand-in/postgres:15 || docker build -q -t nightshift-stand-in/postgres:15 postgres
+moto=$(grep -A1 '^name = "moto"' ../../uv.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+have nightshift-stand-in/s3:moto \
+    || docker build -q --build-arg MOTO="$moto" -t nightshift-stand-in/s3:moto s3
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep nightshift-stand-in

@@ -1,0 +1,25 @@
+"""A signed-in page of the Airflow UI in Debian's chromium, driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("NIGHTSHIFT_CHROMIUM", "/usr/bin/chromium")
+
+
+def signed_in_page(playwright: Any, base: str, user: str, password: str) -> tuple[Any, Any]:
+    """Return (browser, page): chromium started, ``user`` signed in at ``base``."""
+    assert Path(CHROMIUM).exists(), f"needs Debian's chromium at {CHROMIUM} (.ci/run installs it)"
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/")
+    return browser, page
