@@ -30,8 +30,8 @@ def _svg(figure: Any) -> Markup:
     """Return ``figure`` as inline SVG: the only markup the templates insert unescaped.
 
     It is trusted because matplotlib's SVG writer draws every text (titles, tick labels such as
-    category and feature names, legend entries) as escaped XML character data, and the id
-    rewriting below only touches the ids matplotlib generated.
+    category and feature names, legend entries) as escaped XML character data (``<`` and ``&``
+    cannot open markup), and the id rewriting below only adds a prefix inside quoted values.
     """
     import matplotlib.pyplot as plt
 

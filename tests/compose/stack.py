@@ -4,6 +4,7 @@ stand-in override, its own project name, a generated .env, stopped by its projec
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_pipeline
 
 FILES = ("docker-compose.yaml", "compose/stand-ins/override.yaml")
 
@@ -37,29 +38,56 @@ class Stack:
     token_: str | None = None
 
     @classmethod
-    def create(cls, project: str, folder: Path, pipelines: Path) -> Stack:
-        text = subprocess.run(
-            [
-                "python3",
-                "compose/make_env.py",
-                "--free-ports",
-                "--stand-ins",
-                "--set",
-                f"NIGHTSHIFT_PIPELINES_HOST_DIR={pipelines}",
-            ],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+    def built(
+        cls, project: str, folder: Path, pipelines: dict[str, Path | dict[str, Any]]
+    ) -> Stack:
+        """Return a stack whose images are built (the stand-ins and nightshift's), with a
+        generated .env and ``pipelines`` (name -> a YAML file to copy as it is, or YAML data)
+        in its mounted folder."""
+        mounted = folder / "pipelines"
+        mounted.mkdir(parents=True)
+        mounted.chmod(0o755)  # the Airflow containers' user reads the mounted folder
+        for name, source in pipelines.items():
+            if isinstance(source, Path):
+                shutil.copy(source, mounted / f"{name}.yaml")
+            else:
+                write_pipeline(mounted, source, name=name)
+        subprocess.run(["bash", "compose/stand-ins/build.sh"], cwd=REPO, check=True, timeout=1200)
+        command = ["python3", "compose/make_env.py", "--free-ports", "--stand-ins"]
+        command += ["--set", f"NIGHTSHIFT_PIPELINES_HOST_DIR={mounted}"]
+        text = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
         env_file = folder / ".env"
         env_file.write_text(text)
-        env = dict(
-            line.split("=", 1)
-            for line in text.splitlines()
-            if "=" in line[:40] and not line.startswith("#")
-        )
-        return cls(project, env_file, env)
+        stack = cls(project, env_file, dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M)))
+        stack.compose("build", "airflow-init", timeout=1500)
+        return stack
+
+    def up(self) -> float:
+        """Start every service; return the seconds until all are healthy."""
+        started = time.monotonic()
+        self.compose("up", "-d")
+        self.wait_for_api()
+        self.wait_healthy()
+        return time.monotonic() - started
+
+    def wait_healthy(self, timeout: float = 300) -> None:
+        """Wait until every service runs, those with a health check healthy, and airflow-init
+        exited 0."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {name: c["State"] for name, c in self.containers().items()}
+            init = states.get("airflow-init_1", {})
+            others = [s for n, s in states.items() if not n.startswith("airflow-init")]
+            healthy = all(
+                s["Status"] == "running"
+                and s.get("Health", {}).get("Status", "healthy") == "healthy"
+                for s in others
+            )
+            if init.get("Status") == "exited" and init.get("ExitCode") == 0 and healthy:
+                return
+            assert init.get("ExitCode", 0) == 0, self.compose("logs", "airflow-init")
+            time.sleep(3)
+        raise TimeoutError(f"not healthy in {timeout}s: {self.compose('ps')}")
 
     def compose(
         self, *args: str, check: bool = True, timeout: float = 900, profile: str = "cpu"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ import yaml
 
 from tests.browser import signed_in_page
 from tests.compose.stack import Stack, docker_ready
-from tests.conftest import REPO, write_pipeline
+from tests.conftest import REPO
 from tests.e2e.conftest import tiny_pipeline
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
@@ -58,19 +57,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """The stand-in images and the nightshift image built, a .env written; nothing started."""
     problem = docker_ready()
     assert problem is None, problem
-    folder = tmp_path_factory.mktemp("compose")
-    pipelines = folder / "pipelines"
-    pipelines.mkdir()
-    for example in (REPO / "include" / "pipelines").glob("*.yaml"):
-        shutil.copy(example, pipelines / example.name)
+    examples = {path.stem: path for path in (REPO / "include" / "pipelines").glob("*.yaml")}
     data = tiny_pipeline()
     data.pop("output", None)  # the deployment decides: the object store
-    write_pipeline(pipelines, data, name=NAME)
-    pipelines.chmod(0o755)  # the Airflow containers' user reads the mounted folder
     built = time.monotonic()
-    subprocess.run(["bash", "compose/stand-ins/build.sh"], cwd=REPO, check=True, timeout=1200)
-    stack = Stack.create(f"nightshift-test-{os.getpid()}", folder, pipelines)
-    stack.compose("build", "airflow-init", timeout=1500)
+    folder = tmp_path_factory.mktemp("compose")
+    stack = Stack.built(f"nightshift-test-{os.getpid()}", folder, {**examples, NAME: data})
     TIMINGS["build"] = time.monotonic() - built
     return stack
 
@@ -79,35 +71,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 def stack(project: Stack) -> Iterator[Stack]:
     """The stack up and healthy; ``down -v`` afterwards, and nothing of it left."""
     try:
-        started = time.monotonic()
-        project.compose("up", "-d")
-        project.wait_for_api()
-        _wait_healthy(project)
-        TIMINGS["up_to_healthy"] = time.monotonic() - started
+        TIMINGS["up_to_healthy"] = project.up()
         yield project
     finally:
         print(project.compose("logs", "--tail", "40", check=False)[-6000:])
         project.compose("down", "-v", "--remove-orphans", check=False)
         print("timings:", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
         assert project.leftovers() == [], project.leftovers()
-
-
-def _wait_healthy(stack: Stack, timeout: float = 300) -> None:
-    """Every service up, the ones with a health check healthy, airflow-init exited 0."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = {name: c["State"] for name, c in stack.containers().items()}
-        init = states.get("airflow-init_1", {})
-        others = [s for n, s in states.items() if not n.startswith("airflow-init")]
-        healthy = all(
-            s["Status"] == "running" and s.get("Health", {}).get("Status", "healthy") == "healthy"
-            for s in others
-        )
-        if init.get("Status") == "exited" and init.get("ExitCode") == 0 and healthy:
-            return
-        assert init.get("ExitCode", 0) == 0, stack.compose("logs", "airflow-init")
-        time.sleep(3)
-    raise TimeoutError(f"not healthy in {timeout}s: {stack.compose('ps')}")
 
 
 def _digest(stack: Stack, *days: str) -> dict:
@@ -257,9 +227,7 @@ def test_a_restarted_scheduler_container_finishes_the_run(stack: Stack) -> None:
 
 def test_down_and_up_keep_runs_reports_and_the_registry(stack: Stack) -> None:
     stack.compose("down")
-    stack.compose("up", "-d")
-    stack.wait_for_api()
-    _wait_healthy(stack)
+    stack.up()
     stack.token_ = None
     assert len(stack.runs(DAG_ID)) == 6
     listed = stack.exec("airflow-apiserver", "ls", f"/opt/nightshift/data/reports/{NAME}")

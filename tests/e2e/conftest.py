@@ -48,6 +48,19 @@ def e2e_pipelines() -> dict[str, dict]:
     return {"": data, "_big": big}
 
 
+def project_airflow(root: Path, extra_env: dict[str, str] | None = None) -> LocalAirflow:
+    """Return a LocalAirflow on a fresh ``root/airflow-home`` (nothing started) whose
+    pipelines are the YAMLs in ``root/pipelines`` and whose project home is ``root/project``."""
+    return fresh(
+        root / "airflow-home",
+        extra_env={
+            "NIGHTSHIFT_PIPELINES_DIR": str(root / "pipelines"),
+            "NIGHTSHIFT_HOME": str(root / "project"),
+            **(extra_env or {}),
+        },
+    )
+
+
 @contextmanager
 def running_airflow(
     root: Path,
@@ -69,11 +82,9 @@ def running_airflow(
     pipelines = e2e_pipelines() if pipelines is None else pipelines
     for suffix, data in pipelines.items():
         write_pipeline(folder, data, name=f"{name}{suffix}")
-    airflow = fresh(
-        root / "airflow-home",
-        extra_env={
-            "NIGHTSHIFT_PIPELINES_DIR": str(folder),
-            "NIGHTSHIFT_HOME": str(root / "project"),
+    airflow = project_airflow(
+        root,
+        {
             # A task whose process vanishes is noticed within seconds, not five minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             **(extra_env or {}),

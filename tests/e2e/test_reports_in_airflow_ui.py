@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.local_airflow import LocalAirflow, fresh
+from nightshift.local_airflow import LocalAirflow
 from nightshift.report import render_report
 from tests.browser import signed_in_page
 from tests.conftest import REPO, small_pipeline_dict, write_pipeline
+from tests.e2e.conftest import project_airflow
 from tests.hostile import IMG, SCRIPT, hostile_results
 from tests.unit.test_report import fixed_results
 
@@ -54,13 +55,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflo
     (root / "pipelines").mkdir()
     write_pipeline(root / "pipelines", data, name=NAME)
     _publish(root / "reports" / NAME)
-    airflow = fresh(
-        root / "airflow-home",
-        extra_env={
-            "NIGHTSHIFT_PIPELINES_DIR": str(root / "pipelines"),
-            "NIGHTSHIFT_HOME": str(root / "project"),
-        },
-    )
+    airflow = project_airflow(root)
     try:
         airflow.start(services=("api-server",), dask=False)
         yield airflow
