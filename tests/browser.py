@@ -20,6 +20,7 @@ def signed_in_page(playwright: Any, base: str, user: str, password: str) -> tupl
     page.goto(f"{base}/")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)
-    page.get_by_role("button", name="Sign in").click()
+    # The simple auth manager's page has a "Sign in" button, FAB's a "Sign In" submit input.
+    page.locator("button:has-text('Sign in'), input[type=submit][value='Sign In']").first.click()
     page.wait_for_url(f"{base}/")
     return browser, page

@@ -21,6 +21,7 @@ from airflow.sdk import (
     task,
 )
 
+from nightshift.access import access_control
 from nightshift.config import Pipeline, load_pipelines
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             "execution_timeout": dt.timedelta(hours=3),
         },
         render_template_as_native_obj=False,
+        access_control=access_control(pipeline),
     )
     def nightly() -> None:
         def current() -> Pipeline:

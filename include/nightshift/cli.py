@@ -167,6 +167,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_roles(args: argparse.Namespace) -> int:
+    """Create or update the team roles the pipelines name (Airflow's FAB auth manager)."""
+    from nightshift.access import sync_team_roles
+
+    pipelines, errors = load_pipelines()
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    roles = sync_team_roles(pipelines)
+    for role, level in roles.items():
+        dags = [p.dag_id for p in pipelines if role in p.access]
+        print(f"role {role}: {level} ({', '.join(dags)})")
+    if not roles:
+        print("no pipeline names a team role (access:)")
+    return 1 if errors else 0
+
+
 def _first_scheduled_run(airflow: Any, dag_id: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.set_defaults(func=cmd_up)
 
+    sub.add_parser(
+        "roles", help="create the team roles the pipelines' access: names (FAB auth manager)"
+    ).set_defaults(func=cmd_roles)
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
 

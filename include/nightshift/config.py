@@ -23,6 +23,8 @@ DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
 TaskType = Literal["binary_classification", "regression"]
+# A team role of Airflow's FAB auth manager (nightshift.access): letters, digits, " _.-".
+RoleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9 _.-]{0,63}$")]
 
 
 class ConfigError(ValueError):
@@ -299,9 +301,24 @@ class Pipeline(_Strict):
     validation: Validation = Validation()
     evaluation: Evaluation = Evaluation()
     output: Output = Field(default_factory=Output)
+    # Team roles and what each may do with this pipeline's DAG and reports (nightshift.access).
+    access: dict[RoleName, Literal["read", "operate"]] = Field(default_factory=dict)
     source_file: str = Field("<memory>", exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("access")
+    @classmethod
+    def _team_roles_only(cls, access: dict[str, str]) -> dict[str, str]:
+        from nightshift.access import BUILTIN_ROLES
+
+        for role in access:
+            if role in BUILTIN_ROLES:
+                raise ValueError(
+                    f"'{role}' is one of Airflow's built-in roles, which reach every DAG "
+                    "already; name a team role (it is created by `nightshift roles`)"
+                )
+        return access
 
     @model_validator(mode="after")
     def _features_fit_the_schema(self) -> Pipeline:

@@ -24,7 +24,12 @@ KNOWN_DEFAULTS = {
     "nightshift",
 }
 MIN_PASSWORD_LENGTH = 12
-PASSWORDS = ("POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD")
+PASSWORDS = (
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+)
 WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
 
 
@@ -42,14 +47,20 @@ def _bind_host(address: str) -> str:
     return address.rsplit(":", 1)[0] if ":" in address else address
 
 
-def production_problems(
-    airflow: Callable[[str, str], str | None], env: Mapping[str, str]
-) -> list[str]:
+Settings = Callable[[str, str], str | None]
+
+
+def production_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
     """Return what is unsafe about this deployment; an empty list means it may start.
 
     ``airflow(section, key)`` returns an Airflow setting (None when unset); ``env`` holds the
-    deployment's variables (the Dask bind addresses and the service passwords).
+    deployment's variables (the Dask bind addresses, the service passwords, MLflow's client).
     """
+    rules = (_airflow_problems, _dask_problems, _password_problems, _mlflow_problems)
+    return [problem for rule in rules for problem in rule(airflow, env)]
+
+
+def _airflow_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     auth_manager = airflow("core", "auth_manager") or ""
     if auth_manager.endswith("SimpleAuthManager") and _truthy(
@@ -72,21 +83,28 @@ def production_problems(
             "(--max-active-runs above 1, the default is 10) fail with 'database is locked'. "
             "Use Postgres (docker-compose.yaml does)"
         )
+    return problems
+
+
+def _dask_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
     tls = (env.get("NIGHTSHIFT_DASK_ADDRESS", "").startswith("tls://")) or (
         env.get("DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME", "") == "tls"
     )
+    problems: list[str] = []
     for variable, what in (
         ("DASK_SCHEDULER_HOST", "the Dask scheduler"),
         ("DASK_DASHBOARD_ADDRESS", "the Dask dashboard"),
     ):
-        if variable not in env:
-            continue
-        host = _bind_host(env[variable])
-        if host in WILDCARDS and not tls:
+        if variable in env and _bind_host(env[variable]) in WILDCARDS and not tls:
             problems.append(
                 f"{variable}={env[variable]!r}: {what} listens on every interface without TLS; "
                 "bind it to one host (compose: the service name) or enable Dask TLS"
             )
+    return problems
+
+
+def _password_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
+    problems: list[str] = []
     for variable in PASSWORDS:
         if variable not in env:
             continue
@@ -98,3 +116,21 @@ def production_problems(
                 f"{variable} is {len(value)} characters; use at least {MIN_PASSWORD_LENGTH}"
             )
     return problems
+
+
+def _mlflow_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
+    """An MLflow server that takes requests without credentials lets anyone who reaches it
+    move the champion alias (the production pointer)."""
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    signed = env.get("MLFLOW_TRACKING_TOKEN") or (
+        env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD")
+    )
+    if uri.startswith(("http://", "https://")) and not signed:
+        return [
+            f"MLFLOW_TRACKING_URI={uri!r} is reached without credentials: a server that "
+            "accepts that lets anyone who reaches it move the champion alias. Run it with "
+            "MLflow's authentication (`mlflow server --app-name basic-auth`, as "
+            "docker-compose.yaml does) and set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        ]
+    return []

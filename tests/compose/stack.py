@@ -3,11 +3,15 @@ stand-in override, its own project name, a generated .env, stopped by its projec
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -17,6 +21,26 @@ from typing import Any
 from tests.conftest import REPO, write_pipeline
 
 FILES = ("docker-compose.yaml", "compose/stand-ins/override.yaml")
+NO_DOCKER_HUB = "**Without Docker Hub.**"  # the README paragraph whose commands the tests run
+
+
+def _own_ports(checkout: Path, pipelines: Path) -> dict[str, str]:
+    """Give the checkout's .env free loopback ports and the mounted ``pipelines`` folder;
+    return its values."""
+    spec = importlib.util.spec_from_file_location("make_env", checkout / "compose/make_env.py")
+    assert spec is not None and spec.loader is not None
+    make_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_env)
+    values = {name: str(make_env.free_port()) for name in make_env.PORTS}
+    values["AIRFLOW_BASE_URL"] = f"http://127.0.0.1:{values['AIRFLOW_PORT']}"
+    values["MLFLOW_UI_URL"] = f"http://127.0.0.1:{values['MLFLOW_PORT']}"
+    values["NIGHTSHIFT_PIPELINES_HOST_DIR"] = str(pipelines)
+    env_file = checkout / ".env"
+    text = env_file.read_text()
+    for name, value in values.items():
+        text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
+    env_file.write_text(text)
+    return dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M))
 
 
 def docker_ready() -> str | None:
@@ -28,12 +52,37 @@ def docker_ready() -> str | None:
     return None if answered.returncode == 0 else f"no Docker daemon: {answered.stderr[-300:]}"
 
 
+def readme_steps() -> list[str]:
+    """Return the commands of the README's "Without Docker Hub" block, comments dropped: the
+    steps a new user follows, which the compose tests follow too."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(NO_DOCKER_HUB) :].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [re.sub(r"\s+#.*$", "", line) for line in block.splitlines() if line.strip()]
+
+
+def fresh_checkout(target: Path) -> Path:
+    """Copy what a clone of this working tree holds (tracked files, and new ones git does not
+    ignore) to ``target``: no .venv, no .env, no data."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is left out
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    return target
+
+
 @dataclass
 class Stack:
-    """One compose project: ``compose(...)`` runs docker-compose on it."""
+    """One compose project in its own checkout: ``compose(...)`` runs docker-compose on it."""
 
     project: str
-    env_file: Path
+    checkout: Path
+    start: str  # the README's `up -d` command
     env: dict[str, str] = field(default_factory=dict)
     token_: str | None = None
 
@@ -41,9 +90,12 @@ class Stack:
     def built(
         cls, project: str, folder: Path, pipelines: dict[str, Path | dict[str, Any]]
     ) -> Stack:
-        """Return a stack whose images are built (the stand-ins and nightshift's), with a
-        generated .env and ``pipelines`` (name -> a YAML file to copy as it is, or YAML data)
-        in its mounted folder."""
+        """Follow the README's "Without Docker Hub" steps in a fresh checkout up to the last
+        (``up -d``, see :meth:`up`): stand-in images, a generated .env, the nightshift image.
+        The .env then gets free loopback ports, as the README says to pick beside a local
+        ``make up``, and a mounted folder holding ``pipelines`` (name -> a YAML file to copy
+        as it is, or YAML data)."""
+        checkout = fresh_checkout(folder / "nightshift")
         mounted = folder / "pipelines"
         mounted.mkdir(parents=True)
         mounted.chmod(0o755)  # the Airflow containers' user reads the mounted folder
@@ -52,20 +104,36 @@ class Stack:
                 shutil.copy(source, mounted / f"{name}.yaml")
             else:
                 write_pipeline(mounted, source, name=name)
-        subprocess.run(["bash", "compose/stand-ins/build.sh"], cwd=REPO, check=True, timeout=1200)
-        command = ["python3", "compose/make_env.py", "--free-ports", "--stand-ins"]
-        command += ["--set", f"NIGHTSHIFT_PIPELINES_HOST_DIR={mounted}"]
-        text = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
-        env_file = folder / ".env"
-        env_file.write_text(text)
-        stack = cls(project, env_file, dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M)))
-        stack.compose("build", "airflow-init", timeout=1500)
+        *prepare, start = readme_steps()
+        assert start.endswith("--profile cpu up -d"), start
+        stack = cls(project, checkout, start)
+        for step in prepare:
+            stack.shell(step, timeout=1500)
+            if step.endswith("> .env"):
+                stack.env = _own_ports(checkout, mounted)
+        assert stack.env, f"no README step writes .env: {prepare}"
         return stack
 
+    def shell(self, command: str, timeout: float = 900) -> str:
+        """Run a README command as its user would, in the checkout, on this project."""
+        env = {**os.environ, "COMPOSE_PROJECT_NAME": self.project}
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{command} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        return done.stdout + done.stderr
+
     def up(self) -> float:
-        """Start every service; return the seconds until all are healthy."""
+        """Start every service with the README's command; return the seconds until all are
+        healthy."""
         started = time.monotonic()
-        self.compose("up", "-d")
+        self.shell(self.start)
         self.wait_for_api()
         self.wait_healthy()
         return time.monotonic() - started
@@ -92,11 +160,13 @@ class Stack:
     def compose(
         self, *args: str, check: bool = True, timeout: float = 900, profile: str = "cpu"
     ) -> str:
-        command = ["docker-compose", "-p", self.project, "--env-file", str(self.env_file)]
+        command = ["docker-compose", "-p", self.project]
         for name in FILES:
-            command += ["-f", str(REPO / name)]
+            command += ["-f", str(self.checkout / name)]
         command += ["--profile", profile, *args]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            command, cwd=self.checkout, capture_output=True, text=True, timeout=timeout
+        )
         if check and done.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
@@ -148,10 +218,11 @@ class Stack:
         logs = self.compose("logs", "--tail", "60", "airflow-apiserver")
         raise TimeoutError(f"the api-server did not answer in {timeout}s:\n{logs}")
 
-    def token(self) -> str:
+    def token(self, user: str | None = None, password: str | None = None) -> str:
+        """Sign in through the REST API (the admin from .env by default); return the token."""
         body = {
-            "username": self.env["AIRFLOW_ADMIN_USER"],
-            "password": self.env["AIRFLOW_ADMIN_PASSWORD"],
+            "username": user or self.env["AIRFLOW_ADMIN_USER"],
+            "password": password or self.env["AIRFLOW_ADMIN_PASSWORD"],
         }
         request = urllib.request.Request(
             f"{self.api}/auth/token",
@@ -163,15 +234,49 @@ class Stack:
             return str(json.load(response)["access_token"])
 
     def rest(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the REST API (``/api/v2/<path>``) as the admin; return the JSON answer."""
         self.token_ = self.token_ or self.token()
+        return json.loads(self.call(self.token_, method, f"/api/v2/{path}", body)[1])
+
+    def call(self, token: str, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """Request ``path`` of the api-server with ``token``; return (status, body), also for
+        an error status."""
         request = urllib.request.Request(
-            f"{self.api}/api/v2/{path}",
+            f"{self.api}{path}",
             None if body is None else json.dumps(body).encode(),
             method=method,
-            headers={"Authorization": f"Bearer {self.token_}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                raise
+            return error.code, error.read()
+
+    def add_user(self, name: str, role: str) -> str:
+        """Create an Airflow user with ``role`` as an admin does (the FAB CLI); return its
+        password."""
+        password = secrets.token_urlsafe(16)
+        self.exec(
+            "airflow-apiserver",
+            *("airflow", "users", "create", "--username", name, "--role", role),
+            *("--password", password, "--email", f"{name}@example.org"),
+            *("--firstname", name, "--lastname", "test"),
+        )
+        return password
+
+    @property
+    def mlflow(self) -> str:
+        return f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
+
+    def mlflow_env(self) -> dict[str, str]:
+        """The MLflow client's credentials: nightshift's service account, as tasks sign in."""
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USER"],
+            "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
+        }
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         return self.rest("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"]

@@ -2,20 +2,27 @@
 
 The real docker-compose.yaml plus only compose/stand-ins/override.yaml (local images for
 Postgres and the object store where Docker Hub is out of reach), profile ``cpu``: Postgres-backed
-Airflow, a Dask scheduler and worker containers, the S3 store holding the lake, MLflow's
-server. The pipelines folder is mounted: the shipped examples and a 1,500-row pipeline.
+Airflow with users and roles (FAB), a Dask scheduler and worker containers, the S3 store
+holding the lake, MLflow's server behind its own authentication. The pipelines folder is
+mounted: the shipped examples, a 1,500-row pipeline, another team's and a broken one.
 Steps run in file order on one stack; it ends with ``down -v`` and nothing of the project left.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -29,10 +36,13 @@ pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 
 NAME = "compose_tiny"
 DAG_ID = f"nightshift_{NAME}"
+OTHER = "compose_other"  # another team's pipeline: never unpaused
+BROKEN = "compose_broken"  # XGBoost refuses its parameters on the Dask worker
 NIGHT = "2026-11-20"
 BACKFILL = ["2026-11-10", "2026-11-11", "2026-11-12"]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 TIMINGS: dict[str, float] = {}
+USERS: dict[str, str] = {}  # name -> password, of the users the roles test creates
 DIGEST = """
 import datetime as dt, hashlib, json, sys
 from nightshift.config import find_pipeline
@@ -60,9 +70,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     examples = {path.stem: path for path in (REPO / "include" / "pipelines").glob("*.yaml")}
     data = tiny_pipeline()
     data.pop("output", None)  # the deployment decides: the object store
+    other = {**data, "access": {"other-readers": "read", "other-oncall": "operate"}}
+    broken = json.loads(json.dumps(data))
+    broken["schedule"]["retries"] = 0
+    [xgboost] = [m for m in broken["models"] if m["kind"] == "xgboost"]
+    xgboost["params"] = {"max_depth": -1}
+    data["access"] = {"tiny-readers": "read"}
     built = time.monotonic()
     folder = tmp_path_factory.mktemp("compose")
-    stack = Stack.built(f"nightshift-test-{os.getpid()}", folder, {**examples, NAME: data})
+    pipelines = {**examples, NAME: data, OTHER: other, BROKEN: broken}
+    stack = Stack.built(f"nightshift-test-{os.getpid()}", folder, pipelines)
     TIMINGS["build"] = time.monotonic() - built
     return stack
 
@@ -70,10 +87,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 @pytest.fixture(scope="module")
 def stack(project: Stack) -> Iterator[Stack]:
     """The stack up and healthy; ``down -v`` afterwards, and nothing of it left."""
+    saved = {name: os.environ.get(name) for name in project.mlflow_env()}
+    os.environ.update(project.mlflow_env())  # MlflowClient signs in as the service account
     try:
         TIMINGS["up_to_healthy"] = project.up()
         yield project
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         print(project.compose("logs", "--tail", "40", check=False)[-6000:])
         project.compose("down", "-v", "--remove-orphans", check=False)
         print("timings:", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
@@ -104,6 +128,10 @@ def test_up_every_service_healthy_and_init_checked(stack: Stack) -> None:
     for example in ("retail_conversion", "basket_spend", NAME):
         assert re.search(rf"ok +\S*/{example}\.yaml -> DAG nightshift_{example}", init), example
     assert "ok     production settings" in init
+    admin = stack.env["AIRFLOW_ADMIN_USER"]
+    assert f'User "{admin}" created with role "Admin"' in init
+    assert "role tiny-readers: read (nightshift_compose_tiny)" in init
+    assert "role other-oncall: operate (nightshift_compose_other)" in init
     dags = {d["dag_id"] for d in stack.rest("GET", "dags")["dags"]}
     assert {"nightshift_retail_conversion", "nightshift_basket_spend", DAG_ID} <= dags
     # The shipped example keeps its lake where every worker container reads it.
@@ -133,12 +161,94 @@ def test_a_nightly_run_through_the_rest_api(stack: Stack) -> None:
 
     from mlflow import MlflowClient
 
-    uri = f"http://127.0.0.1:{stack.env['MLFLOW_PORT']}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = MlflowClient(tracking_uri=stack.mlflow, registry_uri=stack.mlflow)
     experiment = client.get_experiment_by_name(f"nightshift/{NAME}")
     assert len(client.search_runs([experiment.experiment_id])) == 3
     champion = client.get_model_version_by_alias(f"{NAME}.xgboost", "champion")
     assert champion.tags["nightshift.trained_for"] == NIGHT
+
+
+def test_a_shipped_example_runs_unchanged(stack: Stack) -> None:
+    # basket_spend's own YAML (regression, 100,000 rows a day, no output pins), mounted as it
+    # ships. The trigger form's window_days=1 keeps CI to two days of data instead of six,
+    # and the night the scheduler starts on unpausing (yesterday, the whole window) is
+    # stopped, as an operator would.
+    started = time.monotonic()
+    dag_id = "nightshift_basket_spend"
+    conf = {"logical_date": None, "conf": {"run_date": NIGHT, "window_days": 1}}
+    run = stack.rest("POST", f"dags/{dag_id}/dagRuns", conf)
+    stack.rest("PATCH", f"dags/{dag_id}", {"is_paused": False})
+    deadline = time.monotonic() + 120
+    while not (scheduled := [r for r in stack.runs(dag_id) if r["run_type"] == "scheduled"]):
+        assert time.monotonic() < deadline, stack.runs(dag_id)
+        time.sleep(1)
+    quoted = urllib.parse.quote(scheduled[0]["dag_run_id"], safe="")
+    stack.rest("PATCH", f"dags/{dag_id}/dagRuns/{quoted}", {"state": "failed"})
+    finished = stack.wait_for_runs(dag_id, 2)
+    stack.rest("PATCH", f"dags/{dag_id}", {"is_paused": True})
+    TIMINGS["shipped_example_night"] = time.monotonic() - started
+    [mine] = [r for r in finished if r["dag_run_id"] == run["dag_run_id"]]
+    assert mine["state"] == "success", stack.task_states(dag_id, run["dag_run_id"])
+    folder = f"/opt/nightshift/data/reports/basket_spend/{NIGHT}"
+    assert "report.html" in stack.exec("airflow-apiserver", "ls", folder)
+    # Its processed partition is in the object store, where every worker container reads it.
+    digest = json.loads(
+        stack.exec("airflow-scheduler", "python", "-c", DIGEST, "basket_spend", NIGHT)
+    )
+    assert digest["lake"] == "s3://nightshift/lake" and digest[f"processed/{NIGHT}"], digest
+
+
+def _dags(stack: Stack, token: str) -> set[str]:
+    return {d["dag_id"] for d in json.loads(stack.call(token, "GET", "/api/v2/dags")[1])["dags"]}
+
+
+def test_team_roles_decide_who_reads_and_runs_what(stack: Stack) -> None:
+    # One team's viewer reads its pipeline's reports and cannot trigger it; another team's
+    # viewer sees neither that DAG nor its reports; that team's on-call triggers only its own
+    # DAG; an Op reads and triggers any.
+    report = f"/nightshift-reports/files/{NAME}/{NIGHT}/report.html"
+    reports = "/nightshift-reports/runs.json"
+    trigger = {"logical_date": None, "conf": {"run_date": NIGHT}}
+    other_runs = f"/api/v2/dags/nightshift_{OTHER}/dagRuns"
+    roles = {
+        "tiny-viewer": "tiny-readers",
+        "other-viewer": "other-readers",
+        "other-oncaller": "other-oncall",
+        "operator": "Op",
+    }
+    USERS.update({user: stack.add_user(user, role) for user, role in roles.items()})
+    token = {user: stack.token(user, USERS[user]) for user in roles}
+    viewer, outsider = token["tiny-viewer"], token["other-viewer"]
+    assert _dags(stack, viewer) == {DAG_ID}
+    status, page = stack.call(viewer, "GET", report)
+    assert status == 200 and NIGHT.encode() in page
+    assert set(json.loads(stack.call(viewer, "GET", reports)[1])) == {NAME}
+    assert stack.call(viewer, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)[0] == 403
+    assert _dags(stack, outsider) == {f"nightshift_{OTHER}"}
+    assert stack.call(outsider, "GET", report)[0] == 404
+    assert json.loads(stack.call(outsider, "GET", reports)[1]) == {OTHER: []}
+    assert stack.call(outsider, "POST", other_runs, trigger)[0] == 403
+    oncall = token["other-oncaller"]
+    assert stack.call(oncall, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)[0] == 403
+    assert stack.call(oncall, "POST", other_runs, trigger)[0] == 200  # paused: it stays queued
+    assert stack.call(token["operator"], "GET", report)[0] == 200
+    assert stack.call(token["operator"], "POST", other_runs, trigger)[0] == 200
+
+
+def test_a_failure_on_a_dask_worker_shows_in_the_task_log(stack: Stack) -> None:
+    dag_id = f"nightshift_{BROKEN}"
+    stack.rest("PATCH", f"dags/{dag_id}", {"is_paused": False})
+    run = stack.rest("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {}})
+    [done] = stack.wait_for_runs(dag_id, 1)
+    states = stack.task_states(dag_id, run["dag_run_id"])
+    assert done["state"] == "failed" and states["train_distributed"] == "failed", states
+    quoted = urllib.parse.quote(run["dag_run_id"], safe="")
+    path = f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/train_distributed/logs/1"
+    log = json.dumps(stack.rest("GET", f"{path}?full_content=true"))
+    # The worker's own exception and the frames it ran on the worker, not only "failed".
+    assert "XGBoostError" in log, log[-3000:]
+    assert "value -1 for Parameter max_depth" in log, log[-3000:]
+    assert '"name": "do_train"' in log, log[-3000:]
 
 
 def _backfill(stack: Stack, *extra: str) -> None:
@@ -180,6 +290,45 @@ def test_backfill_three_dates_then_again_gives_identical_data_and_models(stack: 
     again = {r["dag_run_id"]: r["end_date"] for r in runs if r["run_type"] == "backfill"}
     assert again.keys() == ended.keys() and all(again[k] > ended[k] for k in ended), again
     assert _digest(stack, *BACKFILL) == first
+
+
+def _set_alias(stack: Stack, body: dict, user: tuple[str, str] | None) -> int:
+    """POST an alias move to MLflow's REST API as ``user`` (None: anonymous); the status."""
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(user).encode()).decode()
+    request = urllib.request.Request(
+        f"{stack.mlflow}/api/2.0/mlflow/registered-models/alias",
+        json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_only_the_service_account_moves_the_champion_alias(stack: Stack) -> None:
+    from mlflow import MlflowClient
+    from mlflow.server import get_app_client
+
+    model = f"{NAME}.xgboost"
+    client = MlflowClient(stack.mlflow, stack.mlflow)
+    champion = client.get_model_version_by_alias(model, "champion").version
+    versions = [v.version for v in client.search_model_versions(f"name = '{model}'")]
+    [other, *_] = [v for v in versions if v != champion]
+    password = secrets.token_urlsafe(16)
+    get_app_client("basic-auth", tracking_uri=stack.mlflow).create_user("analyst", password)
+    body = {"name": model, "alias": "champion", "version": other}
+    assert _set_alias(stack, body, None) == 401  # anonymous
+    assert _set_alias(stack, body, ("analyst", password)) == 403  # signed in, reads only
+    assert client.get_model_version_by_alias(model, "champion").version == champion
+    # The service account may (the nightly runs do); put the champion back afterwards.
+    service = (stack.env["MLFLOW_ADMIN_USER"], stack.env["MLFLOW_ADMIN_PASSWORD"])
+    assert _set_alias(stack, body, service) == 200
+    assert _set_alias(stack, {**body, "version": champion}, service) == 200
 
 
 def _wait_until_running(stack: Stack, run_id: str, tasks: tuple[str, ...]) -> str:
@@ -234,24 +383,39 @@ def test_down_and_up_keep_runs_reports_and_the_registry(stack: Stack) -> None:
     assert NIGHT in listed and BACKFILL[0] in listed, listed
     from mlflow import MlflowClient
 
-    uri = f"http://127.0.0.1:{stack.env['MLFLOW_PORT']}"
-    champion = MlflowClient(uri, uri).get_model_version_by_alias(f"{NAME}.xgboost", "champion")
+    client = MlflowClient(stack.mlflow, stack.mlflow)
+    champion = client.get_model_version_by_alias(f"{NAME}.xgboost", "champion")
     assert champion.tags["nightshift.trained_for"]
+
+
+def _model_reports(playwright: Any, stack: Stack, user: str, password: str) -> tuple[Any, Any]:
+    """Sign ``user`` in and open Browse -> Model reports; return (browser, page)."""
+    browser, page = signed_in_page(playwright, stack.api, user, password)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Model reports").click()
+    return browser, page
 
 
 def test_a_browser_logs_in_and_opens_model_reports(stack: Stack) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
+    admin = (stack.env["AIRFLOW_ADMIN_USER"], stack.env["AIRFLOW_ADMIN_PASSWORD"])
     with sync_playwright() as playwright:
-        user, password = stack.env["AIRFLOW_ADMIN_USER"], stack.env["AIRFLOW_ADMIN_PASSWORD"]
-        browser, page = signed_in_page(playwright, stack.api, user, password)
-        page.get_by_role("button", name="Browse").click()
-        page.get_by_role("menuitem", name="Model reports").click()
+        browser, page = _model_reports(playwright, stack, *admin)
         frame = page.frame_locator("iframe").first
         expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
         expect(frame.get_by_text(NIGHT).first).to_be_visible()
+        expect(frame.get_by_role("heading", name=OTHER)).to_be_visible()
         page.screenshot(path=SHOTS / "20-compose-model-reports.png", full_page=True)
+        browser.close()
+        # A team's viewer sees its own pipeline's reports and nobody else's.
+        browser, page = _model_reports(playwright, stack, "tiny-viewer", USERS["tiny-viewer"])
+        frame = page.frame_locator("iframe").first
+        expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
+        expect(frame.get_by_text(NIGHT).first).to_be_visible()
+        expect(frame.get_by_role("heading", name=OTHER)).to_have_count(0)
+        page.screenshot(path=SHOTS / "21-compose-model-reports-team-viewer.png", full_page=True)
         browser.close()
 
 

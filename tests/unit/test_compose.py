@@ -120,13 +120,23 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     # MLflow: registry in its own Postgres database, artifacts in MinIO, after airflow-init
     # (which creates that database).
+    # Its own authentication (users in a second database) guards the champion alias, and
+    # every Airflow service signs in as nightshift's service account, MLflow's admin.
     mlflow = services["mlflow"]
-    assert "--backend-store-uri postgresql+psycopg2://" in mlflow["command"]
-    assert "@postgres:5432/mlflow" in mlflow["command"]
-    assert "--artifacts-destination s3://nightshift/mlflow" in mlflow["command"]
+    command = " ".join(mlflow["command"])
+    assert "postgresql+psycopg2://" in command and "@postgres:5432" in command
+    assert '{server}/mlflow"' in command and '{server}/mlflow_auth"' in command
+    assert "--artifacts-destination s3://nightshift/mlflow" in command
+    assert "mlflow server --app-name basic-auth" in command
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"] == secrets["MLFLOW_ADMIN_USER"]
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert mlflow["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    assert "CREATE DATABASE mlflow" in " ".join(services["airflow-init"]["command"])
+    assert '("mlflow", "mlflow_auth")' in " ".join(services["airflow-init"]["command"])
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_USERNAME"] == secrets["MLFLOW_ADMIN_USER"]
+        assert env["MLFLOW_TRACKING_PASSWORD"] == secrets["MLFLOW_ADMIN_PASSWORD"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".FabAuthManager")
     # Only loopback ports are published on the host.
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
@@ -157,7 +167,9 @@ def test_every_published_host_port_comes_from_the_env_file(filled_env: Path) -> 
         for p in s.get("ports", [])
     }
     assert published == {"18080", "15000", "18787", "19001"}, published
-    assert "localhost:15000" in services["mlflow"]["command"]
+    # MLflow's server allows the Host header a browser sends through the published port.
+    assert services["mlflow"]["environment"]["MLFLOW_PORT"] == "15000"
+    assert "localhost:$${MLFLOW_PORT}" in " ".join(services["mlflow"]["command"])
 
 
 def test_the_shipped_pipelines_leave_the_lake_to_the_deployment() -> None:
@@ -183,3 +195,16 @@ def test_pipelines_are_mounted_into_every_airflow_service(filled_env: Path) -> N
         [mount] = [v for v in mounts if v["target"] == "/opt/nightshift/include/pipelines"]
         assert mount.get("read_only") is True or mount.get("mode") == "ro", mount
         assert Path(mount["source"]) == REPO / "include" / "pipelines"
+
+
+def test_the_readme_steps_are_the_ones_the_compose_tests_follow() -> None:
+    # tests/compose runs the README's "Without Docker Hub" commands as they are written.
+    from tests.compose.stack import readme_steps
+
+    steps = readme_steps()
+    assert steps[0] == "make compose-images", steps
+    assert any(
+        step.startswith("python3 compose/make_env.py") and step.endswith("> .env") for step in steps
+    )
+    assert steps[-1].endswith("--profile cpu up -d"), steps
+    assert all("#" not in step for step in steps), steps

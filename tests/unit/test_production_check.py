@@ -27,6 +27,10 @@ SAFE_ENV = {
     "POSTGRES_PASSWORD": "a-long-random-secret-1",
     "AIRFLOW_ADMIN_PASSWORD": "a-long-random-secret-2",
     "MINIO_ROOT_PASSWORD": "a-long-random-secret-3",
+    "MLFLOW_ADMIN_PASSWORD": "a-long-random-secret-4",
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "MLFLOW_TRACKING_USERNAME": "nightshift",
+    "MLFLOW_TRACKING_PASSWORD": "a-long-random-secret-4",
 }
 
 
@@ -53,11 +57,21 @@ def test_a_safe_deployment_passes() -> None:
         ({}, {"MINIO_ROOT_PASSWORD": "minioadmin"}, "MINIO_ROOT_PASSWORD is a default password"),
         ({}, {"AIRFLOW_ADMIN_PASSWORD": "admin"}, "AIRFLOW_ADMIN_PASSWORD is a default"),
         ({}, {"AIRFLOW_ADMIN_PASSWORD": "short-1"}, "is 7 characters; use at least 12"),
+        ({}, {"MLFLOW_ADMIN_PASSWORD": "password"}, "MLFLOW_ADMIN_PASSWORD is a default"),
+        ({}, {"MLFLOW_TRACKING_USERNAME": ""}, "move the champion alias"),
+        ({}, {"MLFLOW_TRACKING_PASSWORD": ""}, "move the champion alias"),
     ],
 )
 def test_each_unsafe_setting_is_refused(airflow, env, expected) -> None:
     problems = _problems(airflow, env)
     assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_mlflow_credentials_are_needed_only_for_a_server() -> None:
+    # A token signs requests as well as a password; a local store has no server to guard.
+    unsigned = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}
+    assert _problems(env={**unsigned, "MLFLOW_TRACKING_TOKEN": "t0ken"}) == []
+    assert _problems(env={**unsigned, "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db"}) == []
 
 
 def test_a_wildcard_bind_is_allowed_with_tls() -> None:
