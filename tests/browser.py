@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,24 @@ def signed_in_page(playwright: Any, base: str, user: str, password: str) -> tupl
     )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(f"{base}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    # The simple auth manager's page has a "Sign in" button, FAB's a "Sign In" submit input.
-    page.locator("button:has-text('Sign in'), input[type=submit][value='Sign In']").first.click()
-    page.wait_for_url(f"{base}/")
+    shots = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with shot_on_failure(page, shots / f"failed-sign-in-{user}.png"):
+        page.goto(f"{base}/")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", password)
+        # The simple auth manager's page has a "Sign in" button, FAB's a "Sign In" input.
+        submit = "button:has-text('Sign in'), input[type=submit][value='Sign In']"
+        page.locator(submit).first.click()
+        page.wait_for_url(f"{base}/")
     return browser, page
+
+
+@contextmanager
+def shot_on_failure(page: Any, path: Path) -> Iterator[None]:
+    """Save a screenshot of ``page`` at ``path`` if the block fails, and name its URL."""
+    try:
+        yield
+    except Exception as exc:
+        page.screenshot(path=path, full_page=True)
+        raise AssertionError(f"{exc}\nat {page.url}; screenshot: {path}") from exc

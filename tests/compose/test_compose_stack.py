@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.browser import signed_in_page
+from tests.browser import shot_on_failure, signed_in_page
 from tests.compose.stack import Stack, docker_ready
 from tests.conftest import REPO
 from tests.e2e.conftest import tiny_pipeline
@@ -391,8 +391,9 @@ def test_down_and_up_keep_runs_reports_and_the_registry(stack: Stack) -> None:
 def _model_reports(playwright: Any, stack: Stack, user: str, password: str) -> tuple[Any, Any]:
     """Sign ``user`` in and open Browse -> Model reports; return (browser, page)."""
     browser, page = signed_in_page(playwright, stack.api, user, password)
-    page.get_by_role("button", name="Browse").click()
-    page.get_by_role("menuitem", name="Model reports").click()
+    with shot_on_failure(page, SHOTS / f"failed-model-reports-{user}.png"):
+        page.get_by_role("button", name="Browse").click()
+        page.get_by_role("menuitem", name="Model reports").click()
     return browser, page
 
 
@@ -404,17 +405,19 @@ def test_a_browser_logs_in_and_opens_model_reports(stack: Stack) -> None:
     with sync_playwright() as playwright:
         browser, page = _model_reports(playwright, stack, *admin)
         frame = page.frame_locator("iframe").first
-        expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
-        expect(frame.get_by_text(NIGHT).first).to_be_visible()
-        expect(frame.get_by_role("heading", name=OTHER)).to_be_visible()
+        with shot_on_failure(page, SHOTS / "failed-20-compose-model-reports.png"):
+            expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
+            expect(frame.get_by_text(NIGHT).first).to_be_visible()
+            expect(frame.get_by_role("heading", name=OTHER)).to_be_visible()
         page.screenshot(path=SHOTS / "20-compose-model-reports.png", full_page=True)
         browser.close()
         # A team's viewer sees its own pipeline's reports and nobody else's.
         browser, page = _model_reports(playwright, stack, "tiny-viewer", USERS["tiny-viewer"])
         frame = page.frame_locator("iframe").first
-        expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
-        expect(frame.get_by_text(NIGHT).first).to_be_visible()
-        expect(frame.get_by_role("heading", name=OTHER)).to_have_count(0)
+        with shot_on_failure(page, SHOTS / "failed-21-compose-model-reports-team-viewer.png"):
+            expect(frame.get_by_role("heading", name=NAME)).to_be_visible()
+            expect(frame.get_by_text(NIGHT).first).to_be_visible()
+            expect(frame.get_by_role("heading", name=OTHER)).to_have_count(0)
         page.screenshot(path=SHOTS / "21-compose-model-reports-team-viewer.png", full_page=True)
         browser.close()
 
