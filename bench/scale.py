@@ -74,7 +74,7 @@ def p1_p4(rows: int, window: int) -> None:
     """P1: the nightly run under the real scheduler vs the hand-written script. P4: overhead."""
     import baseline_script
 
-    from nightshift.config import parse_pipeline
+    from nightshift.config import Stage, parse_pipeline
     from nightshift.local_airflow import fresh
     from nightshift.stages import ingest, preprocess, training_paths, validate
 
@@ -131,7 +131,7 @@ def p1_p4(rows: int, window: int) -> None:
     ended = dt.datetime.fromisoformat(run["end_date"])
     wall = (ended - started).total_seconds()
     # The two training tasks run side by side: the critical path counts the longer one.
-    parallel = ("train_distributed", "train_incremental")
+    parallel = (Stage.TRAIN_DISTRIBUTED, Stage.TRAIN_INCREMENTAL)
     critical = sum(v for k, v in bodies.items() if k not in parallel) + max(
         bodies[k] for k in parallel
     )

@@ -148,6 +148,8 @@ def _escape(text: str) -> str:
 
 
 class NightshiftReportsPlugin(AirflowPlugin):
+    """Registers the reports app, the Model reports nav entry and the Report tab."""
+
     name = "nightshift_reports"
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": app, "url_prefix": PREFIX, "name": "nightshift model reports"}

@@ -22,7 +22,7 @@ from airflow.sdk import (
 )
 
 from nightshift.access import access_control
-from nightshift.config import Pipeline, load_pipelines
+from nightshift.config import Pipeline, Stage, load_pipelines
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,12 @@ class PipelineConfigWarning(UserWarning):
 
 
 def processed_asset(pipeline: Pipeline) -> Asset:
+    """The asset a pipeline's preprocess task updates (its processed partitions)."""
     return Asset(name=f"{pipeline.name}.processed", uri=f"nightshift://{pipeline.name}/processed")
 
 
 def report_asset(pipeline: Pipeline) -> Asset:
+    """The asset a pipeline's publish task updates (its report)."""
     return Asset(name=f"{pipeline.name}.report", uri=f"nightshift://{pipeline.name}/report")
 
 
@@ -133,145 +135,166 @@ def _dates(values: list[str]) -> list[dt.date]:
     return [dt.date.fromisoformat(v) for v in values]
 
 
-def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
-    """Return the nightly DAG of ``pipeline``."""
-    schedule = pipeline.schedule
-    processed = processed_asset(pipeline)
-    report = report_asset(pipeline)
+class NightTasks:
+    """The task bodies of one pipeline's DAG: each runs its stage (``nightshift.stages``) for
+    the run's date, with the run's options, and returns the stage's result (one XCom)."""
 
-    @dag(
-        dag_id=pipeline.dag_id,
-        description=pipeline.description or f"nightshift pipeline {pipeline.name}",
-        doc_md=f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
-        schedule=CronDataIntervalTimetable(schedule.cron, timezone=schedule.timezone),
-        start_date=dt.datetime.combine(schedule.start_date, dt.time(), tzinfo=pipeline.tz),
-        catchup=False,
-        max_active_runs=schedule.max_active_runs,
-        tags=["nightshift", pipeline.schema_.task, pipeline.name],
-        params=run_params(pipeline),
-        default_args={
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.processed = processed_asset(pipeline)
+        self.report = report_asset(pipeline)
+
+    def current(self) -> Pipeline:
+        """The pipeline with this run's options (the trigger form) applied."""
+        return run_pipeline(self.pipeline, get_current_context())
+
+    def ingest(self) -> dict[str, Any]:
+        """Land the run date (and any unprocessed window day) in the raw stage."""
+        from nightshift import stages
+
+        context = get_current_context()
+        day = partition_date_for(self.pipeline, context)
+        log.info("%s: run date %s", self.pipeline.name, day)
+        landed = stages.ingest(run_pipeline(self.pipeline, context), day)
+        return {**landed, "partition_date": day.isoformat()}
+
+    def validate(self, ingested: dict[str, Any]) -> dict[str, Any]:
+        """Validate the landed dates; bad data fails the task at once, with the reason."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from nightshift import stages
+        from nightshift.validate import DataValidationError
+
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        try:
+            return stages.validate(self.current(), _dates(ingested["dates"]), day)
+        except DataValidationError as exc:
+            # Bad data stays bad on a retry: fail now, with the reason, and block training.
+            raise AirflowFailException(str(exc)) from exc
+
+    def preprocess(self, ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+        """Preprocess the valid dates with Dask; update the processed asset."""
+        from nightshift import stages
+
+        result = stages.preprocess(self.current(), _dates(validated["dates"]))
+        get_current_context()["outlet_events"][self.processed].extra = {
+            "partition_date": ingested["partition_date"],
+            "dates": validated["dates"],
+        }
+        return result
+
+    def fit_features(self, ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
+        """Fit the feature statistics on the window; record the inputs the night uses."""
+        from nightshift import stages
+
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        return stages.fit_features(self.current(), day)
+
+    def train_distributed(
+        self, ingested: dict[str, Any], features: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Train the XGBoost models on the inputs fit_features recorded (NightInputs)."""
+        from nightshift import stages
+
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        return stages.train_distributed(self.current(), day, features.get("version"))
+
+    def train_incremental(
+        self, ingested: dict[str, Any], features: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Train the batch-wise models and the baseline on the recorded inputs."""
+        from nightshift import stages
+
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        return stages.train_incremental(self.current(), day, features.get("version"))
+
+    def evaluate(
+        self,
+        ingested: dict[str, Any],
+        features: dict[str, Any],
+        trees: dict[str, Any],
+        linear: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Score the models and their champions on the held-out date."""
+        from nightshift import stages
+
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        return stages.evaluate(self.current(), day, features.get("version"))
+
+    def publish(
+        self, ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Decide, log, move the champion aliases, write the report; update the report asset."""
+        from nightshift import stages
+
+        context = get_current_context()
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        timings = {str(Stage.INGEST): ingested["seconds"]}
+        timings.update({name: result["seconds"] for name, result in stage_results.items()})
+        promote = bool((context.get("params") or {}).get("promote", True))
+        result = stages.publish(
+            self.current(), day, timings, context["run_id"], promote, airflow_base_url()
+        )
+        context["outlet_events"][self.report].extra = {
+            "partition_date": day.isoformat(),
+            "report": result["report"],
+        }
+        log.info("%s %s: report at %s", self.pipeline.name, day, result["report"])
+        return result
+
+
+def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
+    """The DAG's arguments but its schedule: start, retries, the trigger form, team access."""
+    schedule = pipeline.schedule
+    return {
+        "dag_id": pipeline.dag_id,
+        "description": pipeline.description or f"nightshift pipeline {pipeline.name}",
+        "doc_md": f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
+        "start_date": dt.datetime.combine(schedule.start_date, dt.time(), tzinfo=pipeline.tz),
+        "catchup": False,
+        "max_active_runs": schedule.max_active_runs,
+        "tags": ["nightshift", pipeline.schema_.task, pipeline.name],
+        "params": run_params(pipeline),
+        "default_args": {
             "owner": "nightshift",
             "retries": schedule.retries,
             "retry_delay": dt.timedelta(minutes=schedule.retry_delay_minutes),
             "execution_timeout": dt.timedelta(hours=3),
         },
-        render_template_as_native_obj=False,
-        access_control=access_control(pipeline),
-    )
+        "render_template_as_native_obj": False,
+        "access_control": access_control(pipeline),
+    }
+
+
+def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
+    """Return the nightly DAG of ``pipeline``: its stages as tasks, wired by their results."""
+    night = NightTasks(pipeline)
+
+    def step(stage: Stage, **options: Any) -> Any:
+        body = getattr(night, stage.value)
+        return task(task_id=stage.value, multiple_outputs=False, **options)(body)
+
+    schedule = pipeline.schedule
+    timetable = CronDataIntervalTimetable(schedule.cron, timezone=schedule.timezone)
+
+    @dag(schedule=timetable, **_dag_settings(pipeline, doc))
     def nightly() -> None:
-        def current() -> Pipeline:
-            return run_pipeline(pipeline, get_current_context())
-
-        @task
-        def ingest() -> dict[str, Any]:
-            from nightshift import stages
-
-            context = get_current_context()
-            day = partition_date_for(pipeline, context)
-            log.info("%s: run date %s", pipeline.name, day)
-            return {
-                **stages.ingest(run_pipeline(pipeline, context), day),
-                "partition_date": day.isoformat(),
-            }
-
-        @task
-        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from nightshift import stages
-            from nightshift.validate import DataValidationError
-
-            day = dt.date.fromisoformat(ingested["partition_date"])
-            try:
-                return stages.validate(current(), _dates(ingested["dates"]), day)
-            except DataValidationError as exc:
-                # Bad data stays bad on a retry: fail now, with the reason, and block training.
-                raise AirflowFailException(str(exc)) from exc
-
-        @task(outlets=[processed])
-        def preprocess(ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-            from nightshift import stages
-
-            result = stages.preprocess(current(), _dates(validated["dates"]))
-            events = get_current_context()["outlet_events"]
-            events[processed].extra = {
-                "partition_date": ingested["partition_date"],
-                "dates": validated["dates"],
-            }
-            return result
-
-        @task
-        def fit_features(ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
-            from nightshift import stages
-
-            return stages.fit_features(current(), dt.date.fromisoformat(ingested["partition_date"]))
-
-        @task
-        def train_distributed(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
-            from nightshift import stages
-
-            day = dt.date.fromisoformat(ingested["partition_date"])
-            return stages.train_distributed(current(), day)
-
-        @task
-        def train_incremental(ingested: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
-            from nightshift import stages
-
-            day = dt.date.fromisoformat(ingested["partition_date"])
-            return stages.train_incremental(current(), day)
-
-        @task
-        def evaluate(
-            ingested: dict[str, Any], trees: dict[str, Any], linear: dict[str, Any]
-        ) -> dict[str, Any]:
-            from nightshift import stages
-
-            return stages.evaluate(current(), dt.date.fromisoformat(ingested["partition_date"]))
-
-        @task(outlets=[report])
-        def publish(
-            ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
-        ) -> dict[str, Any]:
-            from nightshift import stages
-
-            context = get_current_context()
-            day = dt.date.fromisoformat(ingested["partition_date"])
-            timings = {"ingest": ingested["seconds"]}
-            timings.update({name: result["seconds"] for name, result in stage_results.items()})
-            promote = bool((context.get("params") or {}).get("promote", True))
-            result = stages.publish(
-                current(),
-                day,
-                timings,
-                context["run_id"],
-                promote=promote,
-                airflow_url=airflow_base_url(),
-            )
-            context["outlet_events"][report].extra = {
-                "partition_date": day.isoformat(),
-                "report": result["report"],
-            }
-            log.info("%s %s: report at %s", pipeline.name, day, result["report"])
-            return result
-
-        ingested = ingest()
-        validated = validate(ingested)
-        prepared = preprocess(ingested, validated)
-        features = fit_features(ingested, prepared)
-        trees = train_distributed(ingested, features)
-        linear = train_incremental(ingested, features)
-        scored = evaluate(ingested, trees, linear)
-        publish(
-            ingested,
-            {
-                "validate": validated,
-                "preprocess": prepared,
-                "fit_features": features,
-                "train_distributed": trees,
-                "train_incremental": linear,
-                "evaluate": scored,
-            },
-        )
+        ingested = step(Stage.INGEST)()
+        validated = step(Stage.VALIDATE)(ingested)
+        prepared = step(Stage.PREPROCESS, outlets=[night.processed])(ingested, validated)
+        features = step(Stage.FIT_FEATURES)(ingested, prepared)
+        trees = step(Stage.TRAIN_DISTRIBUTED)(ingested, features)
+        linear = step(Stage.TRAIN_INCREMENTAL)(ingested, features)
+        scored = step(Stage.EVALUATE)(ingested, features, trees, linear)
+        results = {
+            Stage.VALIDATE: validated,
+            Stage.PREPROCESS: prepared,
+            Stage.FIT_FEATURES: features,
+            Stage.TRAIN_DISTRIBUTED: trees,
+            Stage.TRAIN_INCREMENTAL: linear,
+            Stage.EVALUATE: scored,
+        }
+        step(Stage.PUBLISH, outlets=[night.report])(ingested, results)
 
     return nightly()
 

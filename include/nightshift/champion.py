@@ -11,11 +11,20 @@ must not undo a newer model, nor be compared with a model that has seen its held
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nightshift.config import HIGHER_IS_BETTER, Evaluation
+
+
+def trained_before(trained_for: str, day: dt.date | str) -> bool:
+    """The champion-date rule: whether a champion ``trained_for`` a date may be replaced by a
+    model for ``day``. Only an earlier one may: a champion trained for this date or a later one
+    is never replaced, so a backfilled night never moves the production pointer back. Dates
+    are ISO strings (a champion whose date is unknown, "", counts as earlier)."""
+    return trained_for < str(day)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Decision:
     checks: list[Check] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the decision as plain data (metrics.json, XCom)."""
         return asdict(self)
 
 
@@ -85,22 +95,11 @@ def decide(
     it could not be scored, or is None when there is no champion yet. ``delta`` is the
     bootstrap interval of challenger minus champion on ``metric``.
     """
-    checks: list[Check] = []
-    new_score = challenger["metrics"].get(metric)
+    # Guardrails apply with or without a champion; they are reported either way.
+    checks = _calibration(challenger, rules)
 
     def decision(promoted: bool, reason: str) -> Decision:
         return Decision(model, promoted, reason, challenger, champion, checks)
-
-    # Guardrails apply with or without a champion; they are reported either way.
-    ece = challenger["metrics"].get("calibration_error")
-    if rules.max_calibration_error is not None and ece is not None:
-        checks.append(
-            Check(
-                "calibration",
-                ece <= rules.max_calibration_error,
-                f"calibration error {ece:.4f} (bound {rules.max_calibration_error:.4f})",
-            )
-        )
 
     if champion is None:
         if not promote:
@@ -108,60 +107,14 @@ def decide(
         warnings = [c.detail for c in checks if not c.passed]
         note = f" (guardrail warnings: {'; '.join(warnings)})" if warnings else ""
         return decision(True, f"first model: no champion yet{note}")
-
     version = f"v{champion.get('version')} (trained for {champion['trained_for']})"
-    if champion["trained_for"] >= challenger["trained_for"]:
-        checks.append(Check("newer champion", False, f"champion {version}"))
-        return decision(
-            False,
-            f"champion {version} was trained for this date or a later one; "
-            "a backfilled night never replaces it",
-        )
-    if champion.get("unscored"):
-        checks.append(Check("champion scored", False, champion["unscored"]))
-        return decision(
-            False,
-            f"champion {version} could not be scored on this day ({champion['unscored']}); "
-            "kept — promote by hand with `nightshift promote` if it is gone for good",
-        )
-
-    old_score = champion["metrics"].get(metric)
-    if new_score is None or old_score is None:
-        checks.append(Check("metric", False, f"{metric} undefined on this day"))
-    else:
-        gain = _gain(metric, float(new_score), float(old_score))
-        interval = ""
-        if delta and delta.get("low") is not None:
-            interval = f", 95% CI of the difference [{delta['low']:+.4f}, {delta['high']:+.4f}]"
-        checks.append(
-            Check(
-                "margin",
-                gain > rules.margin,
-                f"{metric} {_fmt(new_score)} vs champion {_fmt(old_score)}: "
-                f"gain {gain:+.4f}, margin {rules.margin:.4f}{interval}",
-            )
-        )
-
+    refusal = _not_comparable(challenger, champion, version)
+    if refusal is not None:
+        checks.append(refusal[0])
+        return decision(False, refusal[1])
+    checks.append(_margin(challenger, champion, metric, rules, delta))
     if rules.segment:
-        drops = segment_drops(
-            metric,
-            challenger.get("segments") or {},
-            champion.get("segments") or {},
-            rules.min_segment_rows,
-        )
-        worst = max(drops, key=lambda value: drops[value]) if drops else None
-        if worst is None:
-            checks.append(Check("segments", True, f"no {rules.segment} segment large enough"))
-        else:
-            checks.append(
-                Check(
-                    "segments",
-                    drops[worst] <= rules.max_segment_drop,
-                    f"worst {rules.segment} segment '{worst}': {metric} drop "
-                    f"{drops[worst]:+.4f} (bound {rules.max_segment_drop:.4f})",
-                )
-            )
-
+        checks.append(_segments(challenger, champion, metric, rules))
     failed = [c for c in checks if not c.passed]
     if failed:
         return decision(False, "kept the champion: " + "; ".join(c.detail for c in failed))
@@ -169,3 +122,76 @@ def decide(
     if not promote:
         return decision(False, f"earned promotion ({margin}) but promotion was turned off")
     return decision(True, f"beats champion {version}: {margin}; guardrails passed")
+
+
+def _calibration(challenger: dict[str, Any], rules: Evaluation) -> list[Check]:
+    """The calibration guardrail, when the pipeline bounds it and the task has one."""
+    ece = challenger["metrics"].get("calibration_error")
+    if rules.max_calibration_error is None or ece is None:
+        return []
+    bound = rules.max_calibration_error
+    detail = f"calibration error {ece:.4f} (bound {bound:.4f})"
+    return [Check("calibration", ece <= bound, detail)]
+
+
+def _not_comparable(
+    challenger: dict[str, Any], champion: dict[str, Any], version: str
+) -> tuple[Check, str] | None:
+    """Why the champion cannot be compared with tonight's model (the failed check and the
+    reason), or None when it can."""
+    if not trained_before(champion["trained_for"], challenger["trained_for"]):
+        return Check("newer champion", False, f"champion {version}"), (
+            f"champion {version} was trained for this date or a later one; "
+            "a backfilled night never replaces it"
+        )
+    if champion.get("unscored"):
+        return Check("champion scored", False, champion["unscored"]), (
+            f"champion {version} could not be scored on this day ({champion['unscored']}); "
+            "kept — promote by hand with `nightshift promote` if it is gone for good"
+        )
+    return None
+
+
+def _margin(
+    challenger: dict[str, Any],
+    champion: dict[str, Any],
+    metric: str,
+    rules: Evaluation,
+    delta: dict[str, Any] | None,
+) -> Check:
+    """Whether the challenger beats the champion on ``metric`` by more than the margin."""
+    new_score = challenger["metrics"].get(metric)
+    old_score = champion["metrics"].get(metric)
+    if new_score is None or old_score is None:
+        return Check("metric", False, f"{metric} undefined on this day")
+    gain = _gain(metric, float(new_score), float(old_score))
+    interval = ""
+    if delta and delta.get("low") is not None:
+        interval = f", 95% CI of the difference [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+    return Check(
+        "margin",
+        gain > rules.margin,
+        f"{metric} {_fmt(new_score)} vs champion {_fmt(old_score)}: "
+        f"gain {gain:+.4f}, margin {rules.margin:.4f}{interval}",
+    )
+
+
+def _segments(
+    challenger: dict[str, Any], champion: dict[str, Any], metric: str, rules: Evaluation
+) -> Check:
+    """Whether no large enough segment loses more than the bound."""
+    drops = segment_drops(
+        metric,
+        challenger.get("segments") or {},
+        champion.get("segments") or {},
+        rules.min_segment_rows,
+    )
+    if not drops:
+        return Check("segments", True, f"no {rules.segment} segment large enough")
+    worst = max(drops, key=lambda value: drops[value])
+    return Check(
+        "segments",
+        drops[worst] <= rules.max_segment_drop,
+        f"worst {rules.segment} segment '{worst}': {metric} drop "
+        f"{drops[worst]:+.4f} (bound {rules.max_segment_drop:.4f})",
+    )

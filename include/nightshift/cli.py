@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import ConfigError, find_pipeline, load_pipelines
+from nightshift.config import ConfigError, Stage, find_pipeline, load_pipelines
 from nightshift.tracking import RegistryError
 
 
@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = {stage: result["seconds"] for stage, result in results.items()}
     print(
         json.dumps(
-            {"stage_seconds": summary, **results["evaluate"], **results["publish"]}, indent=1
+            {"stage_seconds": summary, **results[Stage.EVALUATE], **results[Stage.PUBLISH]},
+            indent=1,
         )
     )
     return 0
@@ -127,6 +128,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    """Print the local Airflow's environment as shell exports."""
     from nightshift.local_airflow import LocalAirflow
 
     airflow = LocalAirflow()
@@ -140,6 +142,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Start Airflow (and a Dask cluster) on this machine; print where."""
     from nightshift.local_airflow import LocalAirflow
 
     airflow = LocalAirflow()
@@ -153,6 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Stop everything ``nightshift up`` started, by its pids."""
     from nightshift.local_airflow import LocalAirflow
 
     stopped = LocalAirflow().stop()
@@ -161,6 +165,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running local services and their pids."""
     from nightshift.local_airflow import LocalAirflow
 
     print(json.dumps(LocalAirflow().running(), indent=1))
@@ -206,7 +211,6 @@ def _run_date(airflow: Any, dag_id: str, run_id: str) -> dt.date:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the services, run one nightly DAG run under the real scheduler, print the report."""
     from nightshift.local_airflow import LocalAirflow
-    from nightshift.stages import report_dir
 
     pipeline = find_pipeline(args.pipeline)
     airflow = LocalAirflow()
@@ -235,7 +239,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             return 1
         day = _run_date(airflow, pipeline.dag_id, run_id)
-        directory = report_dir(pipeline, day)
+        directory = pipeline.reports_dir(day)
         metrics: dict[str, Any] = json.loads(Path(f"{directory}/metrics.json").read_text())
         for name in metrics["ranking"]:
             print(
@@ -257,6 +261,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``nightshift`` command; return its exit status (2: a configuration error)."""
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)

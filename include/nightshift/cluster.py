@@ -148,6 +148,7 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> int:
 
 
 def has_dask_cuda() -> bool:
+    """Whether dask-cuda is installed here (the gpu extra)."""
     import importlib.util
 
     return importlib.util.find_spec("dask_cuda") is not None
@@ -291,10 +292,12 @@ class Accelerators:
 
     @property
     def dataframe_backend(self) -> Literal["cudf", "pandas"]:
+        """The DataFrame library the workers preprocess with."""
         return "cudf" if self.gpu and self.cudf else "pandas"
 
     @property
     def xgboost_device(self) -> Literal["cuda", "cpu"]:
+        """The device XGBoost trains on."""
         return "cuda" if self.gpu else "cpu"
 
 

@@ -43,6 +43,7 @@ def start(plan: dict[str, Any]) -> LocalCluster:
 
 
 def main() -> int:
+    """Start the cluster argv describes (JSON), print its address, hold it until stdin closes."""
     try:
         cluster = start(json.loads(sys.argv[1]))
     except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,9 +23,31 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
+# The pandas dtype each schema column type is held in, from ingest on.
+PANDAS_DTYPES: dict[str, Any] = {
+    "int": "Int64",
+    "float": "float64",
+    "string": "string",
+    "bool": "boolean",
+    "timestamp": "datetime64[us, UTC]",
+}
 TaskType = Literal["binary_classification", "regression"]
+CLASSIFICATION: TaskType = "binary_classification"
 # A team role of Airflow's FAB auth manager (nightshift.access): letters, digits, " _.-".
 RoleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9 _.-]{0,63}$")]
+
+
+class Stage(StrEnum):
+    """A night's stages in order: the Airflow task ids, and the keys of a run's results."""
+
+    INGEST = "ingest"
+    VALIDATE = "validate"
+    PREPROCESS = "preprocess"
+    FIT_FEATURES = "fit_features"
+    TRAIN_DISTRIBUTED = "train_distributed"
+    TRAIN_INCREMENTAL = "train_incremental"
+    EVALUATE = "evaluate"
+    PUBLISH = "publish"
 
 
 class ConfigError(ValueError):
@@ -70,6 +93,8 @@ class FileSource(_Strict):
 
 
 class Column(_Strict):
+    """One column of a day's data: its name, type, and whether it may be empty."""
+
     name: str
     type: ColumnType
     nullable: bool = True
@@ -83,6 +108,11 @@ class Schema(_Strict):
     key: str | None = None
     timestamp: str | None = None
     task: TaskType
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the label is binary (0/1) rather than a number to regress."""
+        return self.task == CLASSIFICATION
 
     @model_validator(mode="after")
     def _label_and_key_are_columns(self) -> Schema:
@@ -98,6 +128,7 @@ class Schema(_Strict):
         return self
 
     def column(self, name: str) -> Column:
+        """Return the column called ``name``."""
         return next(c for c in self.columns if c.name == name)
 
 
@@ -105,6 +136,8 @@ TimeFeature = Literal["hour", "day_of_week", "is_weekend"]
 
 
 class Features(_Strict):
+    """Which columns become model features, and how."""
+
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
     log1p: list[str] = Field(default_factory=list)
@@ -118,6 +151,8 @@ ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
 
 
 class XGBoostModel(_Strict):
+    """An XGBoost model trained across the Dask cluster (``xgboost.dask``)."""
+
     kind: Literal["xgboost"]
     name: ModelName = "xgboost"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -144,6 +179,8 @@ ModelSpec = Annotated[XGBoostModel | SGDModel | BaselineModel, Field(discriminat
 
 
 class Schedule(_Strict):
+    """When the nightly run starts, in which timezone, and how it retries."""
+
     cron: str = "30 2 * * *"
     timezone: str = "UTC"
     start_date: dt.date = dt.date(2026, 1, 1)
@@ -191,6 +228,8 @@ class Output(_Strict):
 
 
 class Training(_Strict):
+    """The training window, batch size and what every model shares."""
+
     window_days: int = Field(7, gt=0)
     batch_size: int = Field(50_000, gt=0)
     threshold: float = Field(0.5, gt=0, lt=1)
@@ -230,6 +269,8 @@ DEFAULT_SEVERITY: dict[str, str] = {
 
 
 class Range(_Strict):
+    """Bounds a numeric column's values must lie within."""
+
     min: float | None = None
     max: float | None = None
 
@@ -255,6 +296,7 @@ class Validation(_Strict):
     severity: dict[CheckKind, Severity] = Field(default_factory=dict)
 
     def severity_of(self, kind: str) -> str:
+        """Return whether a failed check of ``kind`` blocks training or warns."""
         return self.severity.get(kind, DEFAULT_SEVERITY[kind])  # type: ignore[call-overload]
 
 
@@ -321,41 +363,15 @@ class Pipeline(_Strict):
         return access
 
     @model_validator(mode="after")
-    def _features_fit_the_schema(self) -> Pipeline:
+    def _fits_together(self) -> Pipeline:
+        """Check what one section says about another (the first problem is raised)."""
+        _check_features(self.features, self.schema_)
         names = {c.name for c in self.schema_.columns}
-        for group in ("numeric", "categorical", "log1p"):
-            for feature in getattr(self.features, group):
-                if feature not in names:
-                    raise ValueError(f"features.{group}: '{feature}' is not a schema column")
-                if feature == self.schema_.label:
-                    raise ValueError(f"features.{group}: '{feature}' is the label")
-        for feature in self.features.log1p:
-            if feature not in self.features.numeric:
-                raise ValueError(f"features.log1p: '{feature}' must also be a numeric feature")
-        if self.features.time and self.schema_.timestamp is None:
-            raise ValueError("features.time needs schema.timestamp to name a timestamp column")
-        if not (self.features.numeric or self.features.categorical or self.features.time):
-            raise ValueError("features: at least one feature is needed")
         for group in ("ranges", "categories"):
             for column in getattr(self.validation, group):
                 if column not in names:
                     raise ValueError(f"validation.{group}: '{column}' is not a schema column")
-        evaluation = self.evaluation
-        allowed = (
-            CLASSIFICATION_METRICS
-            if self.schema_.task == "binary_classification"
-            else REGRESSION_METRICS
-        )
-        if evaluation.metric is not None and evaluation.metric not in allowed:
-            raise ValueError(
-                f"evaluation.metric: '{evaluation.metric}' is not a {self.schema_.task} "
-                f"metric; choose from {list(allowed)}"
-            )
-        if evaluation.segment is not None and evaluation.segment not in self.features.categorical:
-            raise ValueError(
-                f"evaluation.segment: '{evaluation.segment}' must be one of the categorical "
-                f"features {self.features.categorical}"
-            )
+        _check_evaluation(self.evaluation, self.schema_, self.features)
         model_names = [m.name for m in self.models]
         if len(set(model_names)) != len(model_names):
             raise ValueError(f"models: names must be unique, got {model_names}")
@@ -363,11 +379,18 @@ class Pipeline(_Strict):
 
     @property
     def tz(self) -> ZoneInfo:
+        """The pipeline's timezone."""
         return ZoneInfo(self.schedule.timezone)
 
     @property
     def dag_id(self) -> str:
+        """The pipeline's Airflow DAG id."""
         return f"nightshift_{self.name}"
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the pipeline's label is binary (0/1)."""
+        return self.schema_.is_classification
 
     def with_run_options(
         self,
@@ -403,14 +426,21 @@ class Pipeline(_Strict):
         if self.evaluation.metric is not None:
             name = self.evaluation.metric
         else:
-            name = "roc_auc" if self.schema_.task == "binary_classification" else "rmse"
+            name = "roc_auc" if self.is_classification else "rmse"
         return name, name in HIGHER_IS_BETTER
 
     def lake_root(self) -> str:
+        """Return the lake's root (a path or an fsspec URL), resolved."""
         return _resolve(self.output.lake)
 
     def reports_root(self) -> str:
+        """Return the reports' root (a path or an fsspec URL), resolved."""
         return _resolve(self.output.reports)
+
+    def reports_dir(self, partition_date: dt.date | None = None) -> str:
+        """Return this pipeline's reports folder, or one night's: ``<root>/<name>[/<date>]``."""
+        folder = f"{self.reports_root().rstrip('/')}/{self.name}"
+        return folder if partition_date is None else f"{folder}/{partition_date.isoformat()}"
 
     def mlflow_location(self) -> str:
         """Return the MLflow tracking URI, or the absolute folder of the embedded store."""
@@ -418,6 +448,39 @@ class Pipeline(_Strict):
         if "://" in location or location.startswith("sqlite:"):
             return location
         return _resolve(location)
+
+
+def _check_features(features: Features, schema: Schema) -> None:
+    """Raise ValueError, naming the key, when a feature does not fit the schema."""
+    names = {c.name for c in schema.columns}
+    for group in ("numeric", "categorical", "log1p"):
+        for feature in getattr(features, group):
+            if feature not in names:
+                raise ValueError(f"features.{group}: '{feature}' is not a schema column")
+            if feature == schema.label:
+                raise ValueError(f"features.{group}: '{feature}' is the label")
+    for feature in features.log1p:
+        if feature not in features.numeric:
+            raise ValueError(f"features.log1p: '{feature}' must also be a numeric feature")
+    if features.time and schema.timestamp is None:
+        raise ValueError("features.time needs schema.timestamp to name a timestamp column")
+    if not (features.numeric or features.categorical or features.time):
+        raise ValueError("features: at least one feature is needed")
+
+
+def _check_evaluation(evaluation: Evaluation, schema: Schema, features: Features) -> None:
+    """Raise ValueError when the evaluation's metric or segment does not fit the task."""
+    allowed = CLASSIFICATION_METRICS if schema.is_classification else REGRESSION_METRICS
+    if evaluation.metric is not None and evaluation.metric not in allowed:
+        raise ValueError(
+            f"evaluation.metric: '{evaluation.metric}' is not a {schema.task} "
+            f"metric; choose from {list(allowed)}"
+        )
+    if evaluation.segment is not None and evaluation.segment not in features.categorical:
+        raise ValueError(
+            f"evaluation.segment: '{evaluation.segment}' must be one of the categorical "
+            f"features {features.categorical}"
+        )
 
 
 def _resolve(location: str) -> str:
@@ -479,6 +542,7 @@ def load_pipeline(path: Path | str) -> Pipeline:
 
 
 def pipelines_dir() -> Path:
+    """Return the folder the pipeline YAMLs are read from."""
     return Path(os.environ.get("NIGHTSHIFT_PIPELINES_DIR", DEFAULT_PIPELINES_DIR))
 
 

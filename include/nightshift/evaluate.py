@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from nightshift.config import CLASSIFICATION
+
 
 def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
@@ -113,7 +115,7 @@ def evaluate_scores(
     task: str, y: np.ndarray, score: np.ndarray, threshold: float
 ) -> dict[str, Any]:
     """Return one model's held-out metrics and the curves for its plots."""
-    if task == "binary_classification":
+    if task == CLASSIFICATION:
         calibration = calibration_bins(y, score)
         metrics = classification_metrics(y, score, threshold)
         metrics["calibration_error"] = expected_calibration_error(calibration)
@@ -161,6 +163,7 @@ class WeightedMetric:
         self.predicted = (self.score >= threshold).astype("float64")
 
     def __call__(self, w: np.ndarray) -> float:
+        """Return the metric on the rows weighted by ``w`` (a bootstrap resample)."""
         y, score, total = self.y, self.score, w.sum()
         if total <= 0:
             return float("nan")
@@ -235,7 +238,7 @@ def segment_metrics(
     result: dict[str, dict[str, Any]] = {}
     for value in sorted({str(v) for v in values}):
         mask = values.astype(str) == value
-        if task == "binary_classification":
+        if task == CLASSIFICATION:
             both = len(np.unique(y[mask])) == 2
             metrics: dict[str, Any] = {
                 "roc_auc": _clean(skm.roc_auc_score(y[mask], score[mask])) if both else None,

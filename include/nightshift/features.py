@@ -32,10 +32,12 @@ class FeatureStats:
     rows: int
 
     def to_json(self) -> bytes:
+        """Return the statistics as JSON bytes (saved beside the model)."""
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> FeatureStats:
+        """Return the statistics saved by :meth:`to_json`."""
         return cls(**json.loads(payload))
 
     def linear_feature_names(self) -> list[str]:
@@ -127,4 +129,5 @@ def to_linear_matrix(frame: pd.DataFrame, stats: FeatureStats) -> np.ndarray:
 
 
 def labels(frame: pd.DataFrame) -> np.ndarray:
+    """Return the label column as floats."""
     return frame[LABEL].to_numpy(dtype="float64")

@@ -14,18 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nightshift.config import FileSource, GeneratorSource, Pipeline, Schema
+from nightshift.config import PANDAS_DTYPES, FileSource, GeneratorSource, Pipeline, Schema
 from nightshift.generator import generate_day
 from nightshift.lake import RAW, Lake, Partition
 
 log = logging.getLogger(__name__)
-
-_PANDAS_TYPES: dict[str, Any] = {
-    "int": "Int64",
-    "float": "float64",
-    "string": "string",
-    "bool": "boolean",
-}
 
 
 class SourceError(ValueError):
@@ -112,7 +105,9 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
         values = frame[column.name]
         try:
             if column.type == "timestamp":
-                out[column.name] = pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+                out[column.name] = pd.to_datetime(values, utc=True).astype(
+                    PANDAS_DTYPES["timestamp"]
+                )
             elif column.type == "int":
                 numbers = pd.to_numeric(values)
                 infinite = np.isinf(numbers.astype("float64").fillna(0).to_numpy())
@@ -120,9 +115,9 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
                     # Int64 would silently turn inf into -9223372036854775808.
                     rows = np.flatnonzero(infinite)[:5].tolist()
                     raise ValueError(f"infinite values at rows {rows}")
-                out[column.name] = numbers.astype("Int64")
+                out[column.name] = numbers.astype(PANDAS_DTYPES["int"])
             else:
-                out[column.name] = values.astype(_PANDAS_TYPES[column.type])
+                out[column.name] = values.astype(PANDAS_DTYPES[column.type])
         except (TypeError, ValueError) as exc:
             example = values.head(3).tolist()
             raise SourceError(

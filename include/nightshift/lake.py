@@ -99,6 +99,7 @@ def read_bytes(uri: str) -> bytes:
 
 
 def exists(uri: str) -> bool:
+    """Whether a file exists at ``uri``."""
     fs, path = _fs(uri)
     return bool(fs.exists(path))
 
@@ -111,6 +112,7 @@ class Lake:
         self.pipeline = pipeline
 
     def partition_uri(self, stage: str, partition_date: dt.date) -> str:
+        """Return where the partition of ``stage`` for ``partition_date`` lives."""
         return _join(self.root, self.pipeline, stage, f"date={partition_date.isoformat()}")
 
     def read(self, stage: str, partition_date: dt.date) -> Partition:
@@ -130,6 +132,7 @@ class Lake:
         )
 
     def has(self, stage: str, partition_date: dt.date) -> bool:
+        """Whether a committed partition of ``stage`` exists for ``partition_date``."""
         return exists(_join(self.partition_uri(stage, partition_date), MANIFEST))
 
     def dates(self, stage: str) -> list[dt.date]:
@@ -180,17 +183,20 @@ class PartitionWriter:
         return _join(self.dir, name)
 
     def write_bytes(self, name: str, data: bytes) -> str:
+        """Write file ``name`` of this version; return its path."""
         target = self.path(name)
         fs, path = _fs(target)
         fs.pipe_file(path, data)
         return target
 
     def abort(self) -> None:
+        """Remove this version's files; the committed partition stays as it was."""
         fs, path = _fs(self.dir)
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
     def commit(self) -> Partition:
+        """Make this version the partition (one manifest write); return it."""
         manifest = {
             "partition_date": self.partition_date.isoformat(),
             "version": self.version,

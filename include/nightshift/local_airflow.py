@@ -66,10 +66,12 @@ class LocalAirflow:
 
     @property
     def base_url(self) -> str:
+        """The api-server's address on this machine."""
         return f"http://127.0.0.1:{self.api_port}"
 
     @property
     def dask_address(self) -> str:
+        """The local Dask scheduler's address."""
         return f"tcp://127.0.0.1:{self.dask_port}"
 
     def _secret(self, name: str, make: Any) -> str:
@@ -262,16 +264,19 @@ class LocalAirflow:
         return list(pids)
 
     def running(self) -> dict[str, int]:
+        """Return each running service's pid, by name."""
         names = [*AIRFLOW_SERVICES, "dask-scheduler", "dask-worker"]
         return {name: pid for name in names if (pid := self.pid(name)) is not None}
 
     def logs(self, service: str, tail: int = 4000) -> str:
+        """Return the end of a service's log."""
         path = self.home / "run" / f"{service}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     # -- REST API ----------------------------------------------------------------------
 
     def wait_for_api(self, timeout: float = 180) -> None:
+        """Wait until the api-server answers; raise with its log if it does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -285,6 +290,7 @@ class LocalAirflow:
         )
 
     def token(self) -> str:
+        """Sign in through the REST API; return the access token."""
         body = json.dumps({"username": USERNAME, "password": self.password()}).encode()
         request = urllib.request.Request(
             f"{self.base_url}/auth/token",
@@ -325,16 +331,20 @@ class LocalAirflow:
         raise TimeoutError(f"{dag_id} was not parsed in {timeout}s:\n{self.logs('dag-processor')}")
 
     def unpause(self, dag_id: str) -> None:
+        """Unpause a DAG."""
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
 
     def pause(self, dag_id: str) -> None:
+        """Pause a DAG."""
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": True})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Trigger a run of a DAG with ``conf``; return its run id."""
         run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Return a DAG's runs (up to 100)."""
         return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
 
     def wait_for_runs(
@@ -425,6 +435,7 @@ class LocalAirflow:
         raise TimeoutError(f"{dag_id}: backfills still running after {timeout}s")
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """Return each task's state in one run."""
         instances = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
 

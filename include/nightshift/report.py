@@ -60,6 +60,7 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
 
 
 def roc_figure(models: dict[str, dict[str, Any]]) -> str:
+    """Return the ROC curves of the models as inline SVG."""
     figure, axes = _figure("ROC on the held-out day", "false positive rate", "true positive rate")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     for name, result in models.items():
@@ -71,6 +72,7 @@ def roc_figure(models: dict[str, dict[str, Any]]) -> str:
 
 
 def calibration_figure(models: dict[str, dict[str, Any]], regression: bool) -> str:
+    """Return the calibration curves of the models as inline SVG."""
     label = "mean predicted value" if regression else "mean predicted probability"
     figure, axes = _figure("Calibration", label, "observed mean")
     points = [v for r in models.values() for v in r["calibration"]["predicted"]] or [0.0, 1.0]
@@ -85,6 +87,7 @@ def calibration_figure(models: dict[str, dict[str, Any]], regression: bool) -> s
 
 
 def residual_figure(models: dict[str, dict[str, Any]]) -> str:
+    """Return the residuals of the models (regression) as inline SVG."""
     figure, axes = _figure("Residuals on the held-out day", "predicted", "actual - predicted")
     axes.axhline(0, color="grey", linewidth=1)
     for name, result in models.items():
@@ -95,6 +98,7 @@ def residual_figure(models: dict[str, dict[str, Any]]) -> str:
 
 
 def pr_figure(models: dict[str, dict[str, Any]]) -> str:
+    """Return the precision-recall curves of the models as inline SVG."""
     figure, axes = _figure("Precision-recall on the held-out day", "recall", "precision")
     for name, result in models.items():
         pr = result.get("pr") or {}
@@ -109,6 +113,7 @@ def pr_figure(models: dict[str, dict[str, Any]]) -> str:
 
 
 def actual_figure(models: dict[str, dict[str, Any]]) -> str:
+    """Return predicted against actual values (regression) as inline SVG."""
     figure, axes = _figure("Predicted vs actual (sample)", "predicted", "actual")
     points: list[float] = []
     for name, result in models.items():
@@ -162,6 +167,7 @@ def loss_figure(models: dict[str, dict[str, Any]]) -> str | None:
 
 
 def drift_figure(drift: dict[str, dict[str, Any]], threshold: float) -> str:
+    """Return each feature's drift (PSI) against ``threshold`` as inline SVG."""
     features = sorted(drift, key=lambda f: drift[f]["psi"] or 0.0)
     figure, axes = _figure("Drift: PSI of the held-out day vs the window", "PSI", "")
     figure.set_size_inches(6.0, 0.3 * len(features) + 1.4)

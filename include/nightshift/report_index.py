@@ -82,7 +82,7 @@ def published_runs(pipeline: Pipeline) -> list[RunSummary]:
     """
     import fsspec
 
-    root = f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}"
+    root = pipeline.reports_dir()
     fs, path = fsspec.core.url_to_fs(root)
     fs.invalidate_cache()
     runs = []
@@ -109,7 +109,7 @@ def publish_index(pipeline: Pipeline, airflow_base: str = "") -> str:
     from nightshift.lake import write_bytes_atomic
     from nightshift.report import render_index
 
-    root = f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}"
+    root = pipeline.reports_dir()
     uri = f"{root}/index.html"
     lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if "://" not in root:

@@ -18,18 +18,21 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from nightshift import __version__
-from nightshift.config import Pipeline, SGDModel, XGBoostModel
+from nightshift.champion import trained_before
+from nightshift.config import Pipeline, SGDModel, Stage, XGBoostModel
 from nightshift.features import FeatureStats, fit_stats, labels
 from nightshift.ingest import ingest_date
 from nightshift.lake import (
     PROCESSED,
     RAW,
     Lake,
+    Partition,
     PartitionMissing,
     read_bytes,
     write_bytes_atomic,
@@ -39,13 +42,16 @@ log = logging.getLogger(__name__)
 
 FEATURES = "features"
 EVALUATION = "evaluation"
+INPUTS_FILE = "inputs.json"  # in the features partition: what the night trains and scores on
 
 
 def model_stage(name: str) -> str:
+    """Return the lake stage that holds model ``name``."""
     return f"models/{name}"
 
 
 def lake_for(pipeline: Pipeline) -> Lake:
+    """Return the pipeline's lake."""
     return Lake(pipeline.lake_root(), pipeline.name)
 
 
@@ -141,27 +147,92 @@ def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     return result
 
 
-def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[str], list[str]]:
-    """Return the processed batch paths of the training window and the dates they cover."""
+def window_partitions(pipeline: Pipeline, partition_date: dt.date) -> list[Partition]:
+    """Return the committed processed partitions of the training window, as they are now."""
     lake = lake_for(pipeline)
-    paths: list[str] = []
-    dates: list[str] = []
+    partitions: list[Partition] = []
     for day in window_dates(pipeline, partition_date):
         try:
-            partition = lake.read(PROCESSED, day)
+            partitions.append(lake.read(PROCESSED, day))
         except PartitionMissing:
             log.warning(
                 "%s: no processed partition for %s; the window skips it", pipeline.name, day
             )
-            continue
-        paths.extend(partition.paths())
-        dates.append(day.isoformat())
-    if not paths:
+    if not any(p.files for p in partitions):
         raise PartitionMissing(
             f"{pipeline.name}: no processed data in the training window of {partition_date} "
             f"({window_dates(pipeline, partition_date)[0]} to {partition_date - dt.timedelta(1)})"
         )
-    return paths, dates
+    return partitions
+
+
+def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[str], list[str]]:
+    """Return the processed batch paths of the training window and the dates they cover."""
+    partitions = window_partitions(pipeline, partition_date)
+    paths = [path for partition in partitions for path in partition.paths()]
+    return paths, [partition.partition_date.isoformat() for partition in partitions]
+
+
+@dataclass(frozen=True)
+class NightInputs:
+    """What ``fit_features`` saw: the statistics it fitted, and the exact processed batches
+    (their partition versions) of the training window and of the held-out date.
+
+    Training and evaluation read these, never the lake's listing of the moment, so a window
+    partition replaced meanwhile (a backfill re-processing that day) cannot give a night
+    statistics from one version and training data from another. Replaced versions stay
+    readable for the lake's grace period (``lake.STALE_AFTER``).
+    """
+
+    version: str  # the features partition version that recorded them
+    stats: FeatureStats
+    stats_json: bytes
+    window: list[str]  # ISO dates
+    window_paths: list[str]
+    held_out_paths: list[str] | None  # None: not processed when the features were fitted
+
+
+def _record_inputs(window: list[Partition], held_out: Partition | None) -> bytes:
+    """Serialise the inputs of a night: each partition's files, relative to the partition."""
+    record = {
+        "window": {p.partition_date.isoformat(): p.files for p in window},
+        "held_out": None if held_out is None else held_out.files,
+    }
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def night_inputs(
+    pipeline: Pipeline, partition_date: dt.date, version: str | None = None
+) -> NightInputs:
+    """Return the inputs ``fit_features`` recorded for ``partition_date``: those of features
+    partition ``version`` (the one its task returned), or of the current one."""
+    lake = lake_for(pipeline)
+    uri = lake.partition_uri(FEATURES, partition_date)
+    if version is None:
+        version = lake.read(FEATURES, partition_date).files[0].split("/", 1)[0]
+    stats_json = read_bytes(f"{uri}/{version}/features.json")
+    stats = FeatureStats.from_json(stats_json)
+    try:
+        record = json.loads(read_bytes(f"{uri}/{version}/{INPUTS_FILE}"))
+    except FileNotFoundError:  # fitted before nightshift recorded a night's inputs
+        log.warning("%s %s: no recorded inputs; the window as listed now", pipeline.name, uri)
+        paths, dates = training_paths(pipeline, partition_date)
+        return NightInputs(version, stats, stats_json, dates, paths, None)
+    processed = {
+        day: lake.partition_uri(PROCESSED, dt.date.fromisoformat(day)) for day in record["window"]
+    }
+    held_out = record["held_out"]
+    here = lake.partition_uri(PROCESSED, partition_date)
+    return NightInputs(
+        version=version,
+        stats=stats,
+        stats_json=stats_json,
+        window=sorted(record["window"]),
+        window_paths=[
+            f"{processed[d]}/{f}" for d in sorted(processed) for f in record["window"][d]
+        ],
+        held_out_paths=None if held_out is None else [f"{here}/{f}" for f in held_out],
+    )
 
 
 def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
@@ -171,29 +242,30 @@ def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     with _timed(result):
-        paths, dates = training_paths(pipeline, partition_date)
+        lake = lake_for(pipeline)
+        window = window_partitions(pipeline, partition_date)
+        held_out = (
+            lake.read(PROCESSED, partition_date) if lake.has(PROCESSED, partition_date) else None
+        )
+        paths = [path for partition in window for path in partition.paths()]
+        dates = [partition.partition_date.isoformat() for partition in window]
         with dask_client() as client:
             frame = processed_frame(paths, pipeline)
             stats = fit_stats(frame, pipeline)
             del client
-        lake = lake_for(pipeline)
         with lake.writer(FEATURES, partition_date) as writer:
             writer.write_bytes("features.json", stats.to_json())
+            writer.write_bytes(INPUTS_FILE, _record_inputs(window, held_out))
             writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
         result.update(
             {
                 "features": lake.partition_uri(FEATURES, partition_date),
+                "version": writer.version,
                 "window": dates,
                 "rows": stats.rows,
             }
         )
     return result
-
-
-def _load_stats(pipeline: Pipeline, partition_date: dt.date) -> tuple[FeatureStats, bytes]:
-    partition = lake_for(pipeline).read(FEATURES, partition_date)
-    payload = read_bytes(partition.paths()[0])
-    return FeatureStats.from_json(payload), payload
 
 
 def _save_model(
@@ -209,8 +281,11 @@ def _save_model(
     return lake.partition_uri(model_stage(trained.name), partition_date)
 
 
-def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Train every XGBoost model of the pipeline with ``xgboost.dask``."""
+def train_distributed(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
+    """Train every XGBoost model of the pipeline with ``xgboost.dask``, on the inputs
+    ``fit_features`` recorded (its ``version``; default: the current features partition)."""
     from nightshift.cluster import accelerators, dask_client
     from nightshift.train import train_xgboost
 
@@ -218,35 +293,40 @@ def train_distributed(pipeline: Pipeline, partition_date: dt.date) -> dict[str, 
     with _timed(result):
         specs = [m for m in pipeline.models if isinstance(m, XGBoostModel)]
         if specs:
-            paths, _ = training_paths(pipeline, partition_date)
-            stats, stats_json = _load_stats(pipeline, partition_date)
+            inputs = night_inputs(pipeline, partition_date, features_version)
             with dask_client() as client:
                 device = accelerators(client).xgboost_device
                 result["device"] = device
                 for spec in specs:
-                    trained = train_xgboost(client, pipeline, spec, paths, stats, device)
+                    trained = train_xgboost(
+                        client, pipeline, spec, inputs.window_paths, inputs.stats, device
+                    )
                     result["models"][spec.name] = _save_model(
-                        pipeline, partition_date, trained, stats_json
+                        pipeline, partition_date, trained, inputs.stats_json
                     )
     return result
 
 
-def train_incremental(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Train the batch-wise scikit-learn models and the baseline."""
+def train_incremental(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
+    """Train the batch-wise scikit-learn models and the baseline, on the inputs
+    ``fit_features`` recorded (as :func:`train_distributed`)."""
     from nightshift.train import train_baseline, train_sgd
 
     result: dict[str, Any] = {"models": {}}
     with _timed(result):
-        paths, _ = training_paths(pipeline, partition_date)
-        stats, stats_json = _load_stats(pipeline, partition_date)
+        inputs = night_inputs(pipeline, partition_date, features_version)
         for spec in pipeline.models:
             if isinstance(spec, XGBoostModel):
                 continue
             if isinstance(spec, SGDModel):
-                trained = train_sgd(pipeline, spec, paths, stats)
+                trained = train_sgd(pipeline, spec, inputs.window_paths, inputs.stats)
             else:
-                trained = train_baseline(pipeline, spec, stats)
-            result["models"][spec.name] = _save_model(pipeline, partition_date, trained, stats_json)
+                trained = train_baseline(pipeline, spec, inputs.stats)
+            result["models"][spec.name] = _save_model(
+                pipeline, partition_date, trained, inputs.stats_json
+            )
     return result
 
 
@@ -275,94 +355,144 @@ def _window_sample(pipeline: Pipeline, paths: list[str], columns: list[str]) -> 
     return frame
 
 
-def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeldOut:
+    """The run date's processed rows, on which every model and champion is scored."""
+
+    frame: pd.DataFrame
+    y: Any  # the labels, as floats
+    segments: Any  # the segment column's values, or None when the pipeline has no segment
+
+
+def _measure(pipeline: Pipeline, held_out: HeldOut, score: Any) -> dict[str, Any]:
+    """Return one model's held-out metrics and curves (and per segment, if any)."""
+    from nightshift.evaluate import evaluate_scores, segment_metrics
+
+    task, threshold = pipeline.schema_.task, pipeline.training.threshold
+    scored = evaluate_scores(task, held_out.y, score, threshold)
+    if held_out.segments is not None:
+        scored["segments"] = segment_metrics(task, held_out.y, score, held_out.segments, threshold)
+    return scored
+
+
+def _score_models(
+    pipeline: Pipeline, partition_date: dt.date, held_out: HeldOut
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return each of tonight's models' measurements, and its scores on the held-out rows."""
+    models: dict[str, Any] = {}
+    scores: dict[str, Any] = {}
+    for spec in pipeline.models:
+        model, files = load_model(pipeline, spec.name, partition_date)
+        scores[spec.name] = model.predict(held_out.frame)
+        scored = _measure(pipeline, held_out, scores[spec.name])
+        scored["kind"] = model.kind
+        scored["history"] = json.loads(read_bytes(files["history.json"]))
+        if model.kind == "baseline":
+            scored["value"] = float(model.content["value"])
+        if model.kind == "xgboost":
+            scored["importance"] = model.importance(held_out.frame, seed=pipeline.training.seed)
+        models[spec.name] = scored
+    return models, scores
+
+
+def _ranking(pipeline: Pipeline, models: dict[str, Any]) -> list[str]:
+    """Return the model names, best first on the pipeline's metric (undefined: last)."""
+    metric, higher_is_better = pipeline.metric
+
+    def rank_key(name: str) -> float:
+        value = models[name]["metrics"][metric]
+        if value is None:
+            return float("inf")
+        return -value if higher_is_better else value
+
+    return sorted(models, key=rank_key)
+
+
+def _score_champions(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    held_out: HeldOut,
+    scores: dict[str, Any],
+    learned: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return each learned model's champion (registry alias) scored on the same rows, and the
+    bootstrap interval of tonight's model minus it."""
+    from nightshift import tracking
+    from nightshift.evaluate import bootstrap_delta
+
+    metric, _ = pipeline.metric
+    mlflow_client = tracking.client(pipeline) if learned else None
+    champions: dict[str, Any] = {}
+    deltas: dict[str, Any] = {}
+    for name in learned:
+        current = tracking.champion(mlflow_client, tracking.registered_name(pipeline.name, name))
+        champions[name] = current
+        if current is None or not trained_before(current["trained_for"], partition_date):
+            continue  # none yet, or trained on this day or later: not a fair comparison
+        champion_score = _champion_score(pipeline, held_out, current, name)
+        if champion_score is None:
+            continue
+        measured = _measure(pipeline, held_out, champion_score)
+        current["metrics"] = measured["metrics"]
+        current["segments"] = measured.get("segments")
+        deltas[name] = bootstrap_delta(
+            metric,
+            held_out.y,
+            scores[name],
+            champion_score,
+            pipeline.training.threshold,
+            samples=pipeline.evaluation.bootstrap_samples,
+            seed=pipeline.training.seed,
+        )
+    return champions, deltas
+
+
+def _champion_score(
+    pipeline: Pipeline, held_out: HeldOut, current: dict[str, Any], name: str
+) -> Any:
+    """Return the champion's scores on the held-out rows, or None (and why, in ``current``)
+    when its model cannot be loaded from the lake."""
+    try:
+        model, _ = load_model(
+            pipeline, current["model"] or name, dt.date.fromisoformat(current["trained_for"])
+        )
+        return model.predict(held_out.frame)
+    except (PartitionMissing, KeyError, ValueError) as exc:
+        log.warning("%s: champion %s not scored: %s", pipeline.name, current, exc)
+        current["unscored"] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def evaluate(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
     """Score every model, and each model's champion, on the held-out run date; save it all.
+    The held-out rows and the window sample for drift are the ones ``fit_features`` recorded.
 
     Measurements only: the promotion decision is publish's, from what is saved here.
     """
-    from nightshift import tracking
-    from nightshift.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
+    from nightshift.evaluate import drift
 
     result: dict[str, Any] = {}
     with _timed(result):
         lake = lake_for(pipeline)
-        held_out = lake.read(PROCESSED, partition_date)
-        frame = pd.concat([pd.read_parquet(p) for p in held_out.paths()], ignore_index=True)
-        y = labels(frame)
-        task = pipeline.schema_.task
-        threshold = pipeline.training.threshold
-        rules = pipeline.evaluation
-        metric, higher_is_better = pipeline.metric
-        segments = frame[rules.segment].to_numpy(dtype=object) if rules.segment else None
-
-        def measure(model: Any, score: Any) -> dict[str, Any]:
-            scored = evaluate_scores(task, y, score, threshold)
-            if segments is not None:
-                scored["segments"] = segment_metrics(task, y, score, segments, threshold)
-            return scored
-
-        models: dict[str, Any] = {}
-        scores: dict[str, Any] = {}
-        for spec in pipeline.models:
-            model, files = load_model(pipeline, spec.name, partition_date)
-            scores[spec.name] = model.predict(frame)
-            scored = measure(model, scores[spec.name])
-            scored["kind"] = model.kind
-            scored["history"] = json.loads(read_bytes(files["history.json"]))
-            if model.kind == "baseline":
-                scored["value"] = float(model.content["value"])
-            if model.kind == "xgboost":
-                scored["importance"] = model.importance(frame, seed=pipeline.training.seed)
-            models[spec.name] = scored
-
-        def rank_key(name: str) -> float:
-            value = models[name]["metrics"][metric]
-            if value is None:
-                return float("inf")
-            return -value if higher_is_better else value
-
-        ranking = sorted(models, key=rank_key)
+        inputs = night_inputs(pipeline, partition_date, features_version)
+        paths = inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
+        frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+        segment = pipeline.evaluation.segment
+        held_out = HeldOut(
+            frame, labels(frame), frame[segment].to_numpy(dtype=object) if segment else None
+        )
+        models, scores = _score_models(pipeline, partition_date, held_out)
+        ranking = _ranking(pipeline, models)
         # The challenger is the best learned model; the baseline is there to keep it honest.
         learned = [name for name in ranking if models[name]["kind"] != "baseline"]
-
-        # Each learned model's champion (registry alias), scored on the same rows.
-        mlflow_client = tracking.client(pipeline) if learned else None
-        champions: dict[str, Any] = {}
-        deltas: dict[str, Any] = {}
-        for name in learned:
-            current = tracking.champion(
-                mlflow_client, tracking.registered_name(pipeline.name, name)
-            )
-            champions[name] = current
-            if current is None or not current["trained_for"] < partition_date.isoformat():
-                continue  # none yet, or trained on this day or later: not a fair comparison
-            try:
-                model, _ = load_model(
-                    pipeline,
-                    current["model"] or name,
-                    dt.date.fromisoformat(current["trained_for"]),
-                )
-                champion_score = model.predict(frame)
-            except (PartitionMissing, KeyError, ValueError) as exc:
-                log.warning("%s: champion %s not scored: %s", pipeline.name, current, exc)
-                current["unscored"] = f"{type(exc).__name__}: {exc}"
-                continue
-            measured = measure(model, champion_score)
-            current["metrics"] = measured["metrics"]
-            current["segments"] = measured.get("segments")
-            deltas[name] = bootstrap_delta(
-                metric,
-                y,
-                scores[name],
-                champion_score,
-                threshold,
-                samples=rules.bootstrap_samples,
-                seed=pipeline.training.seed,
-            )
-
-        feature_columns = [*pipeline.features.numeric, *pipeline.features.categorical]
-        paths, _ = training_paths(pipeline, partition_date)
-        window = _window_sample(pipeline, paths, feature_columns)
+        champions, deltas = _score_champions(pipeline, partition_date, held_out, scores, learned)
+        features = pipeline.features
+        window = _window_sample(
+            pipeline, inputs.window_paths, [*features.numeric, *features.categorical]
+        )
+        metric, higher_is_better = pipeline.metric
         evaluation = {
             "models": models,
             "ranking": ranking,
@@ -375,9 +505,9 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
             "drift": drift(
                 window,
                 frame,
-                pipeline.features.numeric,
-                pipeline.features.categorical,
-                rules.drift_threshold,
+                features.numeric,
+                features.categorical,
+                pipeline.evaluation.drift_threshold,
             ),
         }
         with lake.writer(EVALUATION, partition_date) as writer:
@@ -390,10 +520,6 @@ def evaluate(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
             }
         )
     return result
-
-
-def report_dir(pipeline: Pipeline, partition_date: dt.date) -> str:
-    return f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/{partition_date.isoformat()}"
 
 
 def _decisions(
@@ -423,6 +549,108 @@ def _decisions(
     return decisions
 
 
+def _night_summary(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    evaluation: dict[str, Any],
+    decisions: dict[str, Any],
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """Return what the report and metrics.json say about the night (before MLflow).
+
+    ``run`` holds ``run_id``, ``promote``, ``timings`` and ``airflow_url``.
+    """
+    from nightshift.validate import read_summary
+
+    lake = lake_for(pipeline)
+    features = lake.read(FEATURES, partition_date)
+    stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
+    window = features.meta["window"]
+    challenger = evaluation["challenger"]
+    headline = decisions.get(challenger)
+    return {
+        "pipeline": pipeline.name,
+        "dag_id": pipeline.dag_id,
+        "partition_date": partition_date.isoformat(),
+        "task": pipeline.schema_.task,
+        "run_id": run["run_id"],
+        "threshold": pipeline.training.threshold,
+        "run_options": {
+            "models": [m.name for m in pipeline.models],
+            "window_days": pipeline.training.window_days,
+            "sample_fraction": pipeline.training.sample_fraction,
+            "promote": run["promote"],
+        },
+        "gate": pipeline.evaluation.model_dump(),
+        "training_window": {
+            "start": window[0],
+            "end": window[-1],
+            "dates": window,
+            "rows": stats.rows,
+            "batches": features.meta["batches"],
+            "label_mean": stats.label_mean,
+        },
+        "data": {"held_out": read_summary(lake, partition_date)},
+        **evaluation,
+        "decisions": decisions,
+        "champion": {
+            "model": challenger,
+            "model_id": None,
+            "promoted": bool(headline and headline["promoted"]),
+            "reason": headline["reason"] if headline else "no learned model tonight",
+            "previous": evaluation["champions"].get(challenger),
+            "promotion_allowed": run["promote"],
+        },
+        "timings": dict(run["timings"]),
+        "links": {"airflow": _airflow_link(pipeline, run["run_id"], run["airflow_url"])},
+        "nightshift_version": __version__,
+    }
+
+
+def _airflow_link(pipeline: Pipeline, run_id: str, airflow_url: str | None) -> str | None:
+    """Return the Airflow UI's page of the run, when the UI's address is known."""
+    if not airflow_url:
+        return None
+    quoted = urllib.parse.quote(run_id, safe="")
+    return f"{airflow_url.rstrip('/')}/dags/{pipeline.dag_id}/runs/{quoted}"
+
+
+def _champion_moved(results: dict[str, Any], decision: dict[str, Any], logged: dict) -> None:
+    """Set the report's champion to what the registry holds after the aliases moved."""
+    champion = results["champion"]
+    entry = logged.get(champion["model"]) or {}
+    previous = champion["previous"]
+    new_id = f"{entry.get('registered_model')} v{entry.get('version')}"
+    kept = f"{previous['registered_model']} v{previous['version']}" if previous else None
+    champion.update(
+        promoted=decision["promoted"],
+        reason=decision["reason"],
+        model_id=new_id if decision["promoted"] else kept,
+    )
+
+
+def _trend(
+    pipeline: Pipeline, partition_date: dt.date, evaluation: dict[str, Any], promoted: bool
+) -> list[dict[str, Any]]:
+    """Return the headline metric of the nights published before this one, and this one's."""
+    from nightshift.report_index import published_runs
+
+    earlier = [
+        run for run in published_runs(pipeline) if run.partition_date < partition_date.isoformat()
+    ][-(pipeline.evaluation.trend_nights - 1) :]
+    best_metrics = evaluation["models"][evaluation["best"]]["metrics"]
+    tonight = {
+        "date": partition_date.isoformat(),
+        "value": best_metrics[evaluation["headline_metric"]],
+        "promoted": promoted,
+        "best": evaluation["best"],
+    }
+    return [
+        {"date": r.partition_date, "value": r.value, "promoted": r.promoted, "best": r.best}
+        for r in earlier
+    ] + [tonight]
+
+
 def publish(
     pipeline: Pipeline,
     partition_date: dt.date,
@@ -437,78 +665,24 @@ def publish(
     was, and its retry reuses the MLflow runs it had finished.
     """
     from nightshift import tracking
-    from nightshift.report import render_report
-    from nightshift.report_index import publish_index, published_runs
-    from nightshift.validate import read_summary
 
     result: dict[str, Any] = {}
     with _timed(result):
         lake = lake_for(pipeline)
         evaluation = json.loads(read_bytes(lake.read(EVALUATION, partition_date).paths()[0]))
-        features = lake.read(FEATURES, partition_date)
-        stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
-        window = features.meta["window"]
-        held_out = read_summary(lake, partition_date)
-        challenger = evaluation["challenger"]
         decisions = _decisions(pipeline, partition_date, evaluation, promote)
-        headline = decisions.get(challenger)
-        previous = evaluation["champions"].get(challenger)
         for name, decision in decisions.items():
             log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision["reason"])
-        results = {
-            "pipeline": pipeline.name,
-            "dag_id": pipeline.dag_id,
-            "partition_date": partition_date.isoformat(),
-            "task": pipeline.schema_.task,
-            "run_id": run_id,
-            "threshold": pipeline.training.threshold,
-            "run_options": {
-                "models": [m.name for m in pipeline.models],
-                "window_days": pipeline.training.window_days,
-                "sample_fraction": pipeline.training.sample_fraction,
-                "promote": promote,
-            },
-            "gate": pipeline.evaluation.model_dump(),
-            "training_window": {
-                "start": window[0],
-                "end": window[-1],
-                "dates": window,
-                "rows": stats.rows,
-                "batches": features.meta["batches"],
-                "label_mean": stats.label_mean,
-            },
-            "data": {"held_out": held_out},
-            **evaluation,
-            "decisions": decisions,
-            "champion": {
-                "model": challenger,
-                "model_id": None,
-                "promoted": bool(headline and headline["promoted"]),
-                "reason": headline["reason"] if headline else "no learned model tonight",
-                "previous": previous,
-                "promotion_allowed": promote,
-            },
-            "timings": dict(timings),
-            "links": {
-                "airflow": (
-                    f"{airflow_url.rstrip('/')}/dags/{pipeline.dag_id}/runs/"
-                    f"{urllib.parse.quote(run_id, safe='')}"
-                    if airflow_url
-                    else None
-                ),
-            },
-            "nightshift_version": __version__,
-        }
+        run = {"run_id": run_id, "promote": promote, "timings": timings}
+        results = _night_summary(
+            pipeline, partition_date, evaluation, decisions, {**run, "airflow_url": airflow_url}
+        )
         tonight = {
             name: load_model(pipeline, name, partition_date) for name in evaluation["models"]
         }
+        evaluation_json = json.dumps(evaluation, sort_keys=True).encode()
         logged = tracking.log_nightly(
-            pipeline,
-            partition_date,
-            run_id,
-            results,
-            tonight,
-            {"evaluation.json": json.dumps(evaluation, sort_keys=True).encode()},
+            pipeline, partition_date, run_id, results, tonight, {"evaluation.json": evaluation_json}
         )
         tracking_uri, _ = tracking.store(pipeline)
         results["mlflow"] = {"tracking_uri": tracking_uri, "runs": logged}
@@ -517,51 +691,40 @@ def publish(
         # before this line leaves every champion where it was; one that dies after it is
         # retried, and the retry finds its versions already champion.
         moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
+        headline = decisions.get(evaluation["challenger"])
         if headline:
-            entry = logged.get(challenger) or {}
-            new_id = f"{entry.get('registered_model')} v{entry.get('version')}"
-            kept = f"{previous['registered_model']} v{previous['version']}" if previous else None
-            results["champion"].update(
-                promoted=headline["promoted"],
-                reason=headline["reason"],
-                model_id=new_id if headline["promoted"] else kept,
-            )
-        directory = report_dir(pipeline, partition_date)
-        earlier = [
-            run
-            for run in published_runs(pipeline)
-            if run.partition_date < partition_date.isoformat()
-        ][-(pipeline.evaluation.trend_nights - 1) :]
-        best_metrics = evaluation["models"][evaluation["best"]]["metrics"]
-        results["trend"] = [
-            {"date": r.partition_date, "value": r.value, "promoted": r.promoted, "best": r.best}
-            for r in earlier
-        ] + [
-            {
-                "date": partition_date.isoformat(),
-                "value": best_metrics[evaluation["headline_metric"]],
-                "promoted": results["champion"]["promoted"],
-                "best": evaluation["best"],
-            }
-        ]
-        metrics_json = json.dumps(results, indent=1, sort_keys=True, default=str).encode()
-        html = render_report(results)
-        # metrics.json is what the index lists, so it goes after the report it points to.
-        write_bytes_atomic(f"{directory}/report.html", html.encode())
-        write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
-        # The pipeline's index, beside the reports: every published run, newest first.
-        publish_index(pipeline, airflow_url or "")
+            _champion_moved(results, headline, logged)
+        promoted = results["champion"]["promoted"]
+        results["trend"] = _trend(pipeline, partition_date, evaluation, promoted)
+        html, metrics_json = _write_report(pipeline, partition_date, results, airflow_url)
         tracking.log_report(pipeline, logged, html, metrics_json)
+        directory = pipeline.reports_dir(partition_date)
         result.update(
-            {
-                "report": f"{directory}/report.html",
-                "metrics": f"{directory}/metrics.json",
-                "champion": results["champion"]["model_id"],
-                "promoted": results["champion"]["promoted"],
-                "aliases_moved": moved,
-            }
+            report=f"{directory}/report.html",
+            metrics=f"{directory}/metrics.json",
+            champion=results["champion"]["model_id"],
+            promoted=promoted,
+            aliases_moved=moved,
         )
     return result
+
+
+def _write_report(
+    pipeline: Pipeline, partition_date: dt.date, results: dict[str, Any], airflow_url: str | None
+) -> tuple[str, bytes]:
+    """Write the night's report.html and metrics.json, then the index; return both."""
+    from nightshift.report import render_report
+    from nightshift.report_index import publish_index
+
+    directory = pipeline.reports_dir(partition_date)
+    metrics_json = json.dumps(results, indent=1, sort_keys=True, default=str).encode()
+    html = render_report(results)
+    # metrics.json is what the index lists, so it goes after the report it points to.
+    write_bytes_atomic(f"{directory}/report.html", html.encode())
+    write_bytes_atomic(f"{directory}/metrics.json", metrics_json)
+    # The pipeline's index, beside the reports: every published run, newest first.
+    publish_index(pipeline, airflow_url or "")
+    return html, metrics_json
 
 
 def run_nightly(
@@ -579,18 +742,15 @@ def run_nightly(
             on_stage(stage, outcome)
         return outcome
 
-    dates = [
-        dt.date.fromisoformat(d)
-        for d in record("ingest", ingest(pipeline, partition_date))["dates"]
-    ]
-    validated = record("validate", validate(pipeline, dates, partition_date))
-    record(
-        "preprocess", preprocess(pipeline, [dt.date.fromisoformat(d) for d in validated["dates"]])
-    )
-    record("fit_features", fit_features(pipeline, partition_date))
-    record("train_distributed", train_distributed(pipeline, partition_date))
-    record("train_incremental", train_incremental(pipeline, partition_date))
-    record("evaluate", evaluate(pipeline, partition_date))
-    timings = {stage: outcome["seconds"] for stage, outcome in results.items()}
-    record("publish", publish(pipeline, partition_date, timings, run_id))
+    ingested = record(Stage.INGEST, ingest(pipeline, partition_date))
+    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
+    validated = record(Stage.VALIDATE, validate(pipeline, dates, partition_date))
+    valid = [dt.date.fromisoformat(d) for d in validated["dates"]]
+    record(Stage.PREPROCESS, preprocess(pipeline, valid))
+    version = record(Stage.FIT_FEATURES, fit_features(pipeline, partition_date))["version"]
+    record(Stage.TRAIN_DISTRIBUTED, train_distributed(pipeline, partition_date, version))
+    record(Stage.TRAIN_INCREMENTAL, train_incremental(pipeline, partition_date, version))
+    record(Stage.EVALUATE, evaluate(pipeline, partition_date, version))
+    timings = {str(stage): outcome["seconds"] for stage, outcome in results.items()}
+    record(Stage.PUBLISH, publish(pipeline, partition_date, timings, run_id))
     return results

@@ -19,17 +19,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nightshift.champion import trained_before
 from nightshift.config import Pipeline
 
 log = logging.getLogger(__name__)
 
 ALIAS = "champion"
 HISTORY_TAG = "nightshift.champion_history"
-# MLflow must not phone home: the pipelines run where only the package registries are reached.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# MLflow's own sklearn loader trusts the type list inside the model's MLmodel file, which
-# whoever wrote the model controls; nightshift loads through ``load_registered`` instead.
-os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+MLFLOW_DEFAULTS = {
+    # MLflow must not phone home: pipelines run where only the package registries are reached.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow's own sklearn loader trusts the type list inside the model's MLmodel file, which
+    # whoever wrote the model controls; nightshift loads through ``load_registered`` instead.
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+}
 # The only scikit-learn types a registered model may contain (skops refuses any other).
 TRUSTED_SKLEARN_TYPES = [
     "sklearn.linear_model._stochastic_gradient.SGDClassifier",
@@ -42,6 +45,7 @@ class RegistryError(RuntimeError):
 
 
 def registered_name(pipeline: str, model: str) -> str:
+    """Return a model's name in the MLflow registry: ``<pipeline>.<model>``."""
     return f"{pipeline}.{model}"
 
 
@@ -54,6 +58,13 @@ def store(pipeline: Pipeline) -> tuple[str, str | None]:
     return f"sqlite:///{location}/mlflow.db", Path(location, "artifacts").as_uri()
 
 
+def _mlflow_environment() -> None:
+    """Put :data:`MLFLOW_DEFAULTS` in this process's environment where unset; every import of
+    MLflow here comes after it (never at import of this module)."""
+    for name, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 _READY: set[str] = set()
 
 
@@ -64,6 +75,7 @@ def _point_mlflow_at(uri: str) -> None:
     that would leak this pipeline's store into every process started afterwards (Airflow
     services, other pipelines' defaults); the variables are put back as they were.
     """
+    _mlflow_environment()
     import mlflow
 
     saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
@@ -83,6 +95,7 @@ def client(pipeline: Pipeline) -> Any:
     (parallel backfill runs) would both run MLflow's migrations and leave a half-migrated
     database, so the first use in each process happens under an exclusive file lock.
     """
+    _mlflow_environment()
     from mlflow import MlflowClient
 
     uri, artifacts = store(pipeline)
@@ -105,6 +118,7 @@ def client(pipeline: Pipeline) -> Any:
 
 def experiment_id(mlflow_client: Any, pipeline: Pipeline) -> str:
     """Return the pipeline's experiment id, creating the experiment on first use."""
+    _mlflow_environment()
     from mlflow.exceptions import MlflowException
 
     name = f"nightshift/{pipeline.name}"
@@ -121,6 +135,7 @@ def experiment_id(mlflow_client: Any, pipeline: Pipeline) -> str:
 
 def champion(mlflow_client: Any, name: str) -> dict[str, Any] | None:
     """Return the registered model ``name``'s champion version, or None if it has none."""
+    _mlflow_environment()
     from mlflow.exceptions import MlflowException
 
     try:
@@ -138,6 +153,7 @@ def champion(mlflow_client: Any, name: str) -> dict[str, Any] | None:
 
 def champion_history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
     """Return the champion changes of ``name``, oldest first."""
+    _mlflow_environment()
     from mlflow.exceptions import MlflowException
 
     try:
@@ -165,8 +181,11 @@ def set_champion(
     current = champion(mlflow_client, name)
     if current is not None and current["version"] == int(version):
         return True
-    newer = current is not None and only_if_newer is not None
-    if newer and current is not None and current["trained_for"] >= str(only_if_newer):
+    if (
+        current is not None
+        and only_if_newer is not None
+        and not trained_before(current["trained_for"], only_if_newer)
+    ):
         log.warning(
             "%s: champion v%s (trained for %s) is not older than %s; alias left alone",
             name,
@@ -187,6 +206,7 @@ def set_champion(
 
 def promote(mlflow_client: Any, name: str, version: int, reason: str) -> dict[str, Any]:
     """Make ``version`` of ``name`` the champion by hand; return the new champion."""
+    _mlflow_environment()
     from mlflow.exceptions import MlflowException
 
     try:
@@ -254,6 +274,7 @@ def _existing_runs(mlflow_client: Any, experiment: str, keys: dict[str, str]) ->
 
 def _log_model(trained: Any, name: str, registered: str | None) -> Any:
     """Log ``trained`` (a LoadedModel) with its MLflow flavour; return the ModelInfo."""
+    _mlflow_environment()
     import mlflow
 
     if trained.kind == "xgboost":
@@ -294,6 +315,8 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     import tempfile
 
     import yaml
+
+    _mlflow_environment()
     from mlflow.artifacts import download_artifacts
 
     from nightshift.train import UnsafeModel, is_pickle
@@ -347,81 +370,34 @@ def log_nightly(
     already finished (same date, Airflow run and model) and reuses them; a run left unfinished
     by a killed attempt is deleted and logged again, so retries never duplicate.
     """
-    import mlflow
-
     mlflow_client = client(pipeline)
     experiment = experiment_id(mlflow_client, pipeline)
     logged: dict[str, dict[str, Any]] = {}
     for name, (trained, files) in models.items():
-        scored = evaluation["models"][name]
         keys = {
             "nightshift.partition_date": partition_date.isoformat(),
             "nightshift.airflow_run_id": airflow_run_id,
             "nightshift.model": name,
         }
-        reused = None
-        for run in _existing_runs(mlflow_client, experiment, keys):
-            if run.info.status == "FINISHED" and reused is None:
-                reused = run
-            else:
-                mlflow_client.delete_run(run.info.run_id)
         registered = None if trained.kind == "baseline" else registered_name(pipeline.name, name)
+        reused = _finished_run(mlflow_client, experiment, keys)
         if reused is not None:
             run_id = reused.info.run_id
             version = reused.data.tags.get("nightshift.registered_version")
             log.info("%s: reusing MLflow run %s from an earlier attempt", name, run_id)
         else:
-            with mlflow.start_run(
-                experiment_id=experiment,
-                run_name=f"{partition_date.isoformat()} {name}",
-                tags={
-                    **keys,
-                    "nightshift.pipeline": pipeline.name,
-                    "nightshift.kind": trained.kind,
-                },
-            ) as run:
-                run_id = run.info.run_id
-                history = scored.get("history") or {}
-                params = {
-                    "model": name,
-                    "kind": trained.kind,
-                    "window_days": pipeline.training.window_days,
-                    "batch_size": pipeline.training.batch_size,
-                    "sample_fraction": pipeline.training.sample_fraction,
-                    "threshold": pipeline.training.threshold,
-                    "window_start": evaluation["training_window"]["start"],
-                    "window_end": evaluation["training_window"]["end"],
-                }
-                params.update({f"param.{k}": v for k, v in (history.get("params") or {}).items()})
-                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-                mlflow.log_metrics(
-                    {
-                        f"heldout_{k}": float(v)
-                        for k, v in scored["metrics"].items()
-                        if isinstance(v, int | float) and v is not None
-                    }
-                )
-                for step, loss in enumerate(history.get("epoch_loss") or []):
-                    mlflow.log_metric("epoch_loss", loss, step=step + 1)
-                for step, value in enumerate(history.get("train") or []):
-                    mlflow.log_metric(f"train_{history['metric']}", value, step=step + 1)
-                for filename, payload in artifacts.items():
-                    mlflow.log_text(payload.decode(), f"evaluation/{filename}")
-                version = None
-                if trained.kind == "baseline":
-                    mlflow.log_text(json.dumps(trained.content), "model/model.json")
-                else:
-                    info = _log_model(trained, name, registered)
-                    version = str(info.registered_model_version)
-                    mlflow_client.set_tag(run_id, "nightshift.registered_version", version)
+            run_id, version = _log_model_run(
+                pipeline, experiment, keys, trained, evaluation, artifacts, registered
+            )
         if version is not None and registered is not None:
-            for key, value in {
+            tags = {
                 "nightshift.model": name,
                 "nightshift.trained_for": partition_date.isoformat(),
                 "nightshift.airflow_run_id": airflow_run_id,
                 "nightshift.lake": files.get("_partition", ""),
                 "nightshift.mlflow_run": run_id,
-            }.items():
+            }
+            for key, value in tags.items():
                 mlflow_client.set_model_version_tag(registered, version, key, value)
         logged[name] = {
             "run_id": run_id,
@@ -431,6 +407,78 @@ def log_nightly(
             "url": run_url(pipeline, experiment, run_id),
         }
     return logged
+
+
+def _finished_run(mlflow_client: Any, experiment: str, keys: dict[str, str]) -> Any:
+    """Return the finished run an earlier attempt logged with ``keys``, if any; delete the
+    unfinished ones (a killed attempt's), so they are logged again."""
+    reused = None
+    for run in _existing_runs(mlflow_client, experiment, keys):
+        if run.info.status == "FINISHED" and reused is None:
+            reused = run
+        else:
+            mlflow_client.delete_run(run.info.run_id)
+    return reused
+
+
+def _log_model_run(
+    pipeline: Pipeline,
+    experiment: str,
+    keys: dict[str, str],
+    trained: Any,
+    evaluation: dict[str, Any],
+    artifacts: dict[str, bytes],
+    registered: str | None,
+) -> tuple[str, str | None]:
+    """Log one model's MLflow run (parameters, held-out metrics, curves, the evaluation, the
+    model, registered unless it is the baseline); return the run id and registered version."""
+    _mlflow_environment()
+    import mlflow
+
+    name = keys["nightshift.model"]
+    scored = evaluation["models"][name]
+    history = scored.get("history") or {}
+    tags = {**keys, "nightshift.pipeline": pipeline.name, "nightshift.kind": trained.kind}
+    run_name = f"{keys['nightshift.partition_date']} {name}"
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(_run_params(pipeline, name, trained.kind, evaluation, history))
+        mlflow.log_metrics(
+            {
+                f"heldout_{k}": float(v)
+                for k, v in scored["metrics"].items()
+                if isinstance(v, int | float) and v is not None
+            }
+        )
+        for step, loss in enumerate(history.get("epoch_loss") or []):
+            mlflow.log_metric("epoch_loss", loss, step=step + 1)
+        for step, value in enumerate(history.get("train") or []):
+            mlflow.log_metric(f"train_{history['metric']}", value, step=step + 1)
+        for filename, payload in artifacts.items():
+            mlflow.log_text(payload.decode(), f"evaluation/{filename}")
+        if trained.kind == "baseline":
+            mlflow.log_text(json.dumps(trained.content), "model/model.json")
+            return run.info.run_id, None
+        version = str(_log_model(trained, name, registered).registered_model_version)
+        client(pipeline).set_tag(run.info.run_id, "nightshift.registered_version", version)
+        return run.info.run_id, version
+
+
+def _run_params(
+    pipeline: Pipeline, name: str, kind: str, evaluation: dict[str, Any], history: dict
+) -> dict[str, str]:
+    """Return a model run's parameters: the night's training settings and the model's own."""
+    params: dict[str, Any] = {
+        "model": name,
+        "kind": kind,
+        "window_days": pipeline.training.window_days,
+        "batch_size": pipeline.training.batch_size,
+        "sample_fraction": pipeline.training.sample_fraction,
+        "threshold": pipeline.training.threshold,
+        "window_start": evaluation["training_window"]["start"],
+        "window_end": evaluation["training_window"]["end"],
+    }
+    params.update({f"param.{k}": v for k, v in (history.get("params") or {}).items()})
+    return {k: str(v)[:500] for k, v in params.items()}
 
 
 def record_decisions(

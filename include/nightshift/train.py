@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
+from nightshift.config import CLASSIFICATION, LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
 
 if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
@@ -40,7 +40,7 @@ def xgboost_params(pipeline: Pipeline, spec: XGBoostModel, device: str = "cpu") 
 
     ``device`` is ``"cuda"`` when every Dask worker has a GPU; the YAML may still pin one.
     """
-    classification = pipeline.schema_.task == "binary_classification"
+    classification = pipeline.is_classification
     params: dict[str, Any] = {
         "objective": "binary:logistic" if classification else "reg:squarederror",
         "eval_metric": "logloss" if classification else "rmse",
@@ -130,7 +130,7 @@ def _sgd_estimator(pipeline: Pipeline, spec: SGDModel) -> Any:
     from sklearn.linear_model import SGDClassifier, SGDRegressor
 
     params: dict[str, Any] = {"alpha": 1e-4, "random_state": pipeline.training.seed}
-    if pipeline.schema_.task == "binary_classification":
+    if pipeline.is_classification:
         params.update({"loss": "log_loss", **spec.params})
         return SGDClassifier(**params)
     params.update({"loss": "squared_error", "learning_rate": "invscaling", **spec.params})
@@ -156,7 +156,7 @@ def train_sgd(
     from nightshift.preprocess import sample_rows
 
     model = _sgd_estimator(pipeline, spec)
-    classification = pipeline.schema_.task == "binary_classification"
+    classification = pipeline.is_classification
     rng = np.random.default_rng(pipeline.training.seed)
     epochs: list[float] = []
     fitted = False
@@ -330,6 +330,6 @@ class LoadedModel:
             return np.full(len(frame), float(self.content["value"]))
         x = to_linear_matrix(frame, self.stats)
         assert self.linear is not None
-        if self.task == "binary_classification":
+        if self.task == CLASSIFICATION:
             return np.asarray(self.linear.predict_proba(x)[:, 1], dtype="float64")
         return np.asarray(self.linear.predict(x), dtype="float64")

@@ -13,21 +13,13 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
-from nightshift.config import Pipeline
+from nightshift.config import PANDAS_DTYPES, Pipeline
 from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
 QUARANTINE = "quarantine"
-
-_DTYPES = {
-    "int": "Int64",
-    "float": "float64",
-    "string": "string",
-    "bool": "boolean",
-    "timestamp": "datetime64[us, UTC]",
-}
 
 
 class DataValidationError(ValueError):
@@ -59,6 +51,7 @@ class Finding:
     row_numbers: list[int]
 
     def line(self) -> str:
+        """Return the finding as one line naming the file, column, check and examples."""
         where = f"column '{self.column}'" if self.column else "the file"
         return (
             f"{self.file}: {where} failed check '{self.check}' ({self.kind}, {self.severity}) "
@@ -82,7 +75,7 @@ def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
             nullable = False
             if column.type in ("int", "float"):
                 checks.append(pa.Check(_finite, name="finite_label"))
-            if schema.task == "binary_classification":
+            if schema.is_classification:
                 checks.append(
                     pa.Check(lambda s: s.isin([0, 1]), element_wise=False, name="binary_label")
                 )
@@ -97,7 +90,9 @@ def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
             checks.append(pa.Check.le(bounds.max))
         if column.name in rules.categories:
             checks.append(pa.Check.isin(rules.categories[column.name]))
-        columns[column.name] = pa.Column(_DTYPES[column.type], checks=checks, nullable=nullable)
+        columns[column.name] = pa.Column(
+            PANDAS_DTYPES[column.type], checks=checks, nullable=nullable
+        )
     return pa.DataFrameSchema(
         columns,
         strict=True,
@@ -373,9 +368,7 @@ def write_validation_report(
     """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
     from nightshift.report import render_validation
 
-    directory = (
-        f"{pipeline.reports_root().rstrip('/')}/{pipeline.name}/{partition_date.isoformat()}"
-    )
+    directory = pipeline.reports_dir(partition_date)
     payload = {
         "pipeline": pipeline.name,
         "partition_date": partition_date.isoformat(),

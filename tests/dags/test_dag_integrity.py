@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nightshift.config import Stage
 from tests.conftest import REPO, small_pipeline_dict, write_pipeline
 
 EXPECTED = {"nightshift_retail_conversion", "nightshift_basket_spend"}
@@ -34,6 +35,8 @@ def test_wiring_retries_schedule(dagbag, dag_id: str) -> None:
     assert "nightshift" in dag.tags
     assert dag.doc_md and "Pipeline file" in dag.doc_md
     assert dag.timetable.expression in ("30 2 * * *", "0 4 * * *")
+    # The task ids are the stage names (nightshift.stages.Stage), in order.
+    assert [t.task_id for t in dag.topological_sort()] == list(Stage)
     ids = {t.task_id for t in dag.tasks}
     assert ids == {
         "ingest",

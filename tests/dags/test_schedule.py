@@ -107,7 +107,8 @@ def test_catchup_is_off_so_missed_nights_are_not_run() -> None:
     )
     info = dag.timetable.next_dagrun_info(
         last_automated_data_interval=long_ago,
-        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=False),
+        # The scheduler's restriction, from the serialized DAG's own catchup setting.
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
     )
     # Without catchup the next run is the latest complete interval, not 2026-01-02.
     now = dt.datetime.now(dt.UTC)

@@ -19,8 +19,18 @@ def test_same_date_same_bytes() -> None:
 def test_dates_differ_and_volume_follows_the_weekday() -> None:
     saturday = generate_day(dt.date(2026, 3, 14), rows=10_000)
     tuesday = generate_day(dt.date(2026, 3, 10), rows=10_000)
+    next_tuesday = generate_day(dt.date(2026, 3, 17), rows=10_000)
     assert len(saturday) > len(tuesday)
-    assert not saturday["converted"].equals(tuesday["converted"].iloc[: len(saturday)])
+    # Two Tuesdays: as many rows, but other rows, not the same ones under another date.
+    assert len(next_tuesday) == len(tuesday)
+    for column in ("session_seconds", "basket_value"):
+        differs = tuesday[column].to_numpy() != next_tuesday[column].to_numpy()
+        assert differs.mean() > 0.9, column
+    assert (
+        not tuesday["converted"]
+        .reset_index(drop=True)
+        .equals(next_tuesday["converted"].reset_index(drop=True))
+    )
 
 
 def test_realistic_shape() -> None:

@@ -36,14 +36,15 @@ def test_garbage_where_an_xgboost_model_should_be_is_refused() -> None:
         LoadedModel("xgboost", b"not a model", None, "binary_classification", "m.ubj")  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory):
-    """A registry with one scikit-learn and one XGBoost version, in a temporary store."""
+@pytest.fixture
+def registered(tmp_path: Path):
+    """A registry with one scikit-learn and one XGBoost version, in a temporary store of each
+    test's own (the refusal test plants pickles in it)."""
     import mlflow
     import xgboost as xgb
     from sklearn.linear_model import SGDClassifier
 
-    folder = tmp_path_factory.mktemp("safe-models")
+    folder = tmp_path
     data = small_pipeline_dict()
     data["output"] = {"mlflow": str(folder / "mlflow")}
     pipeline = parse_pipeline(data, "safe.yaml")

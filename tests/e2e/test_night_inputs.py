@@ -1,0 +1,59 @@
+"""A night trains on the partition versions its feature statistics were fitted on.
+
+Between ``fit_features`` and training, a backfill may re-process a window day and commit a new
+version of its partition. The night must not mix the two: statistics from one version and
+training data from another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nightshift import stages
+from nightshift.config import find_pipeline
+from nightshift.ingest import write_parquet
+from nightshift.lake import PROCESSED, read_bytes
+
+pytestmark = pytest.mark.e2e
+
+DAY = dt.date(2026, 9, 16)
+
+
+def _trained(pipeline) -> list[bytes]:
+    """The files of the night's SGD model partition (model, statistics, history)."""
+    lake = stages.lake_for(pipeline)
+    return [read_bytes(p) for p in lake.read(stages.model_stage("sgd_logistic"), DAY).paths()]
+
+
+def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
+    project: Path,
+) -> None:
+    pipeline = find_pipeline("retail_conversion")
+    dates = [dt.date.fromisoformat(d) for d in stages.ingest(pipeline, DAY)["dates"]]
+    valid = [dt.date.fromisoformat(d) for d in stages.validate(pipeline, dates, DAY)["dates"]]
+    stages.preprocess(pipeline, valid)
+    fitted = stages.fit_features(pipeline, DAY)
+    lake = stages.lake_for(pipeline)
+    stages.train_incremental(pipeline, DAY, fitted["version"])
+    trained = _trained(pipeline)
+
+    # A backfill re-processes the first window day meanwhile: half its rows, a new version.
+    replaced = dt.date.fromisoformat(fitted["window"][0])
+    old = lake.read(PROCESSED, replaced)
+    frame = pd.concat([pd.read_parquet(p) for p in old.paths()], ignore_index=True)
+    with lake.writer(PROCESSED, replaced) as writer:
+        writer.write_bytes("batch-00000.parquet", write_parquet(frame.iloc[: len(frame) // 2]))
+    now, _ = stages.training_paths(pipeline, DAY)
+    recorded = stages.night_inputs(pipeline, DAY, fitted["version"])
+    assert now != recorded.window_paths  # the lake's listing moved on...
+
+    # ...the night's training (a retry, here) still reads what the statistics came from.
+    stages.train_incremental(pipeline, DAY, fitted["version"])
+    assert _trained(pipeline) == trained
+    assert recorded.window == fitted["window"]
+    assert set(old.paths()) <= set(recorded.window_paths)
+    assert not set(lake.read(PROCESSED, replaced).paths()) & set(recorded.window_paths)
