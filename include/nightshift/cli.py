@@ -260,8 +260,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"services still running; UI {airflow.base_url}; stop with: make down")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``nightshift`` command; return its exit status (2: a configuration error)."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per ``cmd_*`` function."""
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
 
+    demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
+    demo.add_argument("--pipeline", default="retail_conversion")
+    demo.add_argument(
+        "--date", type=_date, default=None, help="default: the scheduler's latest complete night"
+    )
+    demo.add_argument("--keep-running", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    _registry_commands(sub)
+    return parser
+
+
+def _registry_commands(sub: Any) -> None:
+    """Add ``champion``, ``promote`` and ``rollback``: the champion alias by hand."""
     champion = sub.add_parser("champion", help="show a model's champion and its history")
     promote = sub.add_parser("promote", help="make a registered model version the champion")
     rollback = sub.add_parser("rollback", help="put the previous champion back")
@@ -307,22 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     promote.set_defaults(func=cmd_promote)
     rollback.set_defaults(func=cmd_rollback)
 
-    demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
-    demo.add_argument("--pipeline", default="retail_conversion")
-    demo.add_argument(
-        "--date", type=_date, default=None, help="default: the scheduler's latest complete night"
-    )
-    demo.add_argument("--keep-running", action="store_true")
-    demo.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``nightshift`` command; return its exit status (2: a configuration error)."""
+    args = _parser().parse_args(argv)
     _quiet_logging(args.verbose)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RegistryError as exc:
+    except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

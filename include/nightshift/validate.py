@@ -248,48 +248,9 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
     date's reports, and raises naming file, column, check and example rows.
     """
     origin = str(raw.meta.get("origin", raw.uri))
-    found: list[Finding] = []
-    frames = []
-    offset = 0
-    for path in raw.paths():
-        frame = pd.read_parquet(path)
-        # Row numbers count from the top of the day, as the source file's rows do.
-        frame.index = pd.RangeIndex(offset, offset + len(frame))
-        offset += len(frame)
-        # Name the user's file (rows counted from its top) and the lake batch that holds them.
-        where = f"{origin} (lake batch {path})"
-        found.extend(check_frame(pipeline, frame, where, raw.partition_date))
-        frames.append(frame)
+    frames, found = _check_batches(pipeline, raw, origin)
     day = pd.concat(frames) if frames else pd.DataFrame()
-    key = pipeline.schema_.key
-    if key and len(day) and day[key].duplicated().any() and len(frames) > 1:
-        severity = pipeline.validation.severity_of("duplicates")
-        duplicated = day[key].duplicated(keep=False)
-        found.append(
-            Finding(
-                "duplicates",
-                severity,
-                origin,
-                key,
-                "unique across the day",
-                int(day[key].duplicated().sum()),
-                [_plain(v) for v in day.loc[duplicated, key].head(5)],
-                [int(i) for i in day.index[duplicated][:5]],
-            )
-        )
-    for extra in raw.meta.get("extra_columns") or []:
-        found.append(
-            Finding(
-                "extra_columns",
-                pipeline.validation.severity_of("extra_columns"),
-                origin,
-                extra,
-                "column in schema",
-                raw.meta.get("rows", 0),
-                [],
-                [],
-            )
-        )
+    found += _day_findings(pipeline, raw, day, len(frames), origin)
     counted = _row_count(pipeline, lake, raw.partition_date, len(day), origin)
     if counted is not None:
         found.append(counted)
@@ -316,6 +277,54 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
         writer.write_bytes("summary.json", json.dumps(summary, sort_keys=True).encode())
     log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary["rows"])
     return summary
+
+
+def _check_batches(
+    pipeline: Pipeline, raw: Partition, origin: str
+) -> tuple[list[pd.DataFrame], list[Finding]]:
+    """Check each batch of ``raw`` against the schema; return the batches and findings."""
+    found: list[Finding] = []
+    frames = []
+    offset = 0
+    for path in raw.paths():
+        frame = pd.read_parquet(path)
+        # Row numbers count from the top of the day, as the source file's rows do.
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        offset += len(frame)
+        # Name the user's file (rows counted from its top) and the lake batch that holds them.
+        where = f"{origin} (lake batch {path})"
+        found.extend(check_frame(pipeline, frame, where, raw.partition_date))
+        frames.append(frame)
+    return frames, found
+
+
+def _day_findings(
+    pipeline: Pipeline, raw: Partition, day: pd.DataFrame, batches: int, origin: str
+) -> list[Finding]:
+    """Return what only the whole day shows: keys repeated across batches, extra columns."""
+    found: list[Finding] = []
+    key = pipeline.schema_.key
+    if key and len(day) and day[key].duplicated().any() and batches > 1:
+        duplicated = day[key].duplicated(keep=False)
+        found.append(
+            Finding(
+                "duplicates",
+                pipeline.validation.severity_of("duplicates"),
+                origin,
+                key,
+                "unique across the day",
+                int(day[key].duplicated().sum()),
+                [_plain(v) for v in day.loc[duplicated, key].head(5)],
+                [int(i) for i in day.index[duplicated][:5]],
+            )
+        )
+    for extra in raw.meta.get("extra_columns") or []:
+        severity = pipeline.validation.severity_of("extra_columns")
+        rows = raw.meta.get("rows", 0)
+        found.append(
+            Finding("extra_columns", severity, origin, extra, "column in schema", rows, [], [])
+        )
+    return found
 
 
 def quarantine(
