@@ -133,7 +133,11 @@ class Stack:
         """Start every service with the README's command; return the seconds until all are
         healthy."""
         started = time.monotonic()
-        self.shell(self.start)
+        try:
+            self.shell(self.start)
+        except RuntimeError as exc:  # a service that others wait on failed: say why
+            init = self.compose("logs", "--no-color", "--tail", "80", "airflow-init", check=False)
+            raise RuntimeError(f"{exc}\nairflow-init's log:\n{init}") from None
         self.wait_for_api()
         self.wait_healthy()
         return time.monotonic() - started
