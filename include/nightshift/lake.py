@@ -51,6 +51,7 @@ class Partition:
     partition_date: dt.date
     files: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    version: str = ""  # the version folder the manifest points at
 
     def paths(self) -> list[str]:
         """Return the full paths of the partition's files, in order."""
@@ -129,7 +130,13 @@ class Lake:
             partition_date=partition_date,
             files=list(manifest["files"]),
             meta=dict(manifest.get("meta", {})),
+            version=str(manifest.get("version", "")),
         )
+
+    def version_file(self, stage: str, partition_date: dt.date, version: str, name: str) -> str:
+        """Return file ``name`` of one version of a partition, current or replaced (replaced
+        versions stay readable for :data:`STALE_AFTER`)."""
+        return _join(self.partition_uri(stage, partition_date), version, name)
 
     def has(self, stage: str, partition_date: dt.date) -> bool:
         """Whether a committed partition of ``stage`` exists for ``partition_date``."""
@@ -213,6 +220,7 @@ class PartitionWriter:
             partition_date=self.partition_date,
             files=list(manifest["files"]),
             meta=self.meta,
+            version=self.version,
         )
 
     def _remove_stale_versions(self) -> None:

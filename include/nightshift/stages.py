@@ -207,31 +207,32 @@ def night_inputs(
     """Return the inputs ``fit_features`` recorded for ``partition_date``: those of features
     partition ``version`` (the one its task returned), or of the current one."""
     lake = lake_for(pipeline)
-    uri = lake.partition_uri(FEATURES, partition_date)
-    if version is None:
-        version = lake.read(FEATURES, partition_date).files[0].split("/", 1)[0]
-    stats_json = read_bytes(f"{uri}/{version}/features.json")
+    version = version or lake.read(FEATURES, partition_date).version
+    stats_json = read_bytes(lake.version_file(FEATURES, partition_date, version, "features.json"))
     stats = FeatureStats.from_json(stats_json)
     try:
-        record = json.loads(read_bytes(f"{uri}/{version}/{INPUTS_FILE}"))
+        record = json.loads(
+            read_bytes(lake.version_file(FEATURES, partition_date, version, INPUTS_FILE))
+        )
     except FileNotFoundError:  # fitted before nightshift recorded a night's inputs
-        log.warning("%s %s: no recorded inputs; the window as listed now", pipeline.name, uri)
+        log.warning("%s %s: no recorded inputs; the window as listed now", pipeline.name, version)
         paths, dates = training_paths(pipeline, partition_date)
         return NightInputs(version, stats, stats_json, dates, paths, None)
-    processed = {
-        day: lake.partition_uri(PROCESSED, dt.date.fromisoformat(day)) for day in record["window"]
-    }
+
+    def recorded(day: str, files: list[str]) -> list[str]:
+        """The paths of a processed partition's files as fit_features read them."""
+        date = dt.date.fromisoformat(day)
+        return Partition(lake.partition_uri(PROCESSED, date), date, files).paths()
+
+    window: dict[str, list[str]] = record["window"]
     held_out = record["held_out"]
-    here = lake.partition_uri(PROCESSED, partition_date)
     return NightInputs(
         version=version,
         stats=stats,
         stats_json=stats_json,
-        window=sorted(record["window"]),
-        window_paths=[
-            f"{processed[d]}/{f}" for d in sorted(processed) for f in record["window"][d]
-        ],
-        held_out_paths=None if held_out is None else [f"{here}/{f}" for f in held_out],
+        window=sorted(window),
+        window_paths=[path for day in sorted(window) for path in recorded(day, window[day])],
+        held_out_paths=None if held_out is None else recorded(partition_date.isoformat(), held_out),
     )
 
 
