@@ -30,7 +30,7 @@ from tests.e2e.conftest import running_airflow, tiny_pipeline  # noqa: E402
 
 EXECUTORS = {
     "stock": "LocalExecutor",
-    "preloading": "nightshift.airflow_executor.PreloadingLocalExecutor",
+    "preloading": "nightshift.ops.executor.PreloadingLocalExecutor",
 }
 NAME = "bench_executor"
 DAG_ID = f"nightshift_{NAME}"

@@ -75,7 +75,7 @@ def p1_p4(rows: int, window: int) -> None:
     import baseline_script
 
     from nightshift.config import Stage, parse_pipeline
-    from nightshift.local_airflow import fresh
+    from nightshift.ops.local_airflow import fresh
     from nightshift.stages import ingest, preprocess, training_paths, validate
 
     home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p1-"))
@@ -230,8 +230,8 @@ def p3(worker_memory_mib: int, workers: int, multiple: float) -> None:
     from nightshift.cluster import ClusterPlan, dask_client
     from nightshift.config import parse_pipeline
     from nightshift.generator import generate_day
-    from nightshift.ingest import RAW, batches, conform, write_parquet
-    from nightshift.lake import Lake
+    from nightshift.ingest import RAW, batches, conform
+    from nightshift.lake import Lake, write_parquet
     from nightshift.preprocess import preprocess_date
 
     budget = worker_memory_mib * workers * 2**20

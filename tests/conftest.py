@@ -16,6 +16,33 @@ EXAMPLE = REPO / "include" / "pipelines" / "retail_conversion.yaml"
 os.environ.setdefault("NIGHTSHIFT_HOME", "/tmp/nightshift-tests-default-home")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the steps of a scenario module in file order, wherever the order put the module.
+
+    pytest-randomly shuffles modules and the tests inside them; its seed is printed in the
+    header, ``--randomly-seed=N`` repeats an order and ``-p no:randomly`` keeps file order. A
+    module that sets ``SCENARIO = True`` is one story told step by step on one expensive
+    resource (the compose stack's life: up, a night, backfills, a crash, down and up again);
+    its steps keep their order in the slots the shuffle gave them. Every other test passes in
+    any order.
+    """
+    slots = [
+        i
+        for i, item in enumerate(items)
+        if getattr(getattr(item, "module", None), "SCENARIO", False)
+    ]
+    ordered = sorted((items[i] for i in slots), key=_definition_line)
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
+
+
+def _definition_line(item: pytest.Item) -> tuple[str, int]:
+    function = getattr(item, "function", None)
+    line = function.__code__.co_firstlineno if function is not None else 0
+    return str(item.path), line
+
+
 def small_pipeline_dict(rows: int = 4000, window: int = 2, batch: int = 1500) -> dict:
     """Return the example pipeline shrunk for tests: few rows, short window, quick models."""
     data = yaml.safe_load(EXAMPLE.read_text())

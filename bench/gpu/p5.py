@@ -92,7 +92,8 @@ def fit(pipeline: Any, plan: Any, window: list[str], held_out: list[str]) -> Fit
     from nightshift.config import LABEL
     from nightshift.features import fit_stats
     from nightshift.preprocess import processed_frame
-    from nightshift.train import LoadedModel, train_xgboost
+    from nightshift.safe_models import LoadedModel
+    from nightshift.train import train_xgboost
 
     with dask_client(plan) as client:
         device = accelerators(client).xgboost_device

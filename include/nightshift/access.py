@@ -33,8 +33,6 @@ DAG_PERMISSIONS: dict[Level, dict[str, set[str]]] = {
     "read": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
     "operate": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}},
 }
-# FAB's built-in roles: they reach every DAG already, so a pipeline cannot name them.
-BUILTIN_ROLES = frozenset({"Admin", "Op", "User", "Viewer", "Public"})
 _MENU = "menu_access"
 # Airflow 3.3's UI finds the Model reports entry and the Report tab in the plugin list
 # (GET /api/v2/plugins), which FAB lets only Op and Admin read: without this a team would

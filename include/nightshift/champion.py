@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nightshift.config import HIGHER_IS_BETTER, Evaluation
+from nightshift.records import Challenger, ChampionScore, Check, Decision
 
 
 def trained_before(trained_for: str, day: dt.date | str) -> bool:
@@ -25,31 +25,6 @@ def trained_before(trained_for: str, day: dt.date | str) -> bool:
     is never replaced, so a backfilled night never moves the production pointer back. Dates
     are ISO strings (a champion whose date is unknown, "", counts as earlier)."""
     return trained_for < str(day)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One condition of the gate, whether it passed, and the numbers behind it."""
-
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether the challenger became champion, why, and every check that was made."""
-
-    model: str
-    promoted: bool
-    reason: str
-    challenger: dict[str, Any]
-    champion: dict[str, Any] | None
-    checks: list[Check] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the decision as plain data (metrics.json, XCom)."""
-        return asdict(self)
 
 
 def _gain(metric: str, challenger: float, champion: float) -> float:
@@ -81,8 +56,8 @@ def segment_drops(
 
 def decide(
     model: str,
-    challenger: dict[str, Any],
-    champion: dict[str, Any] | None,
+    challenger: Challenger,
+    champion: ChampionScore | None,
     metric: str,
     rules: Evaluation,
     promote: bool = True,
@@ -90,10 +65,9 @@ def decide(
 ) -> Decision:
     """Return the gate's decision for ``challenger`` against ``champion``.
 
-    ``challenger`` carries ``trained_for``, ``metrics`` and ``segments`` (per-segment metrics on
-    the held-out day); ``champion`` the same plus ``version``, or ``unscored`` with the reason
-    it could not be scored, or is None when there is no champion yet. ``delta`` is the
-    bootstrap interval of challenger minus champion on ``metric``.
+    ``champion`` carries the same measurements as ``challenger`` (on the same held-out day), or
+    ``unscored`` with the reason it could not be scored, or is None when there is no champion
+    yet. ``delta`` is the bootstrap interval of challenger minus champion on ``metric``.
     """
     # Guardrails apply with or without a champion; they are reported either way.
     checks = _calibration(challenger, rules)
@@ -107,7 +81,7 @@ def decide(
         warnings = [c.detail for c in checks if not c.passed]
         note = f" (guardrail warnings: {'; '.join(warnings)})" if warnings else ""
         return decision(True, f"first model: no champion yet{note}")
-    version = f"v{champion.get('version')} (trained for {champion['trained_for']})"
+    version = champion.label
     refusal = _not_comparable(challenger, champion, version)
     if refusal is not None:
         checks.append(refusal[0])
@@ -124,9 +98,9 @@ def decide(
     return decision(True, f"beats champion {version}: {margin}; guardrails passed")
 
 
-def _calibration(challenger: dict[str, Any], rules: Evaluation) -> list[Check]:
+def _calibration(challenger: Challenger, rules: Evaluation) -> list[Check]:
     """The calibration guardrail, when the pipeline bounds it and the task has one."""
-    ece = challenger["metrics"].get("calibration_error")
+    ece = challenger.metrics.get("calibration_error")
     if rules.max_calibration_error is None or ece is None:
         return []
     bound = rules.max_calibration_error
@@ -135,33 +109,34 @@ def _calibration(challenger: dict[str, Any], rules: Evaluation) -> list[Check]:
 
 
 def _not_comparable(
-    challenger: dict[str, Any], champion: dict[str, Any], version: str
+    challenger: Challenger, champion: ChampionScore, version: str
 ) -> tuple[Check, str] | None:
     """Why the champion cannot be compared with tonight's model (the failed check and the
     reason), or None when it can."""
-    if not trained_before(champion["trained_for"], challenger["trained_for"]):
+    if not trained_before(champion.trained_for, challenger.trained_for):
         return Check("newer champion", False, f"champion {version}"), (
             f"champion {version} was trained for this date or a later one; "
             "a backfilled night never replaces it"
         )
-    if champion.get("unscored"):
-        return Check("champion scored", False, champion["unscored"]), (
-            f"champion {version} could not be scored on this day ({champion['unscored']}); "
+    if champion.unscored or champion.metrics is None:
+        why = champion.unscored or "not scored"
+        return Check("champion scored", False, why), (
+            f"champion {version} could not be scored on this day ({why}); "
             "kept — promote by hand with `nightshift promote` if it is gone for good"
         )
     return None
 
 
 def _margin(
-    challenger: dict[str, Any],
-    champion: dict[str, Any],
+    challenger: Challenger,
+    champion: ChampionScore,
     metric: str,
     rules: Evaluation,
     delta: dict[str, Any] | None,
 ) -> Check:
     """Whether the challenger beats the champion on ``metric`` by more than the margin."""
-    new_score = challenger["metrics"].get(metric)
-    old_score = champion["metrics"].get(metric)
+    new_score = challenger.metrics.get(metric)
+    old_score = (champion.metrics or {}).get(metric)
     if new_score is None or old_score is None:
         return Check("metric", False, f"{metric} undefined on this day")
     gain = _gain(metric, float(new_score), float(old_score))
@@ -177,13 +152,13 @@ def _margin(
 
 
 def _segments(
-    challenger: dict[str, Any], champion: dict[str, Any], metric: str, rules: Evaluation
+    challenger: Challenger, champion: ChampionScore, metric: str, rules: Evaluation
 ) -> Check:
     """Whether no large enough segment loses more than the bound."""
     drops = segment_drops(
         metric,
-        challenger.get("segments") or {},
-        champion.get("segments") or {},
+        challenger.segments or {},
+        champion.segments or {},
         rules.min_segment_rows,
     )
     if not drops:

@@ -73,7 +73,8 @@ def cmd_champion(args: argparse.Namespace) -> int:
     mlflow_client, name = _registry(args)
     current = tracking.champion(mlflow_client, name)
     history = tracking.champion_history(mlflow_client, name)
-    print(json.dumps({"registered_model": name, "champion": current, "history": history}, indent=1))
+    shown = current.to_dict() if current is not None else None
+    print(json.dumps({"registered_model": name, "champion": shown, "history": history}, indent=1))
     return 0
 
 
@@ -83,7 +84,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     mlflow_client, name = _registry(args)
     champion = tracking.promote(mlflow_client, name, args.version, args.reason)
-    print(f"{name}: champion is now v{champion['version']} (trained for {champion['trained_for']})")
+    print(f"{name}: champion is now v{champion.version} (trained for {champion.trained_for})")
     return 0
 
 
@@ -94,8 +95,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     mlflow_client, name = _registry(args)
     champion = tracking.rollback(mlflow_client, name, args.reason)
     print(
-        f"{name}: rolled back; champion is now v{champion['version']} "
-        f"(trained for {champion['trained_for']})"
+        f"{name}: rolled back; champion is now v{champion.version} "
+        f"(trained for {champion.trained_for})"
     )
     return 0
 
@@ -113,7 +114,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
         from airflow.configuration import conf
 
-        from nightshift.production import production_problems
+        from nightshift.ops.production import production_problems
 
         def airflow_setting(section: str, key: str) -> str | None:
             value = conf.get(section, key, fallback=None)
@@ -129,7 +130,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the local Airflow's environment as shell exports."""
-    from nightshift.local_airflow import LocalAirflow
+    from nightshift.ops.local_airflow import LocalAirflow
 
     airflow = LocalAirflow()
     for key, value in sorted(
@@ -143,7 +144,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start Airflow (and a Dask cluster) on this machine; print where."""
-    from nightshift.local_airflow import LocalAirflow
+    from nightshift.ops.local_airflow import LocalAirflow
 
     airflow = LocalAirflow()
     airflow.start(dask=not args.no_dask)
@@ -157,7 +158,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop everything ``nightshift up`` started, by its pids."""
-    from nightshift.local_airflow import LocalAirflow
+    from nightshift.ops.local_airflow import LocalAirflow
 
     stopped = LocalAirflow().stop()
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
@@ -166,7 +167,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the running local services and their pids."""
-    from nightshift.local_airflow import LocalAirflow
+    from nightshift.ops.local_airflow import LocalAirflow
 
     print(json.dumps(LocalAirflow().running(), indent=1))
     return 0
@@ -210,7 +211,7 @@ def _run_date(airflow: Any, dag_id: str, run_id: str) -> dt.date:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the services, run one nightly DAG run under the real scheduler, print the report."""
-    from nightshift.local_airflow import LocalAirflow
+    from nightshift.ops.local_airflow import LocalAirflow
 
     pipeline = find_pipeline(args.pipeline)
     airflow = LocalAirflow()

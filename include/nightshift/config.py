@@ -326,6 +326,9 @@ LABEL = "label"
 CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "accuracy", "f1")
 # The metrics where a larger value is better; every other one is an error or a loss.
 HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "f1", "r2"})
+# Airflow's (FAB's) built-in roles: they reach every DAG already, so a pipeline's ``access``
+# cannot name them (nightshift.access grants team roles only).
+BUILTIN_ROLES = frozenset({"Admin", "Op", "User", "Viewer", "Public"})
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
@@ -352,8 +355,6 @@ class Pipeline(_Strict):
     @field_validator("access")
     @classmethod
     def _team_roles_only(cls, access: dict[str, str]) -> dict[str, str]:
-        from nightshift.access import BUILTIN_ROLES
-
         for role in access:
             if role in BUILTIN_ROLES:
                 raise ValueError(

@@ -11,12 +11,12 @@ from typing import Any
 import fsspec
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from nightshift.config import PANDAS_DTYPES, FileSource, GeneratorSource, Pipeline, Schema
 from nightshift.generator import generate_day
-from nightshift.lake import RAW, Lake, Partition
+from nightshift.lake import RAW, Lake, Partition, write_parquet
+from nightshift.quarantine import newest as newest_quarantine
+from nightshift.quarantine import quarantine
 
 log = logging.getLogger(__name__)
 
@@ -139,25 +139,6 @@ def batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     ]
 
 
-def write_parquet(frame: pd.DataFrame) -> bytes:
-    """Return ``frame`` as Parquet bytes; the same frame always gives the same bytes."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _quarantined(lake: Lake, partition_date: dt.date) -> str | None:
-    """Return the newest quarantine folder of ``partition_date``, if any."""
-    from nightshift.validate import QUARANTINE
-
-    fs, path = fsspec.core.url_to_fs(lake.partition_uri(QUARANTINE, partition_date))
-    if not fs.exists(path):
-        return None
-    folders = sorted(fs.ls(path, detail=False))
-    return folders[-1] if folders else None
-
-
 def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Partition:
     """Land ``partition_date``'s source data as the raw partition, replacing any earlier one."""
     try:
@@ -166,8 +147,6 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
         frame = conform(frame, pipeline.schema_, origin)
     except SourceError as exc:
         if exc.location is not None:
-            from nightshift.validate import quarantine
-
             where = quarantine(
                 pipeline,
                 lake,
@@ -178,7 +157,7 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
                 source=exc.location,
             )
             raise SourceError(f"{exc}\nThe file was moved to {where}", None) from None
-        earlier = _quarantined(lake, partition_date)
+        earlier = newest_quarantine(lake, partition_date)
         if earlier:
             raise SourceError(
                 f"{exc}; an earlier attempt quarantined this date's input at {earlier}"

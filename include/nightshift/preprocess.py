@@ -18,8 +18,7 @@ import pandas as pd
 from distributed import Client
 
 from nightshift.config import LABEL, Pipeline
-from nightshift.ingest import write_parquet
-from nightshift.lake import PROCESSED, Lake, Partition, write_bytes_atomic
+from nightshift.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,18 @@ from nightshift.lake import (
     read_bytes,
     write_bytes_atomic,
 )
+from nightshift.records import (
+    Challenger,
+    ChampionOutcome,
+    ChampionRef,
+    ChampionScore,
+    Decision,
+    ModelScore,
+    NightEvaluation,
+    NightSummary,
+    TrainingWindow,
+    TrendPoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +129,7 @@ def validate(
             try:
                 summary = validate_date(pipeline, lake, lake.read(RAW, day))
             except DataValidationError as exc:
+                write_validation_report(pipeline, day, exc.failures, exc.quarantine or "")
                 if day == partition_date:
                     raise
                 log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
@@ -125,6 +138,27 @@ def validate(
             result["rows"][day.isoformat()] = summary["rows"]
         result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["rows"]]
     return result
+
+
+def write_validation_report(
+    pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
+) -> str:
+    """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
+    from nightshift.report import render_validation
+
+    directory = pipeline.reports_dir(partition_date)
+    payload = {
+        "pipeline": pipeline.name,
+        "partition_date": partition_date.isoformat(),
+        "blocked": any(f["severity"] == "block" for f in failures),
+        "quarantine": where,
+        "failures": failures,
+    }
+    write_bytes_atomic(
+        f"{directory}/validation.json", json.dumps(payload, indent=1, default=str).encode()
+    )
+    write_bytes_atomic(f"{directory}/validation.html", render_validation(payload).encode())
+    return f"{directory}/validation.html"
 
 
 def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
@@ -333,7 +367,7 @@ def train_incremental(
 
 def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, str]]:
     """Return the model ``name`` trained for ``trained_for`` and its partition's files."""
-    from nightshift.train import LoadedModel
+    from nightshift.safe_models import LoadedModel
 
     partition = lake_for(pipeline).read(model_stage(name), trained_for)
     files = dict(
@@ -378,30 +412,36 @@ def _measure(pipeline: Pipeline, held_out: HeldOut, score: Any) -> dict[str, Any
 
 def _score_models(
     pipeline: Pipeline, partition_date: dt.date, held_out: HeldOut
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, ModelScore], dict[str, Any]]:
     """Return each of tonight's models' measurements, and its scores on the held-out rows."""
-    models: dict[str, Any] = {}
+    models: dict[str, ModelScore] = {}
     scores: dict[str, Any] = {}
     for spec in pipeline.models:
         model, files = load_model(pipeline, spec.name, partition_date)
         scores[spec.name] = model.predict(held_out.frame)
-        scored = _measure(pipeline, held_out, scores[spec.name])
-        scored["kind"] = model.kind
-        scored["history"] = json.loads(read_bytes(files["history.json"]))
-        if model.kind == "baseline":
-            scored["value"] = float(model.content["value"])
-        if model.kind == "xgboost":
-            scored["importance"] = model.importance(held_out.frame, seed=pipeline.training.seed)
-        models[spec.name] = scored
+        measured = _measure(pipeline, held_out, scores[spec.name])
+        segments = measured.pop("segments", None)
+        metrics = measured.pop("metrics")
+        models[spec.name] = ModelScore(
+            model.kind,
+            metrics,
+            measured,
+            json.loads(read_bytes(files["history.json"])),
+            segments,
+            float(model.content["value"]) if model.kind == "baseline" else None,
+            model.importance(held_out.frame, seed=pipeline.training.seed)
+            if model.kind == "xgboost"
+            else None,
+        )
     return models, scores
 
 
-def _ranking(pipeline: Pipeline, models: dict[str, Any]) -> list[str]:
+def _ranking(pipeline: Pipeline, models: dict[str, ModelScore]) -> list[str]:
     """Return the model names, best first on the pipeline's metric (undefined: last)."""
     metric, higher_is_better = pipeline.metric
 
     def rank_key(name: str) -> float:
-        value = models[name]["metrics"][metric]
+        value = models[name].metrics[metric]
         if value is None:
             return float("inf")
         return -value if higher_is_better else value
@@ -415,7 +455,7 @@ def _score_champions(
     held_out: HeldOut,
     scores: dict[str, Any],
     learned: list[str],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, ChampionScore | None], dict[str, Any]]:
     """Return each learned model's champion (registry alias) scored on the same rows, and the
     bootstrap interval of tonight's model minus it."""
     from nightshift import tracking
@@ -423,19 +463,20 @@ def _score_champions(
 
     metric, _ = pipeline.metric
     mlflow_client = tracking.client(pipeline) if learned else None
-    champions: dict[str, Any] = {}
+    champions: dict[str, ChampionScore | None] = {}
     deltas: dict[str, Any] = {}
     for name in learned:
         current = tracking.champion(mlflow_client, tracking.registered_name(pipeline.name, name))
-        champions[name] = current
-        if current is None or not trained_before(current["trained_for"], partition_date):
-            continue  # none yet, or trained on this day or later: not a fair comparison
-        champion_score = _champion_score(pipeline, held_out, current, name)
+        if current is None or not trained_before(current.trained_for, partition_date):
+            # none yet, or trained on this day or later: not a fair comparison
+            champions[name] = None if current is None else ChampionScore(current)
+            continue
+        champion_score, unscored = _champion_score(pipeline, held_out, current, name)
         if champion_score is None:
+            champions[name] = ChampionScore(current, unscored=unscored)
             continue
         measured = _measure(pipeline, held_out, champion_score)
-        current["metrics"] = measured["metrics"]
-        current["segments"] = measured.get("segments")
+        champions[name] = ChampionScore(current, measured["metrics"], measured.get("segments"))
         deltas[name] = bootstrap_delta(
             metric,
             held_out.y,
@@ -449,19 +490,25 @@ def _score_champions(
 
 
 def _champion_score(
-    pipeline: Pipeline, held_out: HeldOut, current: dict[str, Any], name: str
-) -> Any:
-    """Return the champion's scores on the held-out rows, or None (and why, in ``current``)
-    when its model cannot be loaded from the lake."""
+    pipeline: Pipeline, held_out: HeldOut, current: ChampionRef, name: str
+) -> tuple[Any, str | None]:
+    """Return the champion's scores on the held-out rows, or None and why, when its model
+    cannot be loaded from the lake."""
     try:
         model, _ = load_model(
-            pipeline, current["model"] or name, dt.date.fromisoformat(current["trained_for"])
+            pipeline, current.model or name, dt.date.fromisoformat(current.trained_for)
         )
-        return model.predict(held_out.frame)
+        return model.predict(held_out.frame), None
     except (PartitionMissing, KeyError, ValueError) as exc:
         log.warning("%s: champion %s not scored: %s", pipeline.name, current, exc)
-        current["unscored"] = f"{type(exc).__name__}: {exc}"
-        return None
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _held_out(pipeline: Pipeline, paths: list[str]) -> HeldOut:
+    """Return the run date's processed rows, labels and segment values."""
+    frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    segment = pipeline.evaluation.segment
+    return HeldOut(frame, labels(frame), frame[segment].to_numpy(dtype=object) if segment else None)
 
 
 def evaluate(
@@ -478,134 +525,142 @@ def evaluate(
     with _timed(result):
         lake = lake_for(pipeline)
         inputs = night_inputs(pipeline, partition_date, features_version)
-        paths = inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
-        frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-        segment = pipeline.evaluation.segment
-        held_out = HeldOut(
-            frame, labels(frame), frame[segment].to_numpy(dtype=object) if segment else None
+        held_out = _held_out(
+            pipeline, inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
         )
         models, scores = _score_models(pipeline, partition_date, held_out)
         ranking = _ranking(pipeline, models)
         # The challenger is the best learned model; the baseline is there to keep it honest.
-        learned = [name for name in ranking if models[name]["kind"] != "baseline"]
+        learned = [name for name in ranking if models[name].kind != "baseline"]
         champions, deltas = _score_champions(pipeline, partition_date, held_out, scores, learned)
         features = pipeline.features
         window = _window_sample(
             pipeline, inputs.window_paths, [*features.numeric, *features.categorical]
         )
         metric, higher_is_better = pipeline.metric
-        evaluation = {
-            "models": models,
-            "ranking": ranking,
-            "best": ranking[0],
-            "challenger": (learned or ranking)[0],
-            "headline_metric": metric,
-            "higher_is_better": higher_is_better,
-            "champions": champions,
-            "deltas": deltas,
-            "drift": drift(
+        evaluation = NightEvaluation(
+            models,
+            ranking,
+            (learned or ranking)[0],
+            metric,
+            higher_is_better,
+            champions,
+            deltas,
+            drift(
                 window,
-                frame,
+                held_out.frame,
                 features.numeric,
                 features.categorical,
                 pipeline.evaluation.drift_threshold,
             ),
-        }
+        )
         with lake.writer(EVALUATION, partition_date) as writer:
-            writer.write_bytes("evaluation.json", json.dumps(evaluation, sort_keys=True).encode())
+            writer.write_bytes("evaluation.json", _evaluation_json(evaluation))
         result.update(
-            {
-                "evaluation": lake.partition_uri(EVALUATION, partition_date),
-                "best": ranking[0],
-                metric: models[ranking[0]]["metrics"][metric],
-            }
+            evaluation=lake.partition_uri(EVALUATION, partition_date),
+            best=evaluation.best,
+            **{metric: evaluation.headline(evaluation.best)},
         )
     return result
 
 
+def _evaluation_json(evaluation: NightEvaluation) -> bytes:
+    return json.dumps(evaluation.to_dict(), sort_keys=True).encode()
+
+
+def read_evaluation(pipeline: Pipeline, partition_date: dt.date) -> NightEvaluation:
+    """Return what ``evaluate`` saved for ``partition_date``."""
+    partition = lake_for(pipeline).read(EVALUATION, partition_date)
+    return NightEvaluation.from_dict(json.loads(read_bytes(partition.paths()[0])))
+
+
 def _decisions(
-    pipeline: Pipeline, partition_date: dt.date, evaluation: dict[str, Any], promote: bool
-) -> dict[str, Any]:
+    pipeline: Pipeline, partition_date: dt.date, evaluation: NightEvaluation, promote: bool
+) -> dict[str, Decision]:
+    """Return the gate's decision for each learned model against its champion."""
     from nightshift.champion import decide
 
-    metric = evaluation["headline_metric"]
     decisions = {}
-    for name, champion in evaluation["champions"].items():
-        scored = evaluation["models"][name]
-        challenger = {
-            "model": name,
-            "trained_for": partition_date.isoformat(),
-            "metrics": scored["metrics"],
-            "segments": scored.get("segments"),
-        }
+    for name, champion in evaluation.champions.items():
+        scored = evaluation.models[name]
+        challenger = Challenger(name, partition_date.isoformat(), scored.metrics, scored.segments)
         decisions[name] = decide(
             name,
             challenger,
             champion,
-            metric,
+            evaluation.headline_metric,
             pipeline.evaluation,
             promote=promote,
-            delta=evaluation["deltas"].get(name),
-        ).to_dict()
+            delta=evaluation.deltas.get(name),
+        )
     return decisions
+
+
+def _training_window(pipeline: Pipeline, partition_date: dt.date) -> TrainingWindow:
+    """Return the days the night trained on, from its features partition."""
+    features = lake_for(pipeline).read(FEATURES, partition_date)
+    stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
+    window = features.meta["window"]
+    return TrainingWindow(
+        window[0], window[-1], window, stats.rows, features.meta["batches"], stats.label_mean
+    )
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What publish has done by the time it writes the report."""
+
+    run_id: str
+    promote: bool
+    timings: dict[str, float]
+    airflow_url: str | None
+    decisions: dict[str, Decision]  # as recorded in the registry
+    logged: dict[str, dict[str, Any]]  # per model: its MLflow run and registered version
 
 
 def _night_summary(
     pipeline: Pipeline,
     partition_date: dt.date,
-    evaluation: dict[str, Any],
-    decisions: dict[str, Any],
-    run: dict[str, Any],
-) -> dict[str, Any]:
-    """Return what the report and metrics.json say about the night (before MLflow).
-
-    ``run`` holds ``run_id``, ``promote``, ``timings`` and ``airflow_url``.
-    """
+    evaluation: NightEvaluation,
+    window: TrainingWindow,
+    published: _Published,
+) -> NightSummary:
+    """Return what the report and metrics.json say about the night."""
     from nightshift.validate import read_summary
 
-    lake = lake_for(pipeline)
-    features = lake.read(FEATURES, partition_date)
-    stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
-    window = features.meta["window"]
-    challenger = evaluation["challenger"]
-    headline = decisions.get(challenger)
-    return {
-        "pipeline": pipeline.name,
-        "dag_id": pipeline.dag_id,
-        "partition_date": partition_date.isoformat(),
-        "task": pipeline.schema_.task,
-        "run_id": run["run_id"],
-        "threshold": pipeline.training.threshold,
-        "run_options": {
+    champion = _champion_outcome(evaluation, published)
+    tracking_uri, _ = _tracking_store(pipeline)
+    return NightSummary(
+        pipeline=pipeline.name,
+        dag_id=pipeline.dag_id,
+        partition_date=partition_date.isoformat(),
+        task=pipeline.schema_.task,
+        run_id=published.run_id,
+        threshold=pipeline.training.threshold,
+        run_options={
             "models": [m.name for m in pipeline.models],
             "window_days": pipeline.training.window_days,
             "sample_fraction": pipeline.training.sample_fraction,
-            "promote": run["promote"],
+            "promote": published.promote,
         },
-        "gate": pipeline.evaluation.model_dump(),
-        "training_window": {
-            "start": window[0],
-            "end": window[-1],
-            "dates": window,
-            "rows": stats.rows,
-            "batches": features.meta["batches"],
-            "label_mean": stats.label_mean,
-        },
-        "data": {"held_out": read_summary(lake, partition_date)},
-        **evaluation,
-        "decisions": decisions,
-        "champion": {
-            "model": challenger,
-            "model_id": None,
-            "promoted": bool(headline and headline["promoted"]),
-            "reason": headline["reason"] if headline else "no learned model tonight",
-            "previous": evaluation["champions"].get(challenger),
-            "promotion_allowed": run["promote"],
-        },
-        "timings": dict(run["timings"]),
-        "links": {"airflow": _airflow_link(pipeline, run["run_id"], run["airflow_url"])},
-        "nightshift_version": __version__,
-    }
+        gate=pipeline.evaluation.model_dump(),
+        training_window=window,
+        data={"held_out": read_summary(lake_for(pipeline), partition_date)},
+        evaluation=evaluation,
+        decisions=published.decisions,
+        champion=champion,
+        timings=dict(published.timings),
+        links={"airflow": _airflow_link(pipeline, published.run_id, published.airflow_url)},
+        mlflow={"tracking_uri": tracking_uri, "runs": published.logged},
+        trend=_trend(pipeline, partition_date, evaluation, champion.promoted),
+        nightshift_version=__version__,
+    )
+
+
+def _tracking_store(pipeline: Pipeline) -> tuple[str, str | None]:
+    from nightshift import tracking
+
+    return tracking.store(pipeline)
 
 
 def _airflow_link(pipeline: Pipeline, run_id: str, airflow_url: str | None) -> str | None:
@@ -616,40 +671,42 @@ def _airflow_link(pipeline: Pipeline, run_id: str, airflow_url: str | None) -> s
     return f"{airflow_url.rstrip('/')}/dags/{pipeline.dag_id}/runs/{quoted}"
 
 
-def _champion_moved(results: dict[str, Any], decision: dict[str, Any], logged: dict) -> None:
-    """Set the report's champion to what the registry holds after the aliases moved."""
-    champion = results["champion"]
-    entry = logged.get(champion["model"]) or {}
-    previous = champion["previous"]
-    new_id = f"{entry.get('registered_model')} v{entry.get('version')}"
-    kept = f"{previous['registered_model']} v{previous['version']}" if previous else None
-    champion.update(
-        promoted=decision["promoted"],
-        reason=decision["reason"],
-        model_id=new_id if decision["promoted"] else kept,
+def _champion_outcome(evaluation: NightEvaluation, published: _Published) -> ChampionOutcome:
+    """Return the challenger's decision as the registry holds it after the aliases moved."""
+    name = evaluation.challenger
+    previous = evaluation.champions.get(name)
+    decision = published.decisions.get(name)
+    if decision is None:
+        reason = "no learned model tonight"
+        return ChampionOutcome(name, None, False, reason, previous, published.promote)
+    entry = published.logged.get(name) or {}
+    if decision.promoted:
+        model_id: str | None = f"{entry.get('registered_model')} v{entry.get('version')}"
+    elif previous is not None:
+        model_id = f"{previous.ref.registered_model} v{previous.ref.version}"
+    else:
+        model_id = None
+    return ChampionOutcome(
+        name, model_id, decision.promoted, decision.reason, previous, published.promote
     )
 
 
 def _trend(
-    pipeline: Pipeline, partition_date: dt.date, evaluation: dict[str, Any], promoted: bool
-) -> list[dict[str, Any]]:
+    pipeline: Pipeline, partition_date: dt.date, evaluation: NightEvaluation, promoted: bool
+) -> list[TrendPoint]:
     """Return the headline metric of the nights published before this one, and this one's."""
     from nightshift.report_index import published_runs
 
     earlier = [
         run for run in published_runs(pipeline) if run.partition_date < partition_date.isoformat()
     ][-(pipeline.evaluation.trend_nights - 1) :]
-    best_metrics = evaluation["models"][evaluation["best"]]["metrics"]
-    tonight = {
-        "date": partition_date.isoformat(),
-        "value": best_metrics[evaluation["headline_metric"]],
-        "promoted": promoted,
-        "best": evaluation["best"],
-    }
-    return [
-        {"date": r.partition_date, "value": r.value, "promoted": r.promoted, "best": r.best}
-        for r in earlier
-    ] + [tonight]
+    tonight = TrendPoint(
+        partition_date.isoformat(),
+        evaluation.headline(evaluation.best),
+        promoted,
+        evaluation.best,
+    )
+    return [TrendPoint(r.partition_date, r.value, r.promoted, r.best) for r in earlier] + [tonight]
 
 
 def publish(
@@ -669,55 +726,47 @@ def publish(
 
     result: dict[str, Any] = {}
     with _timed(result):
-        lake = lake_for(pipeline)
-        evaluation = json.loads(read_bytes(lake.read(EVALUATION, partition_date).paths()[0]))
+        evaluation = read_evaluation(pipeline, partition_date)
         decisions = _decisions(pipeline, partition_date, evaluation, promote)
         for name, decision in decisions.items():
-            log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision["reason"])
-        run = {"run_id": run_id, "promote": promote, "timings": timings}
-        results = _night_summary(
-            pipeline, partition_date, evaluation, decisions, {**run, "airflow_url": airflow_url}
-        )
-        tonight = {
-            name: load_model(pipeline, name, partition_date) for name in evaluation["models"]
-        }
-        evaluation_json = json.dumps(evaluation, sort_keys=True).encode()
+            log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision.reason)
+        window = _training_window(pipeline, partition_date)
+        tonight = {name: load_model(pipeline, name, partition_date) for name in evaluation.models}
         logged = tracking.log_nightly(
-            pipeline, partition_date, run_id, results, tonight, {"evaluation.json": evaluation_json}
+            pipeline,
+            tracking.NightLog(partition_date, run_id, evaluation, window),
+            tonight,
+            {"evaluation.json": _evaluation_json(evaluation)},
         )
-        tracking_uri, _ = tracking.store(pipeline)
-        results["mlflow"] = {"tracking_uri": tracking_uri, "runs": logged}
         # The champion aliases move once tonight's versions are complete, before the report
         # is written, so the report states what the registry now holds. A publish that dies
         # before this line leaves every champion where it was; one that dies after it is
         # retried, and the retry finds its versions already champion.
-        moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
-        headline = decisions.get(evaluation["challenger"])
-        if headline:
-            _champion_moved(results, headline, logged)
-        promoted = results["champion"]["promoted"]
-        results["trend"] = _trend(pipeline, partition_date, evaluation, promoted)
-        html, metrics_json = _write_report(pipeline, partition_date, results, airflow_url)
+        recorded, moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
+        published = _Published(run_id, promote, timings, airflow_url, recorded, logged)
+        summary = _night_summary(pipeline, partition_date, evaluation, window, published)
+        html, metrics_json = _write_report(pipeline, partition_date, summary, airflow_url)
         tracking.log_report(pipeline, logged, html, metrics_json)
         directory = pipeline.reports_dir(partition_date)
         result.update(
             report=f"{directory}/report.html",
             metrics=f"{directory}/metrics.json",
-            champion=results["champion"]["model_id"],
-            promoted=promoted,
+            champion=summary.champion.model_id,
+            promoted=summary.champion.promoted,
             aliases_moved=moved,
         )
     return result
 
 
 def _write_report(
-    pipeline: Pipeline, partition_date: dt.date, results: dict[str, Any], airflow_url: str | None
+    pipeline: Pipeline, partition_date: dt.date, summary: NightSummary, airflow_url: str | None
 ) -> tuple[str, bytes]:
     """Write the night's report.html and metrics.json, then the index; return both."""
     from nightshift.report import render_report
     from nightshift.report_index import publish_index
 
     directory = pipeline.reports_dir(partition_date)
+    results = summary.to_dict()
     metrics_json = json.dumps(results, indent=1, sort_keys=True, default=str).encode()
     html = render_report(results)
     # metrics.json is what the index lists, so it goes after the report it points to.

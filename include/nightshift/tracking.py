@@ -16,11 +16,13 @@ import datetime as dt
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nightshift.champion import trained_before
 from nightshift.config import Pipeline
+from nightshift.records import ChampionRef, Decision, NightEvaluation, TrainingWindow
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ def experiment_id(mlflow_client: Any, pipeline: Pipeline) -> str:
         return str(mlflow_client.get_experiment_by_name(name).experiment_id)
 
 
-def champion(mlflow_client: Any, name: str) -> dict[str, Any] | None:
+def champion(mlflow_client: Any, name: str) -> ChampionRef | None:
     """Return the registered model ``name``'s champion version, or None if it has none."""
     _mlflow_environment()
     from mlflow.exceptions import MlflowException
@@ -142,13 +144,13 @@ def champion(mlflow_client: Any, name: str) -> dict[str, Any] | None:
         version = mlflow_client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         return None
-    return {
-        "registered_model": name,
-        "version": int(version.version),
-        "run_id": version.run_id,
-        "model": version.tags.get("nightshift.model"),
-        "trained_for": version.tags.get("nightshift.trained_for", ""),
-    }
+    return ChampionRef(
+        registered_model=name,
+        version=int(version.version),
+        run_id=version.run_id,
+        model=version.tags.get("nightshift.model"),
+        trained_for=version.tags.get("nightshift.trained_for", ""),
+    )
 
 
 def champion_history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
@@ -179,18 +181,18 @@ def set_champion(
     version that is already champion (a retried publish) counts as moved.
     """
     current = champion(mlflow_client, name)
-    if current is not None and current["version"] == int(version):
+    if current is not None and current.version == int(version):
         return True
     if (
         current is not None
         and only_if_newer is not None
-        and not trained_before(current["trained_for"], only_if_newer)
+        and not trained_before(current.trained_for, only_if_newer)
     ):
         log.warning(
             "%s: champion v%s (trained for %s) is not older than %s; alias left alone",
             name,
-            current["version"],
-            current["trained_for"],
+            current.version,
+            current.trained_for,
             only_if_newer,
         )
         return False
@@ -204,7 +206,7 @@ def set_champion(
     return True
 
 
-def promote(mlflow_client: Any, name: str, version: int, reason: str) -> dict[str, Any]:
+def promote(mlflow_client: Any, name: str, version: int, reason: str) -> ChampionRef:
     """Make ``version`` of ``name`` the champion by hand; return the new champion."""
     _mlflow_environment()
     from mlflow.exceptions import MlflowException
@@ -219,7 +221,7 @@ def promote(mlflow_client: Any, name: str, version: int, reason: str) -> dict[st
     return result
 
 
-def rollback(mlflow_client: Any, name: str, reason: str = "rollback") -> dict[str, Any]:
+def rollback(mlflow_client: Any, name: str, reason: str = "rollback") -> ChampionRef:
     """Point ``name``'s champion back at the version that was champion before this one."""
     current = champion(mlflow_client, name)
     if current is None:
@@ -227,18 +229,18 @@ def rollback(mlflow_client: Any, name: str, reason: str = "rollback") -> dict[st
     versions = [entry["version"] for entry in champion_history(mlflow_client, name)]
     # The champion before the current one: the history before the current version's last
     # promotion, skipping any earlier stints of the current version itself.
-    before = versions[: _last_index(versions, current["version"])]
-    earlier = [v for v in before if v != current["version"]]
+    before = versions[: _last_index(versions, current.version)]
+    earlier = [v for v in before if v != current.version]
     if not earlier:
         raise RegistryError(
-            f"registered model '{name}': champion v{current['version']} has no predecessor "
+            f"registered model '{name}': champion v{current.version} has no predecessor "
             "in the champion history; use `nightshift promote` with a version"
         )
     set_champion(
         mlflow_client,
         name,
         earlier[-1],
-        f"manual: {reason} from v{current['version']}",
+        f"manual: {reason} from v{current.version}",
         _now(),
     )
     result = champion(mlflow_client, name)
@@ -319,7 +321,7 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     _mlflow_environment()
     from mlflow.artifacts import download_artifacts
 
-    from nightshift.train import UnsafeModel, is_pickle
+    from nightshift.safe_models import UnsafeModel, is_pickle
 
     client(pipeline)
     uri = f"models:/{name}{version if version.startswith('@') else '/' + version}"
@@ -355,11 +357,19 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
         raise UnsafeModel(f"{uri}: no XGBoost or scikit-learn flavour ({sorted(flavors)})")
 
 
+@dataclass(frozen=True)
+class NightLog:
+    """Which night MLflow runs are logged for, and what they record."""
+
+    partition_date: dt.date
+    airflow_run_id: str
+    evaluation: NightEvaluation
+    window: TrainingWindow
+
+
 def log_nightly(
     pipeline: Pipeline,
-    partition_date: dt.date,
-    airflow_run_id: str,
-    evaluation: dict[str, Any],
+    night: NightLog,
     models: dict[str, tuple[Any, dict[str, str]]],
     artifacts: dict[str, bytes],
 ) -> dict[str, dict[str, Any]]:
@@ -373,6 +383,7 @@ def log_nightly(
     mlflow_client = client(pipeline)
     experiment = experiment_id(mlflow_client, pipeline)
     logged: dict[str, dict[str, Any]] = {}
+    partition_date, airflow_run_id = night.partition_date, night.airflow_run_id
     for name, (trained, files) in models.items():
         keys = {
             "nightshift.partition_date": partition_date.isoformat(),
@@ -387,7 +398,7 @@ def log_nightly(
             log.info("%s: reusing MLflow run %s from an earlier attempt", name, run_id)
         else:
             run_id, version = _log_model_run(
-                pipeline, experiment, keys, trained, evaluation, artifacts, registered
+                pipeline, experiment, keys, trained, night, artifacts, registered
             )
         if version is not None and registered is not None:
             tags = {
@@ -426,7 +437,7 @@ def _log_model_run(
     experiment: str,
     keys: dict[str, str],
     trained: Any,
-    evaluation: dict[str, Any],
+    night: NightLog,
     artifacts: dict[str, bytes],
     registered: str | None,
 ) -> tuple[str, str | None]:
@@ -436,16 +447,16 @@ def _log_model_run(
     import mlflow
 
     name = keys["nightshift.model"]
-    scored = evaluation["models"][name]
-    history = scored.get("history") or {}
+    scored = night.evaluation.models[name]
+    history = scored.history
     tags = {**keys, "nightshift.pipeline": pipeline.name, "nightshift.kind": trained.kind}
     run_name = f"{keys['nightshift.partition_date']} {name}"
     with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
-        mlflow.log_params(_run_params(pipeline, name, trained.kind, evaluation, history))
+        mlflow.log_params(_run_params(pipeline, name, trained.kind, night.window, history))
         mlflow.log_metrics(
             {
                 f"heldout_{k}": float(v)
-                for k, v in scored["metrics"].items()
+                for k, v in scored.metrics.items()
                 if isinstance(v, int | float) and v is not None
             }
         )
@@ -464,7 +475,7 @@ def _log_model_run(
 
 
 def _run_params(
-    pipeline: Pipeline, name: str, kind: str, evaluation: dict[str, Any], history: dict
+    pipeline: Pipeline, name: str, kind: str, window: TrainingWindow, history: dict
 ) -> dict[str, str]:
     """Return a model run's parameters: the night's training settings and the model's own."""
     params: dict[str, Any] = {
@@ -474,8 +485,8 @@ def _run_params(
         "batch_size": pipeline.training.batch_size,
         "sample_fraction": pipeline.training.sample_fraction,
         "threshold": pipeline.training.threshold,
-        "window_start": evaluation["training_window"]["start"],
-        "window_end": evaluation["training_window"]["end"],
+        "window_start": window.start,
+        "window_end": window.end,
     }
     params.update({f"param.{k}": v for k, v in (history.get("params") or {}).items()})
     return {k: str(v)[:500] for k, v in params.items()}
@@ -485,15 +496,16 @@ def record_decisions(
     pipeline: Pipeline,
     partition_date: dt.date,
     logged: dict[str, dict[str, Any]],
-    decisions: dict[str, dict[str, Any]],
-) -> dict[str, bool]:
+    decisions: dict[str, Decision],
+) -> tuple[dict[str, Decision], dict[str, bool]]:
     """Move ``champion`` where the gate promoted; tag each run and version with its decision.
 
-    Returns, per registered model, whether its alias now points at tonight's version. A
-    promotion that lost a race with a newer night (parallel backfills) is turned into "kept"
-    in ``decisions``, with the reason, so the report says what really happened.
+    Returns the decisions as recorded and, per registered model, whether its alias now points
+    at tonight's version. A promotion that lost a race with a newer night (parallel backfills)
+    is recorded as kept, with the reason, so the report says what really happened.
     """
     mlflow_client = client(pipeline)
+    recorded = dict(decisions)
     moved: dict[str, bool] = {}
     for name, decision in decisions.items():
         entry = logged.get(name) or {}
@@ -501,30 +513,30 @@ def record_decisions(
         if run_id is None or version is None:
             continue
         registered = entry["registered_model"]
-        moved[name] = False
-        if decision["promoted"]:
-            moved[name] = set_champion(
-                mlflow_client,
-                registered,
-                version,
-                decision["reason"],
-                partition_date.isoformat(),
-                only_if_newer=partition_date.isoformat(),
-            )
-            if not moved[name]:
-                newer = champion(mlflow_client, registered) or {}
-                decision["promoted"] = False
-                decision["reason"] = (
-                    f"earned promotion ({decision['reason']}), but champion "
-                    f"v{newer.get('version')} trained for {newer.get('trained_for')} was "
-                    "promoted meanwhile by a newer night"
-                )
-        mlflow_client.set_tag(run_id, "nightshift.promoted", str(decision["promoted"]).lower())
-        mlflow_client.set_tag(run_id, "nightshift.decision", decision["reason"][:4900])
-        mlflow_client.set_model_version_tag(
-            registered, str(version), "nightshift.decision", decision["reason"][:4900]
+        moved[name] = decision.promoted and set_champion(
+            mlflow_client,
+            registered,
+            version,
+            decision.reason,
+            partition_date.isoformat(),
+            only_if_newer=partition_date.isoformat(),
         )
-    return moved
+        if decision.promoted and not moved[name]:
+            decision = decision.lost_race(champion(mlflow_client, registered))
+        recorded[name] = decision
+        _tag_decision(mlflow_client, run_id, registered, version, decision)
+    return recorded, moved
+
+
+def _tag_decision(
+    mlflow_client: Any, run_id: str, registered: str, version: int, decision: Decision
+) -> None:
+    """Tag the night's MLflow run and its registered version with the gate's decision."""
+    mlflow_client.set_tag(run_id, "nightshift.promoted", str(decision.promoted).lower())
+    mlflow_client.set_tag(run_id, "nightshift.decision", decision.reason[:4900])
+    mlflow_client.set_model_version_tag(
+        registered, str(version), "nightshift.decision", decision.reason[:4900]
+    )
 
 
 def log_report(

@@ -14,12 +14,12 @@ import pandera.errors
 import pandera.pandas as pa
 
 from nightshift.config import PANDAS_DTYPES, Pipeline
-from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes, write_bytes_atomic
+from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes
+from nightshift.quarantine import quarantine
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
-QUARANTINE = "quarantine"
 
 
 class DataValidationError(ValueError):
@@ -244,8 +244,8 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
     """Check every batch of ``raw``; write the summary partition or raise DataValidationError.
 
     Warnings are kept in the summary (the report shows them). A blocking finding moves the
-    offending input to quarantine with a reason file, writes the validation report beside the
-    date's reports, and raises naming file, column, check and example rows.
+    offending input to quarantine with a reason file and raises naming file, column, check and
+    example rows (``stages.validate`` writes the date's validation page from it).
     """
     origin = str(raw.meta.get("origin", raw.uri))
     frames, found = _check_batches(pipeline, raw, origin)
@@ -267,7 +267,6 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
             f"for this date and the input was moved to {where}\n"
             + "\n".join(f.line() for f in blocking)
         )
-        write_validation_report(pipeline, raw.partition_date, [asdict(f) for f in found], where)
         raise DataValidationError(message, [asdict(f) for f in found], where)
     summary = summarize(day, pipeline)
     summary["batches"] = len(raw.files)
@@ -325,71 +324,6 @@ def _day_findings(
             Finding("extra_columns", severity, origin, extra, "column in schema", rows, [], [])
         )
     return found
-
-
-def quarantine(
-    pipeline: Pipeline,
-    lake: Lake,
-    partition_date: dt.date,
-    raw: Partition | None,
-    failures: list[dict[str, Any]],
-    stage: str,
-    source: str | None = None,
-) -> str:
-    """Move the offending input to ``<lake>/<pipeline>/quarantine/date=D/<stamp>/``.
-
-    The source file (for file sources) is moved there, so the next attempt does not read it
-    again; the raw batches, if any, are copied; ``reason.json`` says which stage found what.
-    Returns the quarantine folder.
-    """
-    import fsspec
-
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")  # a record, never read back
-    folder = f"{lake.partition_uri(QUARANTINE, partition_date)}/{stamp}"
-    origin = source or (str(raw.meta.get("origin")) if raw is not None else None)
-    moved = None
-    if origin and not origin.startswith("generator("):
-        fs, path = fsspec.core.url_to_fs(origin)
-        if fs.exists(path):
-            target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
-            write_bytes_atomic(target, fs.cat_file(path))
-            fs.rm(path)
-            moved = target
-    if raw is not None:
-        for name, path in zip(raw.files, raw.paths(), strict=True):
-            write_bytes_atomic(f"{folder}/raw/{name.rsplit('/', 1)[-1]}", read_bytes(path))
-    reason = {
-        "pipeline": pipeline.name,
-        "partition_date": partition_date.isoformat(),
-        "stage": stage,
-        "origin": origin,
-        "moved_source_to": moved,
-        "failures": failures,
-    }
-    write_bytes_atomic(f"{folder}/reason.json", json.dumps(reason, indent=1, default=str).encode())
-    log.error("%s %s: input quarantined at %s", pipeline.name, partition_date, folder)
-    return folder
-
-
-def write_validation_report(
-    pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
-) -> str:
-    """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
-    from nightshift.report import render_validation
-
-    directory = pipeline.reports_dir(partition_date)
-    payload = {
-        "pipeline": pipeline.name,
-        "partition_date": partition_date.isoformat(),
-        "blocked": any(f["severity"] == "block" for f in failures),
-        "quarantine": where,
-        "failures": failures,
-    }
-    write_bytes_atomic(
-        f"{directory}/validation.json", json.dumps(payload, indent=1, default=str).encode()
-    )
-    write_bytes_atomic(f"{directory}/validation.html", render_validation(payload).encode())
-    return f"{directory}/validation.html"
 
 
 def read_summary(lake: Lake, partition_date: dt.date) -> dict[str, Any]:

@@ -11,13 +11,11 @@ import secrets
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nightshift.ops.airflow_api import AirflowAPI
 from tests.conftest import REPO, write_pipeline
 
 FILES = ("docker-compose.yaml", "compose/stand-ins/override.yaml")
@@ -77,8 +75,9 @@ def fresh_checkout(target: Path) -> Path:
 
 
 @dataclass
-class Stack:
-    """One compose project in its own checkout: ``compose(...)`` runs docker-compose on it."""
+class Stack(AirflowAPI):
+    """One compose project in its own checkout: ``compose(...)`` runs docker-compose on it;
+    its Airflow's REST API is called as ``AirflowAPI`` does for the embedded one."""
 
     project: str
     checkout: Path
@@ -138,7 +137,7 @@ class Stack:
         except RuntimeError as exc:  # a service that others wait on failed: say why
             init = self.compose("logs", "--no-color", "--tail", "80", "airflow-init", check=False)
             raise RuntimeError(f"{exc}\nairflow-init's log:\n{init}") from None
-        self.wait_for_api()
+        self.wait_for_api(timeout=300)
         self.wait_healthy()
         return time.monotonic() - started
 
@@ -208,56 +207,23 @@ class Stack:
         return found
 
     @property
-    def api(self) -> str:
+    def base_url(self) -> str:
+        """The api-server's address on this machine."""
         return f"http://127.0.0.1:{self.env['AIRFLOW_PORT']}"
 
-    def wait_for_api(self, timeout: float = 300) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            try:
-                with urllib.request.urlopen(f"{self.api}/api/v2/monitor/health", timeout=5):
-                    return time.monotonic() - started
-            except OSError:
-                time.sleep(2)
-        logs = self.compose("logs", "--tail", "60", "airflow-apiserver")
-        raise TimeoutError(f"the api-server did not answer in {timeout}s:\n{logs}")
+    def credentials(self) -> tuple[str, str]:
+        """The admin from .env."""
+        return self.env["AIRFLOW_ADMIN_USER"], self.env["AIRFLOW_ADMIN_PASSWORD"]
 
-    def token(self, user: str | None = None, password: str | None = None) -> str:
-        """Sign in through the REST API (the admin from .env by default); return the token."""
-        body = {
-            "username": user or self.env["AIRFLOW_ADMIN_USER"],
-            "password": password or self.env["AIRFLOW_ADMIN_PASSWORD"],
-        }
-        request = urllib.request.Request(
-            f"{self.api}/auth/token",
-            json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return str(json.load(response)["access_token"])
+    def diagnosis(self, service: str) -> str:
+        """The end of the service's container log."""
+        container = {"api-server": "airflow-apiserver", "dag-processor": "airflow-dag-processor"}
+        return self.compose("logs", "--tail", "60", container.get(service, service))
 
     def rest(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the REST API (``/api/v2/<path>``) as the admin; return the JSON answer."""
+        """Call the REST API (``/api/v2/<path>``) as the admin, signed in once per start."""
         self.token_ = self.token_ or self.token()
-        return json.loads(self.call(self.token_, method, f"/api/v2/{path}", body)[1])
-
-    def call(self, token: str, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        """Request ``path`` of the api-server with ``token``; return (status, body), also for
-        an error status."""
-        request = urllib.request.Request(
-            f"{self.api}{path}",
-            None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            if error.code >= 500:
-                raise
-            return error.code, error.read()
+        return self.api(method, path, body, token=self.token_)
 
     def add_user(self, name: str, role: str) -> str:
         """Create an Airflow user with ``role`` as an admin does (the FAB CLI); return its
@@ -281,31 +247,3 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USER"],
             "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
         }
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self.rest("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-
-    def wait_for_runs(self, dag_id: str, count: int, timeout: float = 1200) -> list[dict[str, Any]]:
-        """Wait until ``count`` runs of ``dag_id`` have finished; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            finished = [r for r in self.runs(dag_id) if r["state"] in ("success", "failed")]
-            if len(finished) >= count:
-                return finished
-            time.sleep(5)
-        raise TimeoutError(f"{dag_id}: {self.runs(dag_id)}")
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        found = self.rest("GET", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances")
-        return {t["task_id"]: t["state"] for t in found["task_instances"]}
-
-    def wait_for_backfills(self, dag_id: str, count: int, timeout: float = 1200) -> None:
-        """Wait until ``dag_id`` has ``count`` backfills, every one completed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.rest("GET", f"backfills?dag_id={dag_id}")["backfills"]
-            if len(found) == count and all(b["completed_at"] for b in found):
-                return
-            time.sleep(5)
-        raise TimeoutError(f"{dag_id}: {self.rest('GET', f'backfills?dag_id={dag_id}')}")

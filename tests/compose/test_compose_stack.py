@@ -33,6 +33,7 @@ from tests.conftest import REPO
 from tests.e2e.conftest import tiny_pipeline
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
+SCENARIO = True  # one stack's life, step by step: kept in file order (tests/conftest.py)
 
 NAME = "compose_tiny"
 DAG_ID = f"nightshift_{NAME}"
@@ -275,14 +276,14 @@ def test_backfill_three_dates_then_again_gives_identical_data_and_models(stack: 
     runs = stack.wait_for_runs(DAG_ID, 1 + 3)
     assert [r["state"] for r in runs] == ["success"] * 4, runs
     first = _digest(stack, *BACKFILL)
-    stack.wait_for_backfills(DAG_ID, 1)
+    assert len(stack.wait_for_backfills(DAG_ID)) == 1
     ended = {r["dag_run_id"]: r["end_date"] for r in runs if r["run_type"] == "backfill"}
     assert len(ended) == 3, runs
     TIMINGS["backfill_3"] = time.monotonic() - started
     # Postgres re-queues the existing runs: no pause, no retry (SQLite needs both).
     started = time.monotonic()
     _backfill(stack, "--reprocess-behavior", "completed")
-    stack.wait_for_backfills(DAG_ID, 2)
+    assert len(stack.wait_for_backfills(DAG_ID)) == 2
     TIMINGS["backfill_3_again"] = time.monotonic() - started
     runs = stack.runs(DAG_ID)
     assert len(runs) == 4 and all(r["state"] == "success" for r in runs), runs
@@ -390,7 +391,7 @@ def test_down_and_up_keep_runs_reports_and_the_registry(stack: Stack) -> None:
 
 def _model_reports(playwright: Any, stack: Stack, user: str, password: str) -> tuple[Any, Any]:
     """Sign ``user`` in and open Browse -> Model reports; return (browser, page)."""
-    browser, page = signed_in_page(playwright, stack.api, user, password)
+    browser, page = signed_in_page(playwright, stack.base_url, user, password)
     with shot_on_failure(page, SHOTS / f"failed-model-reports-{user}.png"):
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Model reports").click()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.local_airflow import LocalAirflow, fresh
+from nightshift.ops.local_airflow import LocalAirflow, fresh
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 

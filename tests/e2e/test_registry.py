@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,43 @@ pytestmark = pytest.mark.e2e
 DATES = [dt.date(2026, 9, 14), dt.date(2026, 9, 15), dt.date(2026, 9, 16)]
 
 
+@dataclass(frozen=True)
+class Registry:
+    """The registry right after the three nights, before any test changed it."""
+
+    runs: list[tuple[str, str]]  # (partition date, model) of every MLflow run
+    versions: dict[str, list[int]]  # registered model -> its versions
+    champions: dict[str, str]  # registered model -> the date its champion was trained for
+
+
+def _snapshot(home: Path) -> Registry:
+    client = _client(home)
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
+    runs = client.search_runs([experiment], max_results=100)
+    names = [f"retail_conversion.{model}" for model in ("xgboost", "sgd_logistic")]
+    return Registry(
+        sorted(
+            (r.data.tags["nightshift.partition_date"], r.data.tags["nightshift.model"])
+            for r in runs
+        ),
+        {
+            name: sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+            for name in names
+        },
+        {
+            name: client.get_model_version_by_alias(name, "champion").tags["nightshift.trained_for"]
+            for name in names
+        },
+    )
+
+
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """Three nights of the small example pipeline run in process, in date order."""
+def nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Registry]:
+    """Three nights of the small example pipeline run in process, in date order.
+
+    Tests that change the registry use dates after these three, so each test's assertions
+    hold in any order; the state the three nights left is kept in the ``Registry`` snapshot.
+    """
     from tests.conftest import small_pipeline_dict, write_pipeline
 
     home = tmp_path_factory.mktemp("registry")
@@ -40,7 +75,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)
     pipeline = find_pipeline("retail_conversion")
     results = {day: stages.run_nightly(pipeline, day, run_id=f"test__{day}") for day in DATES}
-    yield home, results
+    yield home, results, _snapshot(home)
     patch.undo()
 
 
@@ -52,15 +87,16 @@ def _client(home: Path):
 
 
 def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> None:
-    home, results = nights
+    home, results, registry = nights
     client = _client(home)
     experiment = client.get_experiment_by_name("nightshift/retail_conversion")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=100)
+        if r.data.tags["nightshift.partition_date"] in {d.isoformat() for d in DATES}
+    ]
     # One run per model per night, tagged with the date and the run that made it.
-    keys = sorted(
-        (r.data.tags["nightshift.partition_date"], r.data.tags["nightshift.model"]) for r in runs
-    )
-    assert keys == sorted(
+    assert registry.runs == sorted(
         (d.isoformat(), m) for d in DATES for m in ("xgboost", "sgd_logistic", "base_rate")
     )
     xgb_run = next(r for r in runs if r.data.tags["nightshift.model"] == "xgboost")
@@ -75,9 +111,8 @@ def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> No
     # One registered model per pipeline and model, a version per night, and the alias.
     for model in ("xgboost", "sgd_logistic"):
         name = f"retail_conversion.{model}"
+        assert registry.versions[name] == [1, 2, 3]
         versions = client.search_model_versions(f"name = '{name}'")
-        assert sorted(int(v.version) for v in versions) == [1, 2, 3]
-        champion = client.get_model_version_by_alias(name, "champion")
         promoted = [
             d
             for d in DATES
@@ -86,7 +121,7 @@ def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> No
             ]
         ]
         assert DATES[0] in promoted  # the first model is promoted
-        assert champion.tags["nightshift.trained_for"] == promoted[-1].isoformat()
+        assert registry.champions[name] == promoted[-1].isoformat()
         # Every decision is recorded on the run and the version.
         for version in versions:
             assert version.tags["nightshift.decision"]
@@ -111,7 +146,7 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     linear = tracking.load_registered(pipeline, "retail_conversion.sgd_logistic", "@champion")
     champion = tracking.champion(tracking.client(pipeline), "retail_conversion.sgd_logistic")
     lake_linear, _ = stages.load_model(
-        pipeline, "sgd_logistic", dt.date.fromisoformat(champion["trained_for"])
+        pipeline, "sgd_logistic", dt.date.fromisoformat(champion.trained_for)
     )
     x = to_linear_matrix(frame, lake_linear.stats)
     assert np.allclose(linear.predict_proba(x)[:, 1], lake_linear.predict(frame))
@@ -124,50 +159,90 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
         mlflow.sklearn.load_model("models:/retail_conversion.sgd_logistic/1")
 
 
+def _prepare(pipeline, day: dt.date) -> None:
+    """Run every stage before publish for ``day`` (and its window days not yet processed)."""
+    ingested = stages.ingest(pipeline, day)
+    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
+    validated = stages.validate(pipeline, dates, day)
+    stages.preprocess(pipeline, [dt.date.fromisoformat(d) for d in validated["dates"]])
+    for stage in (
+        stages.fit_features,
+        stages.train_distributed,
+        stages.train_incremental,
+        stages.evaluate,
+    ):
+        stage(pipeline, day)
+
+
 def test_a_retried_publish_reuses_its_runs_and_a_failed_one_moves_no_champion(
     nights, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home, _ = nights
+    home, _, _ = nights
     client = _client(home)
-    pipeline = find_pipeline("retail_conversion")
-    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
-    before_runs = len(client.search_runs([experiment], max_results=100))
-    before = tracking.champion(client, "retail_conversion.xgboost")
+    # A gate that promotes every challenger, so a champion that stays put is the failure's
+    # doing, not the gate's.
+    found = find_pipeline("retail_conversion")
+    gate = {"margin": -1.0, "max_calibration_error": None, "segment": None}
+    pipeline = found.model_copy(update={"evaluation": found.evaluation.model_copy(update=gate)})
+    day = DATES[-1] + dt.timedelta(days=3)
+    _prepare(pipeline, day)
+    names = ["retail_conversion.xgboost", "retail_conversion.sgd_logistic"]
+    before = {name: tracking.champion(client, name) for name in names}
+    run_id = f"test__{day}__retried"
 
-    # A publish that dies after logging, before the champion moves, leaves the champion as it
-    # was; its retry reuses the finished MLflow runs instead of logging them twice.
-    day = DATES[-1]
-    timings = {"ingest": 1.0}
+    # A publish that fails while logging its second model leaves every champion as it was
+    # and publishes nothing.
+    real, calls = tracking._log_model, []
 
-    def die(*args, **kwargs):
-        raise RuntimeError("killed before the champion pointer moved")
+    def fail_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the tracking server went away")
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(tracking, "record_decisions", die)
-    with pytest.raises(RuntimeError):
-        stages.publish(pipeline, day, timings, run_id=f"test__{day}")
-    assert tracking.champion(client, "retail_conversion.xgboost") == before
+    monkeypatch.setattr(tracking, "_log_model", fail_second)
+    with pytest.raises(RuntimeError, match="went away"):
+        stages.publish(pipeline, day, {"ingest": 1.0}, run_id=run_id)
+    assert {name: tracking.champion(client, name) for name in names} == before
+    assert not Path(pipeline.reports_dir(day), "metrics.json").exists()
     monkeypatch.undo()
-    stages.publish(pipeline, day, timings, run_id=f"test__{day}")
-    assert len(client.search_runs([experiment], max_results=100)) == before_runs
-    assert len(client.search_model_versions("name = 'retail_conversion.xgboost'")) == 3
-    assert tracking.champion(client, "retail_conversion.xgboost") == before
+
+    # Its retry reuses the finished MLflow run, logs the rest once, and promotes.
+    stages.publish(pipeline, day, {"ingest": 1.0}, run_id=run_id)
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
+    attempts = client.search_runs(
+        [experiment], filter_string=f"tags.`nightshift.airflow_run_id` = '{run_id}'"
+    )
+    assert sorted(r.data.tags["nightshift.model"] for r in attempts) == [
+        "base_rate",
+        "sgd_logistic",
+        "xgboost",
+    ]
+    for name in names:
+        tonight = [
+            v
+            for v in client.search_model_versions(f"name = '{name}'")
+            if v.tags.get("nightshift.trained_for") == day.isoformat()
+        ]
+        assert len(tonight) == 1, (name, tonight)
+        assert tracking.champion(client, name).version == int(tonight[0].version)
 
 
 def test_manual_promote_and_rollback(nights, capsys: pytest.CaptureFixture[str]) -> None:
-    home, _ = nights
+    home, _, _ = nights
     client = _client(home)
     name = "retail_conversion.xgboost"
     start = tracking.champion(client, name)
-    target = 3 if start["version"] != 3 else 2
+    target = 3 if start.version != 3 else 2
     args = ["--pipeline", "retail_conversion", "--model", "xgboost"]
     assert main(["promote", *args, "--version", str(target), "--reason", "hand-checked"]) == 0
-    assert tracking.champion(client, name)["version"] == target
+    assert tracking.champion(client, name).version == target
     assert f"champion is now v{target}" in capsys.readouterr().out
     assert main(["rollback", *args, "--reason", "bad in production"]) == 0
-    assert tracking.champion(client, name)["version"] == start["version"]
+    assert tracking.champion(client, name).version == start.version
     assert main(["champion", *args]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
-    assert shown["champion"]["version"] == start["version"]
+    assert shown["champion"]["version"] == start.version
     assert [h["reason"] for h in shown["history"][-2:]] == [
         "manual: hand-checked",
         f"manual: bad in production from v{target}",
@@ -216,19 +291,10 @@ stages.publish(find_pipeline("retail_conversion"), dt.date.fromisoformat({day.is
 
 
 def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights) -> None:
-    home, _ = nights
+    home, _, _ = nights
     pipeline = find_pipeline("retail_conversion")
     day = DATES[-1] + dt.timedelta(days=1)
-    for stage in (stages.ingest, stages.validate, stages.preprocess):
-        args = [day] if stage is stages.ingest else [[day]]
-        stage(pipeline, *args)
-    for stage in (
-        stages.fit_features,
-        stages.train_distributed,
-        stages.train_incremental,
-        stages.evaluate,
-    ):
-        stage(pipeline, day)
+    _prepare(pipeline, day)
     client = _client(home)
     names = ["retail_conversion.xgboost", "retail_conversion.sgd_logistic"]
     reports = home / "data" / "reports" / "retail_conversion"
@@ -246,9 +312,9 @@ def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights)
                 assert now == champions[name], (point, name)
             else:
                 # Killed after: the champion names a complete, loadable model version.
-                version = client.get_model_version(name, str(now["version"]))
+                version = client.get_model_version(name, str(now.version))
                 assert client.get_run(version.run_id).info.status == "FINISHED"
-                tracking.load_registered(pipeline, name, str(now["version"]))
+                tracking.load_registered(pipeline, name, str(now.version))
         # The index and the published runs are as they were; the date is not half-published.
         assert (reports / "index.html").read_bytes() == index_before, point
         assert not (reports / day.isoformat() / "metrics.json").exists(), point
@@ -269,7 +335,6 @@ def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights)
     ]
     for name, model in zip(names, ["xgboost", "sgd_logistic"], strict=True):
         champion = tracking.champion(client, name)
-        if metrics["decisions"][model]["promoted"]:
-            assert champion["trained_for"] == day.isoformat()
-        else:
-            assert champion["trained_for"] < day.isoformat()
+        # The alias is on tonight's version exactly when the recorded decision says promoted.
+        promoted = metrics["decisions"][model]["promoted"]
+        assert (champion.trained_for == day.isoformat()) is promoted, (champion, promoted)

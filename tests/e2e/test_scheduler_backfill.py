@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.local_airflow import LocalAirflow
+from nightshift.ops.local_airflow import LocalAirflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 

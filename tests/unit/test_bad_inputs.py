@@ -21,7 +21,7 @@ from nightshift.config import parse_pipeline
 from nightshift.generator import generate_day
 from nightshift.ingest import SourceError, ingest_date
 from nightshift.lake import Lake, PartitionMissing
-from nightshift.validate import VALIDATION, DataValidationError, read_summary, validate_date
+from nightshift.validate import VALIDATION, DataValidationError, read_summary
 from tests.conftest import small_pipeline_dict
 
 GOOD = dt.date(2026, 9, 14)
@@ -59,8 +59,11 @@ def _day(date: dt.date = DAY) -> pd.DataFrame:
 
 
 def _run(pipeline, date: dt.date = DAY) -> dict:
+    """Ingest and validate ``date`` as the night does; return its validation summary."""
     lake = Lake(pipeline.lake_root(), pipeline.name)
-    return validate_date(pipeline, lake, ingest_date(pipeline, lake, date))
+    ingest_date(pipeline, lake, date)
+    stages.validate(pipeline, [date], date)
+    return read_summary(lake, date)
 
 
 def _quarantine(tmp_path: Path) -> dict:

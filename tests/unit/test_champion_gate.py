@@ -6,20 +6,24 @@ import pytest
 
 from nightshift.champion import decide
 from nightshift.config import Evaluation
+from nightshift.records import Challenger, ChampionRef, ChampionScore
 
 RULES = Evaluation(margin=0.005, max_calibration_error=0.05, segment="channel")
 
 
-def _model(auc: float, date: str, ece: float = 0.01, segments: dict | None = None) -> dict:
-    return {
-        "trained_for": date,
-        "metrics": {"roc_auc": auc, "calibration_error": ece, "rmse": auc},
-        "segments": segments or {"web": {"rows": 5000, "roc_auc": auc}},
-    }
+def _model(auc: float, date: str, ece: float = 0.01, segments: dict | None = None) -> Challenger:
+    return Challenger(
+        "xgboost",
+        date,
+        {"roc_auc": auc, "calibration_error": ece, "rmse": auc},
+        segments or {"web": {"rows": 5000, "roc_auc": auc}},
+    )
 
 
-def _champion(auc: float, date: str = "2026-06-01", **kwargs) -> dict:
-    return {**_model(auc, date, **kwargs), "version": 3, "registered_model": "p.xgboost"}
+def _champion(auc: float, date: str = "2026-06-01", **kwargs) -> ChampionScore:
+    scored = _model(auc, date, **kwargs)
+    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", date)
+    return ChampionScore(ref, scored.metrics, scored.segments)
 
 
 def test_first_model_is_promoted() -> None:
@@ -92,7 +96,8 @@ def test_a_backfilled_night_never_replaces_a_newer_champion() -> None:
 
 
 def test_an_unscorable_champion_is_kept_loudly() -> None:
-    champion = {**_champion(0.7), "unscored": "PartitionMissing: gone"}
+    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", "2026-06-01")
+    champion = ChampionScore(ref, unscored="PartitionMissing: gone")
     decision = decide("xgboost", _model(0.9, "2026-06-02"), champion, "roc_auc", RULES)
     assert not decision.promoted and "could not be scored" in decision.reason
     assert "nightshift promote" in decision.reason

@@ -5,7 +5,7 @@ import datetime as dt
 import numpy as np
 
 from nightshift.generator import _drift, generate_day
-from nightshift.ingest import write_parquet
+from nightshift.lake import write_parquet
 
 DAY = dt.date(2026, 3, 14)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from nightshift import local_airflow
-from nightshift.local_airflow import LocalAirflow
+from nightshift.ops import local_airflow
+from nightshift.ops.local_airflow import LocalAirflow
 
 LOCKED = (
     "airflow backfill create --dag-id d failed (1): sqlalchemy.exc.OperationalError: "

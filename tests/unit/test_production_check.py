@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nightshift.production import production_problems
+from nightshift.ops.production import production_problems
 from tests.conftest import REPO
 
 SAFE_AIRFLOW = {

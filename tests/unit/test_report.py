@@ -12,6 +12,7 @@ import pytest
 from nightshift.champion import decide
 from nightshift.config import Evaluation
 from nightshift.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
+from nightshift.records import Challenger, ChampionScore
 from nightshift.report import render_index, render_report
 
 RNG = np.random.default_rng(11)
@@ -63,12 +64,8 @@ def fixed_results(task: str = "binary_classification") -> dict:
     decisions = {
         name: decide(
             name,
-            {
-                "trained_for": "2026-06-02",
-                "metrics": models[name]["metrics"],
-                "segments": models[name]["segments"],
-            },
-            champions[name],
+            Challenger(name, "2026-06-02", models[name]["metrics"], models[name]["segments"]),
+            ChampionScore.from_dict(champions[name]) if champions[name] else None,
             metric,
             GATE,
             delta=deltas.get(name),

@@ -11,7 +11,7 @@ import yaml
 
 from nightshift import tracking
 from nightshift.config import parse_pipeline
-from nightshift.train import LoadedModel, UnsafeModel
+from nightshift.safe_models import LoadedModel, UnsafeModel
 from tests.conftest import small_pipeline_dict
 
 

@@ -13,8 +13,9 @@ from nightshift.evaluate import calibration_bins, classification_metrics, regres
 from nightshift.features import fit_stats, labels
 from nightshift.ingest import ingest_date
 from nightshift.preprocess import preprocess_date, processed_frame
+from nightshift.safe_models import LoadedModel
 from nightshift.stages import lake_for
-from nightshift.train import LoadedModel, train_sgd, train_xgboost
+from nightshift.train import train_sgd, train_xgboost
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
 

@@ -14,7 +14,7 @@ executor. Upgrading one of the preloaded libraries needs a scheduler restart (it
 did for the scheduler itself). A library that fails to import is logged and skipped; the
 task that needs it then fails with the import error itself.
 
-Select it with ``AIRFLOW__CORE__EXECUTOR=nightshift.airflow_executor.PreloadingLocalExecutor``
+Select it with ``AIRFLOW__CORE__EXECUTOR=nightshift.ops.executor.PreloadingLocalExecutor``
 (``nightshift up`` and docker-compose do); everything else is LocalExecutor's.
 """
 

@@ -20,14 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nightshift.config import PROJECT_ROOT
+from nightshift.ops.airflow_api import AirflowAPI
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,8 @@ def _bin(name: str) -> str:
 
 
 @dataclass
-class LocalAirflow:
-    """An Airflow home and the services started from it."""
+class LocalAirflow(AirflowAPI):
+    """An Airflow home and the services started from it; its REST calls are ``AirflowAPI``'s."""
 
     home: Path = field(
         default_factory=lambda: Path(
@@ -82,6 +81,14 @@ class LocalAirflow:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def credentials(self) -> tuple[str, str]:
+        """The embedded login: ``admin`` and its generated password."""
+        return USERNAME, self.password()
+
+    def diagnosis(self, service: str) -> str:
+        """The end of ``service``'s log."""
+        return self.logs(service)
+
     def password(self) -> str:
         """Return the admin password, creating the login on first use."""
         passwords = self.home / "simple_auth_manager_passwords.json"
@@ -104,7 +111,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.project / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.project / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "nightshift.airflow_executor.PreloadingLocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "nightshift.ops.executor.PreloadingLocalExecutor",
             # Sized for a small machine: the default of 32 starts 32 worker processes.
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism),
@@ -273,95 +280,6 @@ class LocalAirflow:
         path = self.home / "run" / f"{service}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
-    # -- REST API ----------------------------------------------------------------------
-
-    def wait_for_api(self, timeout: float = 180) -> None:
-        """Wait until the api-server answers; raise with its log if it does not."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(1)
-        raise TimeoutError(
-            f"the API server did not answer at {self.base_url} in {timeout}s:\n"
-            f"{self.logs('api-server')}"
-        )
-
-    def token(self) -> str:
-        """Sign in through the REST API; return the access token."""
-        body = json.dumps({"username": USERNAME, "password": self.password()}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/auth/token",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return str(json.load(response)["access_token"])
-
-    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        """Call the public REST API (``/api/v2/...``) and return the decoded JSON."""
-        request = urllib.request.Request(
-            f"{self.base_url}/api/v2/{path.lstrip('/')}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token or self.token()}",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 240) -> None:
-        """Wait until the DAG processor has parsed and serialized ``dag_id``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.api("GET", f"dags/{dag_id}/details")
-                return
-            except RuntimeError:
-                time.sleep(2)
-        raise TimeoutError(f"{dag_id} was not parsed in {timeout}s:\n{self.logs('dag-processor')}")
-
-    def unpause(self, dag_id: str) -> None:
-        """Unpause a DAG."""
-        self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
-
-    def pause(self, dag_id: str) -> None:
-        """Pause a DAG."""
-        self.api("PATCH", f"dags/{dag_id}", {"is_paused": True})
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Trigger a run of a DAG with ``conf``; return its run id."""
-        run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Return a DAG's runs (up to 100)."""
-        return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
-
-    def wait_for_runs(
-        self, dag_id: str, count: int, timeout: float = 1800, run_ids: Iterable[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Wait until ``count`` runs (or the given runs) have finished; return them."""
-        wanted = set(run_ids or [])
-        deadline = time.monotonic() + timeout
-        finished: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = [r for r in self.runs(dag_id) if not wanted or r["dag_run_id"] in wanted]
-            finished = [r for r in runs if r["state"] in ("success", "failed")]
-            if len(finished) >= count and all(r["state"] in ("success", "failed") for r in runs):
-                return finished
-            time.sleep(3)
-        raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
-
     def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 20) -> str:
         """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
 
@@ -414,30 +332,6 @@ class LocalAirflow:
         finally:
             if not was_paused:
                 self.unpause(dag_id)
-
-    def cancel_open_backfills(self, dag_id: str) -> list[int]:
-        """Cancel every backfill of ``dag_id`` that has not completed; return their ids."""
-        cancelled = []
-        for backfill in self.api("GET", f"backfills?dag_id={dag_id}")["backfills"]:
-            if not backfill["completed_at"]:
-                self.api("PUT", f"backfills/{backfill['id']}/cancel")
-                cancelled.append(int(backfill["id"]))
-        return cancelled
-
-    def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
-        """Wait until every backfill of ``dag_id`` is marked complete; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            backfills = list(self.api("GET", f"backfills?dag_id={dag_id}")["backfills"])
-            if all(b["completed_at"] for b in backfills):
-                return backfills
-            time.sleep(3)
-        raise TimeoutError(f"{dag_id}: backfills still running after {timeout}s")
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """Return each task's state in one run."""
-        instances = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return {ti["task_id"]: ti["state"] for ti in instances["task_instances"]}
 
 
 # The scheduler can die on a transient database race (seen here on SQLite at the start of a

@@ -9,13 +9,13 @@ import sys
 
 from airflow.executors import local_executor
 
-from nightshift import airflow_executor
-from nightshift.airflow_executor import PRELOAD, PreloadingLocalExecutor, preload
+from nightshift.ops import executor
+from nightshift.ops.executor import PRELOAD, PreloadingLocalExecutor, preload
 
 
 def test_preload_imports_every_library_the_stages_use_and_no_nightshift_module() -> None:
     code = (
-        "import sys, json; from nightshift.airflow_executor import preload; "
+        "import sys, json; from nightshift.ops.executor import preload; "
         "failed = preload(); "
         "print(json.dumps([failed, sorted(m for m in sys.modules if m.startswith('nightshift.'))]))"
     )
@@ -24,9 +24,9 @@ def test_preload_imports_every_library_the_stages_use_and_no_nightshift_module()
     ).stdout
     failed, ours = json.loads(out.strip().splitlines()[-1])
     assert failed == {}
-    # Only the executor module itself: nightshift's code is imported fresh by each task, so
-    # a change reaches the next task without restarting the scheduler.
-    assert ours == ["nightshift.airflow_executor"]
+    # Only the executor module itself (and its empty package): nightshift's code is imported
+    # fresh by each task, so a change reaches the next task without restarting the scheduler.
+    assert ours == ["nightshift.ops", "nightshift.ops.executor"]
 
 
 def test_a_library_that_fails_to_import_is_reported_not_raised() -> None:
@@ -44,6 +44,6 @@ def test_the_worker_is_started_with_exactly_the_arguments_airflow_passes() -> No
     for name in inspect.signature(local_executor._run_worker).parameters:
         assert f'"{name}":' in ours and f'"{name}":' in theirs, name
     assert issubclass(PreloadingLocalExecutor, local_executor.LocalExecutor)
-    assert "sklearn.linear_model" in PRELOAD and airflow_executor._run_worker is (
+    assert "sklearn.linear_model" in PRELOAD and executor._run_worker is (
         local_executor._run_worker
     )

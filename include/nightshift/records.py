@@ -1,0 +1,314 @@
+"""The records the late stages hand each other: evaluation, champions, decisions, the summary.
+
+Each is frozen and built once; a stage that changes something returns a new record
+(``dataclasses.replace``) instead of editing one it was given. They become plain data only at
+the edges — ``evaluation.json`` in the lake, ``metrics.json`` and the report, MLflow tags, XCom
+— through ``to_dict``, whose keys are the published format (see ``docs`` in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    """A registered model's champion: the version behind its ``champion`` alias."""
+
+    registered_model: str
+    version: int
+    run_id: str | None
+    model: str | None  # the pipeline's model name the version was trained as
+    trained_for: str  # ISO date, "" when the version carries none
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the champion as plain data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """A champion and how it scored on tonight's held-out day, or why it was not scored.
+
+    ``metrics`` is None when it was not scored: none is comparable (trained for this date or a
+    later one), or its model could not be loaded (``unscored`` says why).
+    """
+
+    ref: ChampionRef
+    metrics: dict[str, Any] | None = None
+    segments: dict[str, Any] | None = None
+    unscored: str | None = None
+
+    @property
+    def trained_for(self) -> str:
+        """The date the champion was trained for."""
+        return self.ref.trained_for
+
+    @property
+    def label(self) -> str:
+        """The champion as a reason names it: "v3 (trained for 2026-06-01)"."""
+        return f"v{self.ref.version} (trained for {self.ref.trained_for})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the champion and its scores as plain data (only what was measured)."""
+        data = self.ref.to_dict()
+        if self.metrics is not None:
+            data.update(metrics=self.metrics, segments=self.segments)
+        if self.unscored is not None:
+            data["unscored"] = self.unscored
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChampionScore:
+        """Read one back from ``to_dict``'s form."""
+        ref = ChampionRef(
+            data["registered_model"],
+            int(data["version"]),
+            data.get("run_id"),
+            data.get("model"),
+            data.get("trained_for", ""),
+        )
+        return cls(ref, data.get("metrics"), data.get("segments"), data.get("unscored"))
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """Tonight's model as the gate sees it: its held-out metrics and per-segment metrics."""
+
+    model: str
+    trained_for: str
+    metrics: dict[str, Any]
+    segments: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One of tonight's models measured on the held-out day."""
+
+    kind: str  # the model kind: "xgboost", "sgd", "baseline"
+    metrics: dict[str, Any]
+    curves: dict[str, Any]  # roc, pr, confusion, calibration (classification) or residuals
+    history: dict[str, Any]  # what training recorded: losses, rounds, parameters
+    segments: dict[str, Any] | None = None  # per value of the pipeline's segment column
+    value: float | None = None  # the baseline's constant prediction
+    importance: dict[str, Any] | None = None  # XGBoost's gain and contribution per feature
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the model's scores as plain data; absent parts are left out."""
+        data: dict[str, Any] = {"kind": self.kind, "metrics": self.metrics}
+        data["history"] = self.history
+        data.update(self.curves)
+        optional = {"segments": self.segments, "value": self.value, "importance": self.importance}
+        data.update({key: value for key, value in optional.items() if value is not None})
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelScore:
+        """Read one back from ``to_dict``'s form."""
+        named = {"kind", "metrics", "history", "segments", "value", "importance"}
+        curves = {key: value for key, value in data.items() if key not in named}
+        return cls(
+            data["kind"],
+            data["metrics"],
+            curves,
+            data.get("history") or {},
+            data.get("segments"),
+            data.get("value"),
+            data.get("importance"),
+        )
+
+
+@dataclass(frozen=True)
+class NightEvaluation:
+    """What ``evaluate`` measured: every model, each champion, the intervals and drift."""
+
+    models: dict[str, ModelScore]
+    ranking: list[str]  # model names, best first on the headline metric
+    challenger: str  # the best learned model (the baseline only if there is none)
+    headline_metric: str
+    higher_is_better: bool
+    champions: dict[str, ChampionScore | None]  # per learned model; None: no champion yet
+    deltas: dict[str, dict[str, Any]]  # bootstrap interval of model minus champion
+    drift: dict[str, Any]
+
+    @property
+    def best(self) -> str:
+        """The best model on the headline metric."""
+        return self.ranking[0]
+
+    def headline(self, name: str) -> float | None:
+        """Model ``name``'s value of the headline metric."""
+        value: float | None = self.models[name].metrics[self.headline_metric]
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the evaluation as plain data (``evaluation.json``; part of metrics.json)."""
+        return {
+            "models": {name: score.to_dict() for name, score in self.models.items()},
+            "ranking": self.ranking,
+            "best": self.best,
+            "challenger": self.challenger,
+            "headline_metric": self.headline_metric,
+            "higher_is_better": self.higher_is_better,
+            "champions": {
+                name: None if champion is None else champion.to_dict()
+                for name, champion in self.champions.items()
+            },
+            "deltas": self.deltas,
+            "drift": self.drift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NightEvaluation:
+        """Read one back from ``to_dict``'s form."""
+        return cls(
+            {name: ModelScore.from_dict(score) for name, score in data["models"].items()},
+            data["ranking"],
+            data["challenger"],
+            data["headline_metric"],
+            data["higher_is_better"],
+            {
+                name: None if champion is None else ChampionScore.from_dict(champion)
+                for name, champion in data["champions"].items()
+            },
+            data["deltas"],
+            data["drift"],
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition of the gate, whether it passed, and the numbers behind it."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the challenger became champion, why, and every check that was made."""
+
+    model: str
+    promoted: bool
+    reason: str
+    challenger: Challenger
+    champion: ChampionScore | None
+    checks: list[Check] = field(default_factory=list)
+
+    def lost_race(self, newer: ChampionRef | None) -> Decision:
+        """The same decision, kept: a newer night's champion took the alias first."""
+        holder = f"v{newer.version} trained for {newer.trained_for}" if newer else "another"
+        return replace(
+            self,
+            promoted=False,
+            reason=(
+                f"earned promotion ({self.reason}), but champion {holder} was "
+                "promoted meanwhile by a newer night"
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the decision as plain data (metrics.json)."""
+        return {
+            "model": self.model,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "challenger": asdict(self.challenger),
+            "champion": None if self.champion is None else self.champion.to_dict(),
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """The days tonight's models were trained on, and how much data they held."""
+
+    start: str
+    end: str
+    dates: list[str]
+    rows: int
+    batches: int
+    label_mean: float | None
+
+
+@dataclass(frozen=True)
+class ChampionOutcome:
+    """The night's headline: the challenger's decision as the registry now holds it."""
+
+    model: str
+    model_id: str | None  # "<registered model> v<version>" of the champion after tonight
+    promoted: bool
+    reason: str
+    previous: ChampionScore | None
+    promotion_allowed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the outcome as plain data."""
+        data = asdict(self)
+        data["previous"] = None if self.previous is None else self.previous.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One published night's headline metric."""
+
+    date: str
+    value: float | None
+    promoted: bool | None  # None: a report from before promotion was recorded
+    best: str
+
+
+@dataclass(frozen=True)
+class NightSummary:
+    """What a published night says: the report's and ``metrics.json``'s content."""
+
+    pipeline: str
+    dag_id: str
+    partition_date: str
+    task: str
+    run_id: str
+    threshold: float
+    run_options: dict[str, Any]
+    gate: dict[str, Any]
+    training_window: TrainingWindow
+    data: dict[str, Any]
+    evaluation: NightEvaluation
+    decisions: dict[str, Decision]
+    champion: ChampionOutcome
+    timings: dict[str, float]
+    links: dict[str, str | None]
+    mlflow: dict[str, Any]
+    trend: list[TrendPoint]
+    nightshift_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as plain data: the evaluation's keys at the top level."""
+        plain = {
+            name: getattr(self, name)
+            for name in (
+                "pipeline",
+                "dag_id",
+                "partition_date",
+                "task",
+                "run_id",
+                "threshold",
+                "run_options",
+                "gate",
+                "data",
+                "timings",
+                "links",
+                "mlflow",
+                "nightshift_version",
+            )
+        }
+        return {
+            **plain,
+            **self.evaluation.to_dict(),
+            "training_window": asdict(self.training_window),
+            "decisions": {name: d.to_dict() for name, d in self.decisions.items()},
+            "champion": self.champion.to_dict(),
+            "trend": [asdict(point) for point in self.trend],
+        }

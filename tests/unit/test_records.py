@@ -1,0 +1,77 @@
+"""The records between evaluate and publish: read back as written, changed only by copy."""
+
+from __future__ import annotations
+
+import json
+
+from nightshift.records import (
+    Challenger,
+    ChampionRef,
+    ChampionScore,
+    Decision,
+    ModelScore,
+    NightEvaluation,
+)
+
+REF = ChampionRef("p.xgboost", 3, "run-3", "xgboost", "2026-06-01")
+
+
+def _evaluation() -> NightEvaluation:
+    xgboost = ModelScore(
+        "xgboost",
+        {"roc_auc": 0.75},
+        {"roc": {"fpr": [0, 1], "tpr": [0, 1]}},
+        {"metric": "logloss", "train": [0.6]},
+        segments={"web": {"rows": 10, "roc_auc": 0.7}},
+        importance={"gain": {"a": 1.0}, "contribution": {"a": 0.1}},
+    )
+    baseline = ModelScore("baseline", {"roc_auc": 0.5}, {}, {}, value=0.0)
+    return NightEvaluation(
+        {"xgboost": xgboost, "base_rate": baseline},
+        ["xgboost", "base_rate"],
+        "xgboost",
+        "roc_auc",
+        True,
+        {"xgboost": ChampionScore(REF, {"roc_auc": 0.74}, None)},
+        {"xgboost": {"delta": 0.01, "low": 0.0, "high": 0.02}},
+        {"features": {}},
+    )
+
+
+def test_an_evaluation_reads_back_as_it_was_written() -> None:
+    evaluation = _evaluation()
+    data = json.loads(json.dumps(evaluation.to_dict(), sort_keys=True))
+    assert NightEvaluation.from_dict(data) == evaluation
+    # The published format: curves beside the metrics; absent parts left out; a zero kept.
+    assert data["models"]["xgboost"]["roc"] == {"fpr": [0, 1], "tpr": [0, 1]}
+    assert "importance" not in data["models"]["base_rate"]
+    assert data["models"]["base_rate"]["value"] == 0.0
+    assert data["best"] == "xgboost" and evaluation.headline("base_rate") == 0.5
+
+
+def test_a_champion_is_written_with_only_what_was_measured() -> None:
+    assert ChampionScore(REF).to_dict() == REF.to_dict()
+    unscored = ChampionScore(REF, unscored="PartitionMissing: gone").to_dict()
+    assert unscored["unscored"] == "PartitionMissing: gone" and "metrics" not in unscored
+    assert ChampionScore.from_dict(unscored) == ChampionScore(
+        REF, unscored="PartitionMissing: gone"
+    )
+
+
+def test_a_lost_race_is_a_new_decision_and_the_old_one_is_unchanged() -> None:
+    challenger = Challenger("xgboost", "2026-06-02", {"roc_auc": 0.8})
+    promoted = Decision("xgboost", True, "beats champion v3", challenger, ChampionScore(REF))
+    newer = ChampionRef("p.xgboost", 5, "run-5", "xgboost", "2026-06-04")
+    kept = promoted.lost_race(newer)
+    assert promoted.promoted and promoted.reason == "beats champion v3"
+    assert not kept.promoted
+    assert kept.reason == (
+        "earned promotion (beats champion v3), but champion v5 trained for 2026-06-04 was "
+        "promoted meanwhile by a newer night"
+    )
+    assert kept.to_dict()["challenger"] == {
+        "model": "xgboost",
+        "trained_for": "2026-06-02",
+        "metrics": {"roc_auc": 0.8},
+        "segments": None,
+    }
