@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.config import ConfigError, Stage, find_pipeline, load_pipelines
+from nightshift.quarantine import NoHold
 from nightshift.tracking import RegistryError
 
 
@@ -97,6 +98,43 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     print(
         f"{name}: rolled back; champion is now v{champion.version} "
         f"(trained for {champion.trained_for})"
+    )
+    return 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    """Print each quarantined date: whether its newest hold still refuses the file, and why."""
+    from nightshift.lake import Lake
+    from nightshift.quarantine import held_dates, holds
+
+    pipelines = [find_pipeline(args.pipeline)] if args.pipeline else load_pipelines()[0]
+    print("pipeline\tdate\tstate\tstage\tfolder\twhy")
+    for pipeline in pipelines:
+        lake = Lake(pipeline.lake_root(), pipeline.name)
+        for day in held_dates(lake):
+            found = holds(lake, day)
+            if not found:
+                continue
+            newest = found[0]
+            state = "released" if newest.released else "holding"
+            why = newest.why.splitlines()[0][:200]
+            print(f"{pipeline.name}\t{day}\t{state}\t{newest.stage}\t{newest.folder}\t{why}")
+    return 0
+
+
+def cmd_quarantine_release(args: argparse.Namespace) -> int:
+    """Release a date's quarantine hold: its next run reads the same file again."""
+    import getpass
+
+    from nightshift.lake import Lake
+    from nightshift.quarantine import release
+
+    pipeline = find_pipeline(args.pipeline)
+    lake = Lake(pipeline.lake_root(), pipeline.name)
+    hold = release(lake, args.date, args.reason, by=getpass.getuser())
+    print(
+        f"{pipeline.name} {args.date}: released {hold.folder}; the next run of this date reads "
+        f"{hold.origin} again (re-run it: clear the run in the UI, or `nightshift run`)"
     )
     return 0
 
@@ -303,7 +341,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true")
     demo.set_defaults(func=cmd_demo)
     _registry_commands(sub)
+    _quarantine_commands(sub)
     return parser
+
+
+def _quarantine_commands(sub: Any) -> None:
+    """Add ``quarantine list`` and ``quarantine release``."""
+    quarantine = sub.add_parser("quarantine", help="list or release held input").add_subparsers(
+        dest="action", required=True
+    )
+    listing = quarantine.add_parser("list", help="every quarantined date and why")
+    listing.add_argument("--pipeline", default=None, help="default: every pipeline")
+    listing.set_defaults(func=cmd_quarantine_list)
+    release = quarantine.add_parser("release", help="read a date's held file again next run")
+    release.add_argument("--pipeline", required=True)
+    release.add_argument("--date", type=_date, required=True)
+    release.add_argument("--reason", required=True, help="recorded beside the hold")
+    release.set_defaults(func=cmd_quarantine_release)
 
 
 def _registry_commands(sub: Any) -> None:
@@ -328,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logging(args.verbose)
     try:
         return int(args.func(args))
-    except (ConfigError, RegistryError) as exc:
+    except (ConfigError, RegistryError, NoHold) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

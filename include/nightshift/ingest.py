@@ -15,8 +15,7 @@ import pandas as pd
 from nightshift.config import PANDAS_DTYPES, FileSource, GeneratorSource, Pipeline, Schema
 from nightshift.generator import generate_day
 from nightshift.lake import RAW, Lake, Partition, write_parquet
-from nightshift.quarantine import newest as newest_quarantine
-from nightshift.quarantine import quarantine
+from nightshift.quarantine import Hold, holding, quarantine, release_command, sha256
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +31,31 @@ class SourceError(ValueError):
         self.location = location
 
 
-def read_source(pipeline: Pipeline, partition_date: dt.date) -> tuple[pd.DataFrame, str]:
-    """Return the date's source rows and where they came from."""
+def read_source(
+    pipeline: Pipeline, partition_date: dt.date, lake: Lake | None = None
+) -> tuple[pd.DataFrame, str, str | None]:
+    """Return the date's source rows, where they came from and the file's SHA-256.
+
+    With ``lake``, a file held in quarantine for the date (the same bytes that were refused
+    before) is refused again at once, naming the hold; a changed file is read as usual.
+    """
     source = pipeline.source
     if isinstance(source, GeneratorSource):
         frame = generate_day(partition_date, rows=source.rows_per_day, seed=source.seed)
-        return frame, f"generator(seed={source.seed}, date={partition_date})"
+        return frame, f"generator(seed={source.seed}, date={partition_date})", None
     assert isinstance(source, FileSource)
+    payload, location = _fetch(source, partition_date)
+    checksum = sha256(payload)
+    hold = holding(lake, partition_date, checksum) if lake is not None else None
+    if hold is not None:
+        raise SourceError(_held_message(pipeline, partition_date, location, hold))
+    if not payload:
+        raise SourceError(f"{location}: the file is empty (0 bytes)", location)
+    return _parse(payload, location, source.format), location, checksum
+
+
+def _fetch(source: FileSource, partition_date: dt.date) -> tuple[bytes, str]:
+    """Return the bytes of the date's source file and its location."""
     location = source.path_for(partition_date)
     if "://" not in location and not location.startswith("/"):
         from nightshift.config import _resolve
@@ -46,25 +63,34 @@ def read_source(pipeline: Pipeline, partition_date: dt.date) -> tuple[pd.DataFra
         location = _resolve(location)
     try:
         with fsspec.open(location, "rb", **source.storage_options) as handle:
-            payload = handle.read()
+            return handle.read(), location
     except FileNotFoundError:
         raise SourceError(f"{location}: no source file for {partition_date}") from None
-    if not payload:
-        raise SourceError(f"{location}: the file is empty (0 bytes)", location)
-    if source.format == "csv":
+
+
+def _parse(payload: bytes, location: str, fmt: str) -> pd.DataFrame:
+    """Return the rows of a CSV or Parquet file; refuse a truncated or unreadable one."""
+    if fmt == "csv":
         _check_csv_complete(payload, location)
     try:
-        if source.format == "csv":
-            frame = pd.read_csv(io.BytesIO(payload), dtype_backend="numpy_nullable")
-        else:
-            frame = pd.read_parquet(io.BytesIO(payload))
+        if fmt == "csv":
+            return pd.read_csv(io.BytesIO(payload), dtype_backend="numpy_nullable")
+        return pd.read_parquet(io.BytesIO(payload))
     except Exception as exc:
         raise SourceError(
-            f"{location}: cannot be read as {source.format} ({type(exc).__name__}: {exc}); "
+            f"{location}: cannot be read as {fmt} ({type(exc).__name__}: {exc}); "
             "a truncated or corrupt file?",
             location,
         ) from exc
-    return frame, location
+
+
+def _held_message(pipeline: Pipeline, partition_date: dt.date, location: str, hold: Hold) -> str:
+    release = release_command(pipeline.name, partition_date)
+    return (
+        f"{location}: this file was refused before ({hold.stage}: {hold.why}) and is held in "
+        f"quarantine at {hold.folder}. It is refused again until it changes (a new version of "
+        f"the file is read as usual), or an operator runs `{release}`"
+    )
 
 
 def _check_csv_complete(payload: bytes, location: str) -> None:
@@ -140,29 +166,26 @@ def batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
 
 
 def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Partition:
-    """Land ``partition_date``'s source data as the raw partition, replacing any earlier one."""
+    """Land ``partition_date``'s source data as the raw partition, replacing any earlier one.
+
+    A file that cannot be read or does not fit the schema is copied to quarantine (the file
+    itself is never touched) and refused, and stays refused until it changes.
+    """
     try:
-        frame, origin = read_source(pipeline, partition_date)
+        frame, origin, checksum = read_source(pipeline, partition_date, lake)
         extra = extra_columns(frame, pipeline.schema_)
         frame = conform(frame, pipeline.schema_, origin)
     except SourceError as exc:
-        if exc.location is not None:
-            where = quarantine(
-                pipeline,
-                lake,
-                partition_date,
-                None,
-                [{"kind": "schema", "severity": "block", "check": "readable", "message": str(exc)}],
-                "ingest",
-                source=exc.location,
-            )
-            raise SourceError(f"{exc}\nThe file was moved to {where}", None) from None
-        earlier = newest_quarantine(lake, partition_date)
-        if earlier:
-            raise SourceError(
-                f"{exc}; an earlier attempt quarantined this date's input at {earlier}"
-            ) from None
-        raise
+        if exc.location is None:
+            raise
+        failure = {"kind": "schema", "severity": "block", "check": "readable", "message": str(exc)}
+        where = quarantine(pipeline, lake, partition_date, None, [failure], "ingest", exc.location)
+        release = release_command(pipeline.name, partition_date)
+        raise SourceError(
+            f"{exc}\nA copy is held in quarantine at {where} (the file itself is untouched); "
+            f"this file stays refused until it changes, or `{release}`",
+            None,
+        ) from None
     parts = batches(frame, pipeline.training.batch_size)
     with lake.writer(RAW, partition_date) as writer:
         for index, batch in enumerate(parts):
@@ -172,6 +195,7 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
                 "rows": len(frame),
                 "batches": len(parts),
                 "origin": origin,
+                "source_sha256": checksum,
                 "extra_columns": extra,
             }
         )

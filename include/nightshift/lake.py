@@ -145,9 +145,13 @@ class Lake:
         """Whether a committed partition of ``stage`` exists for ``partition_date``."""
         return exists(_join(self.partition_uri(stage, partition_date), MANIFEST))
 
+    def stage_uri(self, stage: str) -> str:
+        """Return the folder of ``stage``'s partitions (``<root>/<pipeline>/<stage>``)."""
+        return _join(self.root, self.pipeline, stage)
+
     def dates(self, stage: str) -> list[dt.date]:
         """Return the dates that have a committed partition of ``stage``, oldest first."""
-        fs, path = _fs(_join(self.root, self.pipeline, stage))
+        fs, path = _fs(self.stage_uri(stage))
         if not fs.exists(path):
             return []
         found = []

@@ -1,15 +1,20 @@
-"""Quarantine: where a date's offending input is kept, with the reason, for a person to look at.
+"""Quarantine: a copy of a date's refused input, with the reason, and a hold on the date.
 
-``<lake>/<pipeline>/quarantine/date=D/<stamp>/`` holds ``reason.json`` (which stage found what),
-the source file and the raw batches. Ingest quarantines a file it cannot read; validation one
-whose data fails a blocking check.
+``<lake>/<pipeline>/quarantine/date=D/<stamp>/`` holds ``reason.json`` (which stage found what,
+and the SHA-256 of the source file), a copy of the source file and of the raw batches. The
+source itself is never moved, changed or deleted: it is the user's. While the newest hold of a
+date stands, ingest refuses that same file again (same checksum) with the hold's reason; a
+changed file (new checksum) is read as usual, and an operator can release the hold
+(``nightshift quarantine release``), which ``released.json`` in the hold's folder records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -20,6 +25,54 @@ from nightshift.lake import Lake, Partition, read_bytes, write_bytes_atomic
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
+REASON = "reason.json"
+RELEASED = "released.json"
+
+
+class NoHold(LookupError):
+    """There is no quarantine hold to release for that date; the message says so."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One quarantined input of a date: where the copy is, why, and whether it was released."""
+
+    folder: str
+    partition_date: str
+    stage: str
+    origin: str | None
+    source_sha256: str | None
+    failures: list[dict[str, Any]]
+    released: dict[str, Any] | None
+
+    @property
+    def why(self) -> str:
+        """The first blocking finding's message, or the first finding's."""
+        blocking = [f for f in self.failures if f.get("severity") == "block"] or self.failures
+        if not blocking:
+            return "no finding recorded"
+        first = blocking[0]
+        if first.get("message"):
+            return str(first["message"])
+        where = f"column '{first['column']}'" if first.get("column") else "the file"
+        return f"{where} failed check '{first.get('check')}' ({first.get('kind')})"
+
+    def holds(self, checksum: str | None) -> bool:
+        """Whether this hold refuses a source file with ``checksum``."""
+        return self.released is None and checksum is not None and checksum == self.source_sha256
+
+
+def release_command(pipeline: str, partition_date: dt.date) -> str:
+    """The command that releases the date's quarantine hold."""
+    return (
+        f"nightshift quarantine release --pipeline {pipeline} --date {partition_date} "
+        '--reason "..."'
+    )
+
+
+def sha256(payload: bytes) -> str:
+    """Return the hex SHA-256 of ``payload``: how a hold recognises the same file."""
+    return hashlib.sha256(payload).hexdigest()
 
 
 def quarantine(
@@ -31,24 +84,17 @@ def quarantine(
     stage: str,
     source: str | None = None,
 ) -> str:
-    """Move the offending input to ``<lake>/<pipeline>/quarantine/date=D/<stamp>/``.
+    """Copy the refused input to ``<lake>/<pipeline>/quarantine/date=D/<stamp>/``; return it.
 
-    The source file (for file sources) is moved there, so the next attempt does not read it
-    again; the raw batches, if any, are copied; ``reason.json`` says which stage found what.
-    Returns the quarantine folder.
+    The source file (for file sources) is copied, never moved; the raw batches, if any, are
+    copied; ``reason.json`` says which stage found what, and the source's checksum.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")  # a record, never read back
     folder = f"{lake.partition_uri(QUARANTINE, partition_date)}/{stamp}"
     origin = source or (str(raw.meta.get("origin")) if raw is not None else None)
-    moved = None
-    if origin and not origin.startswith("generator("):
-        fs, path = fsspec.core.url_to_fs(origin)
-        if fs.exists(path):
-            target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
-            write_bytes_atomic(target, fs.cat_file(path))
-            fs.rm(path)
-            moved = target
+    copied, checksum = _copy_source(origin, folder)
     if raw is not None:
+        checksum = raw.meta.get("source_sha256") or checksum  # what ingest read and checked
         for name, path in zip(raw.files, raw.paths(), strict=True):
             write_bytes_atomic(f"{folder}/raw/{name.rsplit('/', 1)[-1]}", read_bytes(path))
     reason = {
@@ -56,18 +102,89 @@ def quarantine(
         "partition_date": partition_date.isoformat(),
         "stage": stage,
         "origin": origin,
-        "moved_source_to": moved,
+        "source_sha256": checksum,
+        "copied_source_to": copied,
         "failures": failures,
     }
-    write_bytes_atomic(f"{folder}/reason.json", json.dumps(reason, indent=1, default=str).encode())
-    log.error("%s %s: input quarantined at %s", pipeline.name, partition_date, folder)
+    write_bytes_atomic(f"{folder}/{REASON}", json.dumps(reason, indent=1, default=str).encode())
+    log.error("%s %s: input quarantined (copied) at %s", pipeline.name, partition_date, folder)
     return folder
 
 
-def newest(lake: Lake, partition_date: dt.date) -> str | None:
-    """Return the newest quarantine folder of ``partition_date``, if any."""
-    fs, path = fsspec.core.url_to_fs(lake.partition_uri(QUARANTINE, partition_date))
+def _copy_source(origin: str | None, folder: str) -> tuple[str | None, str | None]:
+    """Copy the source file into the hold's folder; return the copy and the file's checksum."""
+    if not origin or origin.startswith("generator("):
+        return None, None
+    fs, path = fsspec.core.url_to_fs(origin)
     if not fs.exists(path):
-        return None
-    folders = sorted(fs.ls(path, detail=False))
-    return folders[-1] if folders else None
+        return None, None
+    payload = fs.cat_file(path)
+    target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
+    write_bytes_atomic(target, payload)
+    return target, sha256(payload)
+
+
+def holds(lake: Lake, partition_date: dt.date) -> list[Hold]:
+    """Return the quarantine holds of ``partition_date``, newest first."""
+    uri = lake.partition_uri(QUARANTINE, partition_date)
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache()
+    if not fs.exists(path):
+        return []
+    found = []
+    for entry in sorted(fs.ls(path, detail=False), reverse=True):
+        folder = f"{uri}/{entry.rstrip('/').rsplit('/', 1)[-1]}"
+        local = entry.rstrip("/")
+        if not fs.exists(f"{local}/{REASON}"):
+            continue
+        reason = json.loads(fs.cat_file(f"{local}/{REASON}"))
+        released_file = f"{local}/{RELEASED}"
+        released = json.loads(fs.cat_file(released_file)) if fs.exists(released_file) else None
+        found.append(
+            Hold(
+                folder=folder,
+                partition_date=partition_date.isoformat(),
+                stage=str(reason.get("stage")),
+                origin=reason.get("origin"),
+                source_sha256=reason.get("source_sha256"),
+                failures=list(reason.get("failures") or []),
+                released=released,
+            )
+        )
+    return found
+
+
+def holding(lake: Lake, partition_date: dt.date, checksum: str | None) -> Hold | None:
+    """Return the hold that refuses a source file with ``checksum`` for the date, if any.
+
+    Only the newest hold counts: an operator's release, or a later hold of another file,
+    ends it.
+    """
+    found = holds(lake, partition_date)
+    return found[0] if found and found[0].holds(checksum) else None
+
+
+def held_dates(lake: Lake) -> list[dt.date]:
+    """Return every date with a quarantine folder."""
+    fs, path = fsspec.core.url_to_fs(lake.stage_uri(QUARANTINE))
+    fs.invalidate_cache()
+    if not fs.exists(path):
+        return []
+    names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
+    return sorted(dt.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))
+
+
+def release(lake: Lake, partition_date: dt.date, reason: str, by: str) -> Hold:
+    """Release the date's newest hold: the same file is read again on the next run."""
+    found = holds(lake, partition_date)
+    if not found:
+        raise NoHold(f"{lake.pipeline} {partition_date}: nothing is held in quarantine")
+    if found[0].released is not None:
+        raise NoHold(
+            f"{lake.pipeline} {partition_date}: the newest hold ({found[0].folder}) was already "
+            f"released: {found[0].released}"
+        )
+    record = {"released_at": dt.datetime.now(dt.UTC).isoformat(), "by": by, "reason": reason}
+    write_bytes_atomic(f"{found[0].folder}/{RELEASED}", json.dumps(record, indent=1).encode())
+    log.warning("%s %s: quarantine hold %s released", lake.pipeline, partition_date, found[0])
+    return holds(lake, partition_date)[0]

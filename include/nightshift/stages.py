@@ -144,6 +144,7 @@ def write_validation_report(
     pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
 ) -> str:
     """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
+    from nightshift.quarantine import release_command
     from nightshift.report import render_validation
 
     directory = pipeline.reports_dir(partition_date)
@@ -152,6 +153,7 @@ def write_validation_report(
         "partition_date": partition_date.isoformat(),
         "blocked": any(f["severity"] == "block" for f in failures),
         "quarantine": where,
+        "release": release_command(pipeline.name, partition_date),
         "failures": failures,
     }
     write_bytes_atomic(

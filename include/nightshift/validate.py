@@ -15,7 +15,7 @@ import pandera.pandas as pa
 
 from nightshift.config import PANDAS_DTYPES, Pipeline
 from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes
-from nightshift.quarantine import quarantine
+from nightshift.quarantine import quarantine, release_command
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class DataValidationError(ValueError):
     """A partition failed a blocking check; the message names file, column, check, examples.
 
     ``failures`` holds every finding (blocking and warnings) as plain dicts, and
-    ``quarantine`` where the offending input was moved.
+    ``quarantine`` where a copy of the offending input is held.
     """
 
     def __init__(
@@ -264,7 +264,9 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
         )
         message = (
             f"{pipeline.name} {raw.partition_date}: data failed validation; training is blocked "
-            f"for this date and the input was moved to {where}\n"
+            f"for this date. A copy of the input is held in quarantine at {where} (the file "
+            "itself is untouched); the date stays blocked until the file changes, or "
+            f"`{release_command(pipeline.name, raw.partition_date)}`\n"
             + "\n".join(f.line() for f in blocking)
         )
         raise DataValidationError(message, [asdict(f) for f in found], where)

@@ -77,9 +77,12 @@ def test_a_run_over_hostile_files_shows_every_value_as_text(tmp_path: Path) -> N
     # The same files, with category values that block: the blocked date's page.
     strict = _pipeline(tmp_path, categories="block")
     lake = Lake(strict.lake_root(), strict.name)
+    landing = {f.name: f.read_bytes() for f in sorted((tmp_path / "in").iterdir())}
     ingest_date(strict, lake, BLOCKED)
     with pytest.raises(DataValidationError):
         validate(strict, [BLOCKED], BLOCKED)
+    # The user's files are as they were: quarantine holds a copy.
+    assert {f.name: f.read_bytes() for f in sorted((tmp_path / "in").iterdir())} == landing
     page = tmp_path / "reports" / strict.name / BLOCKED.isoformat() / "validation.html"
     assert_inert(page.read_text(), [SCRIPT, BREAKOUT])
     frame = pd.read_csv(tmp_path / "in" / f"{DAY.isoformat()}.csv")

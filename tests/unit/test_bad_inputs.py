@@ -9,6 +9,7 @@ validated stage; a good day beside it is untouched.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from nightshift.generator import generate_day
 from nightshift.ingest import SourceError, ingest_date
 from nightshift.lake import Lake, PartitionMissing
 from nightshift.validate import VALIDATION, DataValidationError, read_summary
-from tests.conftest import small_pipeline_dict
+from tests.conftest import small_pipeline_dict, write_pipeline
 
 GOOD = dt.date(2026, 9, 14)
 DAY = dt.date(2026, 9, 15)
@@ -142,6 +143,20 @@ def _mutations():
     }
 
 
+def _landing(tmp_path: Path) -> dict[str, str]:
+    """The landing folder's files and their SHA-256: the user's input, never nightshift's."""
+    folder = tmp_path / "in"
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _holds(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "lake").glob(f"*/quarantine/date={DAY}/*"))
+
+
 @pytest.mark.parametrize("case", list(_mutations()))
 def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -> None:
     mutate, error, expected = _mutations()[case]
@@ -149,6 +164,7 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     _write(tmp_path / "in" / f"{GOOD}.csv", _day(GOOD))
     good = _run(pipeline, GOOD)
     source = _write(tmp_path / "in" / f"{DAY}.csv", mutate(_day()))
+    landing = _landing(tmp_path)
 
     with pytest.raises(error) as caught:
         _run(pipeline)
@@ -156,12 +172,14 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     assert str(source) in message, message  # names the file
     for text in expected:
         assert text in message, (text, message)
-    # The input moved to quarantine, with the reason; the date has no validated partition.
-    assert not source.exists()
+    # A copy of the input is held in quarantine, with the reason and the file's checksum; the
+    # user's landing folder is byte for byte as it was; the date has no validated partition.
+    assert _landing(tmp_path) == landing
     reason = _quarantine(tmp_path)
     assert reason["partition_date"] == DAY.isoformat() and reason["failures"]
-    moved = Path(reason["moved_source_to"])
-    assert moved.exists() and moved.name == source.name
+    assert reason["source_sha256"] == landing[source.name]
+    copied = Path(reason["copied_source_to"])
+    assert copied.read_bytes() == source.read_bytes() and copied.name == source.name
     lake = Lake(pipeline.lake_root(), pipeline.name)
     assert not lake.has(VALIDATION, DAY)
     # The good day beside it is untouched.
@@ -169,9 +187,51 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     if error is DataValidationError:
         page = tmp_path / "reports" / pipeline.name / DAY.isoformat() / "validation.html"
         assert "Blocked" in page.read_text() and caught.value.quarantine in page.read_text()
-        # A retry finds the input gone and says where it went.
-        with pytest.raises(SourceError, match="an earlier attempt quarantined"):
-            _run(pipeline)
+        assert "nightshift quarantine release" in page.read_text()
+    # A retry with the same file is refused at once, naming the hold and how to end it; it
+    # neither quarantines again nor touches the file.
+    with pytest.raises(SourceError, match="refused before") as again:
+        _run(pipeline)
+    assert str(_holds(tmp_path)[0]) in str(again.value)
+    assert "nightshift quarantine release --pipeline" in str(again.value)
+    assert len(_holds(tmp_path)) == 1 and _landing(tmp_path) == landing
+    # A corrected file (new bytes) is read as usual.
+    _write(source, _day())
+    assert _run(pipeline)["rows"] > 0 and lake.has(VALIDATION, DAY)
+
+
+def test_an_operator_releases_a_hold_and_lists_what_is_held(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nightshift.cli import main
+
+    pipeline = _pipeline(tmp_path, severity={"extra_columns": "block"})
+    monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(tmp_path / "pipelines"))
+    (tmp_path / "pipelines").mkdir()
+    write_pipeline(tmp_path / "pipelines", pipeline.model_dump(by_alias=True, mode="json"))
+    _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(coupon_code="X1"))
+    landing = _landing(tmp_path)
+    with pytest.raises(DataValidationError):
+        _run(pipeline)
+    with pytest.raises(SourceError, match="refused before"):
+        _run(pipeline)
+    assert main(["quarantine", "list", "--pipeline", pipeline.name]) == 0
+    [row] = capsys.readouterr().out.splitlines()[1:]
+    assert row.split("\t")[:4] == [pipeline.name, DAY.isoformat(), "holding", "validation"]
+    assert "coupon_code" in row
+    args = ["--pipeline", pipeline.name, "--date", DAY.isoformat()]
+    assert main(["quarantine", "release", *args, "--reason", "checked by hand"]) == 0
+    assert "released" in capsys.readouterr().out
+    released = json.loads((_holds(tmp_path)[0] / "released.json").read_text())
+    assert released["reason"] == "checked by hand"
+    # Released: the same file is read and validated again (and, still bad, held again).
+    with pytest.raises(DataValidationError):
+        _run(pipeline)
+    assert len(_holds(tmp_path)) == 2 and _landing(tmp_path) == landing
+    # Nothing left to release names why.
+    assert main(["quarantine", "release", *args, "--reason", "again"]) == 0
+    assert main(["quarantine", "release", *args, "--reason", "twice"]) == 2
+    assert "already released" in capsys.readouterr().err
 
 
 def test_no_file_for_the_date(tmp_path: Path) -> None:
@@ -191,11 +251,15 @@ def test_a_truncated_file_is_refused_and_quarantined(tmp_path: Path, fmt, expect
     pipeline = _pipeline(tmp_path, fmt)
     source = _write(tmp_path / "in" / f"{DAY}.{fmt}", _day())
     _cut(source, 0.6)
+    landing = _landing(tmp_path)
     with pytest.raises(SourceError) as caught:
         _run(pipeline)
     assert expected in str(caught.value) and str(source) in str(caught.value)
-    assert "was moved to" in str(caught.value) and not source.exists()
+    assert "held in quarantine" in str(caught.value) and "file itself is untouched" in str(
+        caught.value
+    )
     assert _quarantine(tmp_path)["stage"] == "ingest"
+    assert _landing(tmp_path) == landing
 
 
 def test_an_empty_file_is_refused(tmp_path: Path) -> None:
@@ -205,6 +269,7 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     source.write_bytes(b"")
     with pytest.raises(SourceError, match=r"the file is empty \(0 bytes\)"):
         _run(pipeline)
+    assert source.exists() and source.read_bytes() == b""
 
 
 def test_an_extra_column_warns_and_the_day_goes_on(tmp_path: Path) -> None:
