@@ -87,6 +87,7 @@ def decide(
         checks.append(refusal[0])
         return decision(False, refusal[1])
     checks.append(_margin(challenger, champion, metric, rules, delta))
+    checks.extend(_calibration_against(challenger, champion, rules))
     if rules.segment:
         checks.append(_segments(challenger, champion, metric, rules))
     failed = [c for c in checks if not c.passed]
@@ -98,8 +99,26 @@ def decide(
     return decision(True, f"beats champion {version}: {margin}; guardrails passed")
 
 
+def _calibration_against(
+    challenger: Challenger, champion: ChampionScore, rules: Evaluation
+) -> list[Check]:
+    """The calibration guardrail against the champion on the same day: the challenger's
+    calibration error may exceed the champion's by at most ``calibration_margin``. Relative,
+    so a day whose base rate moved (both models miscalibrated) does not freeze the champion."""
+    new = challenger.metrics.get("calibration_error")
+    old = (champion.metrics or {}).get("calibration_error")
+    if new is None or old is None:
+        return []
+    allowed = rules.calibration_margin
+    detail = (
+        f"calibration error {new:.4f} vs champion {old:.4f} "
+        f"(may be worse by at most {allowed:.4f})"
+    )
+    return [Check("calibration vs champion", new <= old + allowed, detail)]
+
+
 def _calibration(challenger: Challenger, rules: Evaluation) -> list[Check]:
-    """The calibration guardrail, when the pipeline bounds it and the task has one."""
+    """The absolute calibration guardrail, when the pipeline sets one and the task has one."""
     ece = challenger.metrics.get("calibration_error")
     if rules.max_calibration_error is None or ece is None:
         return []

@@ -305,13 +305,15 @@ class Evaluation(_Strict):
 
     A challenger is promoted only if, on the same held-out day, it beats its champion on
     ``metric`` by more than ``margin`` and passes the guardrails: its expected calibration
-    error is at most ``max_calibration_error`` (classification), and no ``segment`` value with
+    error is at most the champion's plus ``calibration_margin`` (classification; and at most
+    ``max_calibration_error`` when that absolute bound is set), and no ``segment`` value with
     at least ``min_segment_rows`` rows loses more than ``max_segment_drop`` of the metric.
     """
 
     metric: str | None = None  # unset: roc_auc (classification) or rmse (regression)
     margin: float = Field(0.0, ge=0)
-    max_calibration_error: float | None = Field(0.05, gt=0)
+    calibration_margin: float = Field(0.01, ge=0)
+    max_calibration_error: float | None = Field(None, gt=0)
     segment: str | None = None
     max_segment_drop: float = Field(0.02, ge=0)
     min_segment_rows: int = Field(200, gt=0)

@@ -182,7 +182,7 @@ def test_a_retried_publish_reuses_its_runs_and_a_failed_one_moves_no_champion(
     # A gate that promotes every challenger, so a champion that stays put is the failure's
     # doing, not the gate's.
     found = find_pipeline("retail_conversion")
-    gate = {"margin": -1.0, "max_calibration_error": None, "segment": None}
+    gate = {"margin": -1.0, "calibration_margin": 1.0, "segment": None}
     pipeline = found.model_copy(update={"evaluation": found.evaluation.model_copy(update=gate)})
     day = DATES[-1] + dt.timedelta(days=3)
     _prepare(pipeline, day)

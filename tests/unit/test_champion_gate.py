@@ -50,7 +50,7 @@ def test_first_model_promotion_can_be_turned_off() -> None:
 def test_challenger_must_beat_the_champion_by_the_margin(
     metric: str, new: float, old: float, promoted: bool
 ) -> None:
-    rules = RULES.model_copy(update={"segment": None, "max_calibration_error": None})
+    rules = RULES.model_copy(update={"segment": None})
     decision = decide("m", _model(new, "2026-06-02"), _champion(old), metric, rules)
     assert decision.promoted is promoted
     margin = next(c for c in decision.checks if c.name == "margin")
@@ -109,3 +109,32 @@ def test_earned_promotion_respects_the_off_switch_and_quotes_the_interval() -> N
     assert on.promoted and "95% CI of the difference [+0.0100, +0.0300]" in on.reason
     off = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, promote=False)
     assert not off.promoted and "turned off" in off.reason
+
+
+def test_on_drifting_data_a_better_calibrated_challenger_is_promoted() -> None:
+    # The day's base rate moved: both models are far off, the challenger less so, and better
+    # on the metric. An absolute bound alone would keep the first champion for ever.
+    rules = Evaluation(margin=0.005)
+    challenger = _model(0.80, "2026-06-02", ece=0.415)
+    decision = decide("xgboost", challenger, _champion(0.778, ece=0.420), "roc_auc", rules)
+    assert decision.promoted, decision.reason
+    [check] = [c for c in decision.checks if c.name == "calibration vs champion"]
+    assert check.passed and check.detail == (
+        "calibration error 0.4150 vs champion 0.4200 (may be worse by at most 0.0100)"
+    )
+
+
+def test_a_challenger_calibrated_worse_than_the_champion_is_kept() -> None:
+    rules = Evaluation(margin=0.005)
+    challenger = _model(0.80, "2026-06-02", ece=0.06)
+    decision = decide("xgboost", challenger, _champion(0.75, ece=0.02), "roc_auc", rules)
+    assert not decision.promoted
+    assert "calibration error 0.0600 vs champion 0.0200" in decision.reason
+
+
+def test_the_absolute_calibration_bound_is_optional_and_also_applies() -> None:
+    challenger = _model(0.80, "2026-06-02", ece=0.415)
+    champion = _champion(0.778, ece=0.420)
+    bounded = Evaluation(margin=0.005, max_calibration_error=0.1)
+    assert not decide("xgboost", challenger, champion, "roc_auc", bounded).promoted
+    assert Evaluation().max_calibration_error is None
