@@ -111,8 +111,7 @@ def _calibration_against(
         return []
     allowed = rules.calibration_margin
     detail = (
-        f"calibration error {new:.4f} vs champion {old:.4f} "
-        f"(may be worse by at most {allowed:.4f})"
+        f"calibration error {new:.4f} vs champion {old:.4f} (may be worse by at most {allowed:.4f})"
     )
     return [Check("calibration vs champion", new <= old + allowed, detail)]
 

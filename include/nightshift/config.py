@@ -263,7 +263,7 @@ DEFAULT_SEVERITY: dict[str, str] = {
     "label": "block",
     "duplicates": "block",
     "other_date": "block",
-    "row_count": "warn",
+    "row_count": "block",  # a day under min_ratio; one over max_ratio warns unless set
     "extra_columns": "warn",
 }
 

@@ -94,20 +94,22 @@ def _held_message(pipeline: Pipeline, partition_date: dt.date, location: str, ho
 
 
 def _check_csv_complete(payload: bytes, location: str) -> None:
-    """Raise SourceError if the CSV's last line was cut off mid-row (a partial upload)."""
-    if payload.endswith(b"\n"):
+    """Raise SourceError if the CSV's last line has no line end: possibly truncated.
+
+    A file cut inside its last field still has every field, so the field count proves
+    nothing; a missing final line end is the one sign a partial upload leaves.
+    """
+    if payload.endswith((b"\n", b"\r")):
         return
     lines = payload.splitlines()
-    if len(lines) < 2:
-        return
-    header = next(csv.reader([lines[0].decode("utf-8", "replace")]))
-    last = next(csv.reader([lines[-1].decode("utf-8", "replace")]), [])
-    if len(last) != len(header):
-        raise SourceError(
-            f"{location}: truncated CSV: the last line (row {len(lines) - 1}) has "
-            f"{len(last)} of {len(header)} fields and no line end",
-            location,
-        )
+    header = next(csv.reader([lines[0].decode("utf-8", "replace")]), []) if lines else []
+    last = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
+    raise SourceError(
+        f"{location}: possibly truncated CSV: the last line (row {len(lines) - 1}) has no line "
+        f"end ({len(last)} of {len(header)} fields); a file still being written or cut off? "
+        "If it is complete, end its last line with a line break",
+        location,
+    )
 
 
 def extra_columns(frame: pd.DataFrame, schema: Schema) -> list[str]:

@@ -203,9 +203,14 @@ def _row_count(
     ratio = rows / mean
     if rule.min_ratio <= ratio <= rule.max_ratio:
         return None
+    # A short day (a partial upload, a lost shard) blocks by default; a long one only warns.
+    # A severity set in the YAML applies to both.
+    severity = pipeline.validation.severity_of("row_count")
+    if "row_count" not in pipeline.validation.severity and ratio > rule.max_ratio:
+        severity = "warn"
     return Finding(
         kind="row_count",
-        severity=pipeline.validation.severity_of("row_count"),
+        severity=severity,
         file=origin,
         column=None,
         check=f"rows within {rule.min_ratio}x-{rule.max_ratio}x of the last {len(history)} days",

@@ -240,17 +240,24 @@ def test_no_file_for_the_date(tmp_path: Path) -> None:
         _run(pipeline)
 
 
+def _cut_inside_last_field(path: Path) -> None:
+    """Cut the file one byte into its last field: every field there, no final line end."""
+    path.write_bytes(path.read_bytes().rstrip(b"\n")[:-1])
+
+
 @pytest.mark.parametrize(
-    ("fmt", "expected"),
+    ("fmt", "cut", "expected"),
     [
-        ("parquet", "cannot be read as parquet"),
-        ("csv", "truncated CSV: the last line (row "),
+        ("parquet", lambda path: _cut(path, 0.6), "cannot be read as parquet"),
+        ("csv", lambda path: _cut(path, 0.6), "possibly truncated CSV: the last line (row "),
+        ("csv", _cut_inside_last_field, "possibly truncated CSV: the last line (row "),
     ],
+    ids=["parquet", "csv-mid-row", "csv-inside-last-field"],
 )
-def test_a_truncated_file_is_refused_and_quarantined(tmp_path: Path, fmt, expected) -> None:
+def test_a_truncated_file_is_refused_and_quarantined(tmp_path: Path, fmt, cut, expected) -> None:
     pipeline = _pipeline(tmp_path, fmt)
     source = _write(tmp_path / "in" / f"{DAY}.{fmt}", _day())
-    _cut(source, 0.6)
+    cut(source)
     landing = _landing(tmp_path)
     with pytest.raises(SourceError) as caught:
         _run(pipeline)
@@ -320,15 +327,39 @@ def test_ranges_categories_and_row_count(tmp_path: Path) -> None:
         "column 'channel' failed check 'isin([" in message
         and "examples ['fax'] at rows [6]" in message
     )
-    # A day with a tenth of the usual rows warns (the default severity for row counts).
-    small = _pipeline(tmp_path / "small")
+
+
+@pytest.mark.parametrize(
+    ("severity", "rows", "outcome"),
+    [
+        ({}, 50, "block"),  # a short day blocks by default: a partial upload, a lost shard
+        ({}, 2400, "warn"),  # a long day only warns by default
+        ({"row_count": "warn"}, 50, "warn"),  # as the YAML says
+    ],
+    ids=["short-blocks", "long-warns", "short-warns-when-set"],
+)
+def test_a_day_far_from_the_recent_row_count(tmp_path: Path, severity, rows, outcome) -> None:
+    pipeline = _pipeline(tmp_path, severity=severity) if severity else _pipeline(tmp_path)
     for offset in range(3, 0, -1):
         date = DAY - dt.timedelta(days=offset)
-        _write(tmp_path / "small" / "in" / f"{date}.csv", _day(date))
-        _run(small, date)
-    _write(tmp_path / "small" / "in" / f"{DAY}.csv", _day().iloc[:50])
-    [warning] = _run(small)["warnings"]
-    assert warning["kind"] == "row_count" and "0.0" in warning["examples"][0]
+        _write(tmp_path / "in" / f"{date}.csv", _day(date))
+        _run(pipeline, date)
+    frame = _day()
+    day = frame.iloc[:rows] if rows < len(frame) else _many(frame, rows)
+    _write(tmp_path / "in" / f"{DAY}.csv", day)
+    if outcome == "block":
+        with pytest.raises(DataValidationError, match=r"failed check .rows within 0\.5x-2\.0x"):
+            _run(pipeline)
+        return
+    [warning] = _run(pipeline)["warnings"]
+    assert warning["kind"] == "row_count" and warning["severity"] == "warn"
+
+
+def _many(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """``rows`` rows of the day, with fresh session ids (no duplicate keys)."""
+    many = pd.concat([frame] * (rows // len(frame) + 1), ignore_index=True).iloc[:rows].copy()
+    many["session_id"] = range(1, len(many) + 1)
+    return many
 
 
 def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path: Path) -> None:
