@@ -251,6 +251,13 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         "description": pipeline.description or f"nightshift pipeline {pipeline.name}",
         "doc_md": f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
         "start_date": dt.datetime.combine(schedule.start_date, dt.time(), tzinfo=pipeline.tz),
+        # A scheduled run's date is the day its data interval starts: the last one allowed
+        # starts on end_date itself.
+        "end_date": (
+            dt.datetime.combine(schedule.end_date, dt.time(23, 59, 59), tzinfo=pipeline.tz)
+            if schedule.end_date
+            else None
+        ),
         "catchup": False,
         "max_active_runs": schedule.max_active_runs,
         "tags": ["nightshift", pipeline.schema_.task, pipeline.name],

@@ -184,9 +184,18 @@ class Schedule(_Strict):
     cron: str = "30 2 * * *"
     timezone: str = "UTC"
     start_date: dt.date = dt.date(2026, 1, 1)
+    # The last date to process, for data that has an end (a historical dataset): no scheduled
+    # run after it; unpausing such a pipeline starts none for today. Backfills still may.
+    end_date: dt.date | None = None
     max_active_runs: int = Field(1, gt=0)
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Schedule:
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
 
     @field_validator("cron")
     @classmethod

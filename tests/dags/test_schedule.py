@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import small_pipeline_dict
 
 
-def _serialized(cron: str, timezone: str, start: dt.date):
+def _serialized(cron: str, timezone: str, start: dt.date, **schedule: str):
     """Return the scheduler's view (the serialized DAG) of a pipeline with this schedule."""
     from airflow.serialization.serialized_objects import DagSerialization
 
@@ -18,7 +18,7 @@ def _serialized(cron: str, timezone: str, start: dt.date):
     from nightshift.config import parse_pipeline
 
     data = small_pipeline_dict()
-    data["schedule"].update(cron=cron, timezone=timezone, start_date=start.isoformat())
+    data["schedule"].update(cron=cron, timezone=timezone, start_date=start.isoformat(), **schedule)
     dag = build_dag(parse_pipeline(data, "test.yaml"))
     return DagSerialization.from_dict(DagSerialization.to_dict(dag))
 
@@ -113,3 +113,30 @@ def test_catchup_is_off_so_missed_nights_are_not_run() -> None:
     # Without catchup the next run is the latest complete interval, not 2026-01-02.
     now = dt.datetime.now(dt.UTC)
     assert info.data_interval.end > now - dt.timedelta(days=2)
+
+
+def test_a_pipeline_whose_data_ends_has_no_run_after_its_end_date() -> None:
+    from airflow.timetables.base import TimeRestriction
+
+    tz = "Europe/Amsterdam"
+    dag = _serialized("30 2 * * *", tz, dt.date(2024, 3, 1), end_date="2024-03-03")
+    # The scheduler's restriction, from the serialized DAG's own dates, even with catch-up.
+    restriction = TimeRestriction(earliest=dag.start_date, latest=dag.end_date, catchup=True)
+    dates, last = [], None
+    while info := dag.timetable.next_dagrun_info(
+        last_automated_data_interval=last, restriction=restriction
+    ):
+        dates.append(info.data_interval.start.astimezone(ZoneInfo(tz)).date())
+        last = info.data_interval
+        assert len(dates) < 10, dates
+    # The end date itself is the last date processed; none after it, none for today.
+    assert dates == [dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)]
+
+
+def test_an_end_date_before_the_start_date_is_refused() -> None:
+    from nightshift.config import ConfigError, parse_pipeline
+
+    data = small_pipeline_dict()
+    data["schedule"].update(start_date="2026-03-01", end_date="2026-02-01")
+    with pytest.raises(ConfigError, match="end_date 2026-02-01 is before start_date 2026-03-01"):
+        parse_pipeline(data, "test.yaml")
