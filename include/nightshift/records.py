@@ -231,6 +231,7 @@ class TrainingWindow:
     rows: int
     batches: int
     label_mean: float | None
+    left_out: dict[str, str] = field(default_factory=dict)  # window day -> why it was not used
 
 
 @dataclass(frozen=True)

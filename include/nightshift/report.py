@@ -102,10 +102,18 @@ def pr_figure(models: dict[str, dict[str, Any]]) -> str:
     figure, axes = _figure("Precision-recall on the held-out day", "recall", "precision")
     for name, result in models.items():
         pr = result.get("pr") or {}
-        if pr.get("recall"):
-            ap = pr.get("average_precision")
-            label = f"{name} (AP {ap:.3f})" if ap is not None else name
-            axes.plot(pr["recall"], pr["precision"], label=label)
+        if not pr.get("recall"):
+            continue
+        ap = pr.get("average_precision")
+        label = f"{name} (AP {ap:.3f})" if ap is not None else name
+        if len(pr["recall"]) <= 2:
+            # A constant score (the baseline) has one operating point: every row positive,
+            # precision = the base rate. Its "curve" to (0, 1) is an artefact, not a model.
+            rate = min(pr["precision"])
+            line = axes.axhline(rate, linestyle="--", linewidth=1, label=f"{name}: base rate")
+            axes.plot([1.0], [rate], "o", color=line.get_color())
+            continue
+        axes.plot(pr["recall"], pr["precision"], label=label)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.02)
     axes.legend(loc="upper right")

@@ -604,8 +604,31 @@ def _training_window(pipeline: Pipeline, partition_date: dt.date) -> TrainingWin
     stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
     window = features.meta["window"]
     return TrainingWindow(
-        window[0], window[-1], window, stats.rows, features.meta["batches"], stats.label_mean
+        window[0],
+        window[-1],
+        window,
+        stats.rows,
+        features.meta["batches"],
+        stats.label_mean,
+        _left_out(pipeline, partition_date, window),
     )
+
+
+def _left_out(pipeline: Pipeline, partition_date: dt.date, used: list[str]) -> dict[str, str]:
+    """Return the window's days the night did not train on, and why."""
+    from nightshift.quarantine import holds
+
+    lake = lake_for(pipeline)
+    left_out = {}
+    for day in window_dates(pipeline, partition_date):
+        if day.isoformat() in used:
+            continue
+        held = holds(lake, day)
+        if held and held[0].released is None:
+            left_out[day.isoformat()] = f"held in quarantine ({held[0].stage}: {held[0].why})"
+        else:
+            left_out[day.isoformat()] = "no data: no source file for the day, or not processed"
+    return left_out
 
 
 @dataclass(frozen=True)

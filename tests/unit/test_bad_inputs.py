@@ -380,3 +380,28 @@ def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path:
         stages.validate(pipeline, [DAY], DAY)
     with pytest.raises(PartitionMissing):
         stages.lake_for(pipeline).read("processed", DAY)
+
+
+@pytest.mark.e2e
+def test_the_report_names_the_window_days_left_out_and_why(tmp_path: Path) -> None:
+    found = _pipeline(tmp_path)
+    pipeline = found.model_copy(
+        update={"training": found.training.model_copy(update={"window_days": 3})}
+    )
+    window = stages.window_dates(pipeline, DAY)
+    _write(tmp_path / "in" / f"{window[0]}.csv", _day(window[0]).assign(discount_pct=np.nan))
+    _write(tmp_path / "in" / f"{window[2]}.csv", _day(window[2]))  # no file for window[1]
+    _write(tmp_path / "in" / f"{DAY}.csv", _day())
+    landing = _landing(tmp_path)
+    results = stages.run_nightly(pipeline, DAY, run_id="manual__left_out")
+    metrics = json.loads(Path(results["publish"]["metrics"]).read_text())
+    left_out = metrics["training_window"]["left_out"]
+    assert sorted(left_out) == [window[0].isoformat(), window[1].isoformat()]
+    assert (
+        "held in quarantine (validation: column 'discount_pct' failed check 'all_null'"
+        in (left_out[window[0].isoformat()])
+    )
+    assert left_out[window[1].isoformat()].startswith("no data: no source file")
+    html = Path(results["publish"]["report"]).read_text()
+    assert "Left out of the window:" in html and window[0].isoformat() in html
+    assert _landing(tmp_path) == landing

@@ -241,3 +241,14 @@ def test_index_lists_runs_newest_first_with_trend_and_links(prefix) -> None:
     assert html.count("<svg") == 1 and "new champion" in html
     assert "kept: not better" in html
     assert_valid_html(html)
+
+
+def test_a_constant_models_precision_recall_is_its_base_rate_not_a_diagonal() -> None:
+    from nightshift.evaluate import pr_points
+    from nightshift.report import pr_figure
+
+    constant = {"pr": pr_points(Y, SCORES["base_rate"])}
+    assert len(constant["pr"]["recall"]) == 2  # scikit-learn's two points: (1, rate), (0, 1)
+    svg = pr_figure({"base_rate": constant, "xgboost": {"pr": pr_points(Y, SCORES["xgboost"])}})
+    assert "base_rate: base rate" in svg and "xgboost (AP" in svg
+    assert "base_rate (AP" not in svg
