@@ -25,7 +25,7 @@ import pandas as pd
 
 from nightshift import __version__
 from nightshift.champion import trained_before
-from nightshift.config import Pipeline, SGDModel, Stage, XGBoostModel
+from nightshift.config import LABEL, Pipeline, SGDModel, Stage, XGBoostModel
 from nightshift.features import FeatureStats, fit_stats, labels
 from nightshift.ingest import ingest_date
 from nightshift.lake import (
@@ -535,10 +535,8 @@ def evaluate(
         # The challenger is the best learned model; the baseline is there to keep it honest.
         learned = [name for name in ranking if models[name].kind != "baseline"]
         champions, deltas = _score_champions(pipeline, partition_date, held_out, scores, learned)
-        features = pipeline.features
-        window = _window_sample(
-            pipeline, inputs.window_paths, [*features.numeric, *features.categorical]
-        )
+        numeric, categorical = _drift_columns(pipeline)
+        window = _window_sample(pipeline, inputs.window_paths, [*numeric, *categorical])
         metric, higher_is_better = pipeline.metric
         evaluation = NightEvaluation(
             models,
@@ -549,11 +547,7 @@ def evaluate(
             champions,
             deltas,
             drift(
-                window,
-                held_out.frame,
-                features.numeric,
-                features.categorical,
-                pipeline.evaluation.drift_threshold,
+                window, held_out.frame, numeric, categorical, pipeline.evaluation.drift_threshold
             ),
         )
         with lake.writer(EVALUATION, partition_date) as writer:
@@ -564,6 +558,22 @@ def evaluate(
             **{metric: evaluation.headline(evaluation.best)},
         )
     return result
+
+
+# Time features that are one value for a whole day: the held-out day always "drifts" from a
+# window of several days on them, so they are left out of drift.
+_DAY_LEVEL_TIME_FEATURES = frozenset({"day_of_week", "is_weekend"})
+
+
+def _drift_columns(pipeline: Pipeline) -> tuple[list[str], list[str]]:
+    """Return the numeric and categorical columns whose drift the night measures: the
+    features, the time features that vary within a day, and the label (its rate, for a
+    classifier)."""
+    features = pipeline.features
+    time = [name for name in features.time if name not in _DAY_LEVEL_TIME_FEATURES]
+    if pipeline.is_classification:
+        return [*features.numeric, *time], [*features.categorical, LABEL]
+    return [*features.numeric, *time, LABEL], list(features.categorical)
 
 
 def _evaluation_json(evaluation: NightEvaluation) -> bytes:

@@ -31,6 +31,11 @@ def test_nightly_run_publishes_report_and_metrics(project: Path) -> None:
     assert metrics["models"]["base_rate"]["metrics"]["roc_auc"] in (0.5, None)
     assert metrics["data"]["held_out"]["rows"] > 3000
     assert set(metrics["timings"]) >= {"ingest", "preprocess", "train_distributed", "evaluate"}
+    # Drift covers the features, the label's rate and the time of day; not the day-level time
+    # features, on which one held-out day always differs from a window of several.
+    assert {"label", "hour", "channel", "page_views"} <= set(metrics["drift"])
+    assert not {"day_of_week", "is_weekend"} & set(metrics["drift"])
+    assert metrics["drift"]["label"]["kind"] == "categorical"
     # Preprocessing statistics were saved beside every model.
     lake = project / "data" / "lake" / "retail_conversion" / "models"
     for model in ("xgboost", "sgd_logistic", "base_rate"):
