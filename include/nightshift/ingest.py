@@ -14,7 +14,7 @@ import pandas as pd
 
 from nightshift.config import PANDAS_DTYPES, FileSource, GeneratorSource, Pipeline, Schema
 from nightshift.generator import generate_day
-from nightshift.lake import RAW, Lake, Partition, write_parquet
+from nightshift.lake import FIRST_DATA_ROW, RAW, SOURCE_ROW, Lake, Partition, write_parquet
 from nightshift.quarantine import Hold, holding, quarantine, release_command, sha256
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _check_csv_complete(payload: bytes, location: str) -> None:
     header = next(csv.reader([lines[0].decode("utf-8", "replace")]), []) if lines else []
     last = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
     raise SourceError(
-        f"{location}: possibly truncated CSV: the last line (row {len(lines) - 1}) has no line "
+        f"{location}: possibly truncated CSV: the last line (row {len(lines)}) has no line "
         f"end ({len(last)} of {len(header)} fields); a file still being written or cut off? "
         "If it is complete, end its last line with a line break",
         location,
@@ -141,7 +141,7 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
                 infinite = np.isinf(numbers.astype("float64").fillna(0).to_numpy())
                 if infinite.any():
                     # Int64 would silently turn inf into -9223372036854775808.
-                    rows = np.flatnonzero(infinite)[:5].tolist()
+                    rows = (np.flatnonzero(infinite)[:5] + FIRST_DATA_ROW).tolist()
                     raise ValueError(f"infinite values at rows {rows}")
                 out[column.name] = numbers.astype(PANDAS_DTYPES["int"])
             else:
@@ -153,6 +153,9 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
                 f"(first values {example}): {exc}",
                 origin,
             ) from None
+    # The row of the user's file each row came from, as a spreadsheet numbers it (the header
+    # is row 1): what every finding names, whatever order the lake keeps the rows in.
+    out[SOURCE_ROW] = pd.RangeIndex(FIRST_DATA_ROW, FIRST_DATA_ROW + len(frame))
     conformed = pd.DataFrame(out)
     if schema.timestamp is not None:
         conformed = conformed.sort_values(schema.timestamp, kind="stable", ignore_index=True)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
+# Raw partitions keep, per row, the row of the source file it came from (a spreadsheet's row
+# number: the header is row 1, so the first data row is 2); findings name these rows.
+SOURCE_ROW = "_source_row"
+FIRST_DATA_ROW = 2
 # The data stages every pipeline has; models and reports name theirs in ``stages``.
 RAW = "raw"
 PROCESSED = "processed"

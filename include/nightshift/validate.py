@@ -14,7 +14,14 @@ import pandera.errors
 import pandera.pandas as pa
 
 from nightshift.config import PANDAS_DTYPES, Pipeline
-from nightshift.lake import Lake, Partition, PartitionMissing, read_bytes
+from nightshift.lake import (
+    FIRST_DATA_ROW,
+    SOURCE_ROW,
+    Lake,
+    Partition,
+    PartitionMissing,
+    read_bytes,
+)
 from nightshift.quarantine import quarantine, release_command
 
 log = logging.getLogger(__name__)
@@ -294,10 +301,17 @@ def _check_batches(
     offset = 0
     for path in raw.paths():
         frame = pd.read_parquet(path)
-        # Row numbers count from the top of the day, as the source file's rows do.
-        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        # Findings name rows of the user's file, as a spreadsheet shows them (ingest kept each
+        # row's number); a raw partition written without them counts from the top of the day.
+        if SOURCE_ROW in frame.columns:
+            frame = frame.set_index(SOURCE_ROW)
+            frame.index.name = None
+        else:
+            frame.index = pd.RangeIndex(
+                offset + FIRST_DATA_ROW, offset + FIRST_DATA_ROW + len(frame)
+            )
         offset += len(frame)
-        # Name the user's file (rows counted from its top) and the lake batch that holds them.
+        # Name the user's file and the lake batch that holds the rows.
         where = f"{origin} (lake batch {path})"
         found.extend(check_frame(pipeline, frame, where, raw.partition_date))
         frames.append(frame)

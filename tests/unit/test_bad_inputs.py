@@ -119,13 +119,13 @@ def _mutations():
             DataValidationError,
             [
                 "column 'converted' failed check 'not_nullable' (label, block) in 2 row(s)",
-                "at rows [3, 7]",
+                "at rows [5, 9]",
             ],
         ),
         "inf_label": (
             inf_label,
             SourceError,
-            ["column 'converted' is not int", "infinite values at rows [5]"],
+            ["column 'converted' is not int", "infinite values at rows [7]"],
         ),
         "duplicated_rows": (
             lambda f: pd.concat([f, f.iloc[[10, 11]]], ignore_index=True),
@@ -322,10 +322,10 @@ def test_ranges_categories_and_row_count(tmp_path: Path) -> None:
         _run(pipeline)
     message = str(caught.value)
     assert "column 'discount_pct' failed check 'less_than_or_equal_to(50.0)'" in message
-    assert "examples [80.0] at rows [4]" in message
+    assert "examples [80.0] at rows [6]" in message
     assert (
         "column 'channel' failed check 'isin([" in message
-        and "examples ['fax'] at rows [6]" in message
+        and "examples ['fax'] at rows [8]" in message
     )
 
 
@@ -405,3 +405,18 @@ def test_the_report_names_the_window_days_left_out_and_why(tmp_path: Path) -> No
     html = Path(results["publish"]["report"]).read_text()
     assert "Left out of the window:" in html and window[0].isoformat() in html
     assert _landing(tmp_path) == landing
+
+
+def test_findings_name_rows_of_the_file_not_of_the_sorted_day(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, ranges={"discount_pct": {"min": 0, "max": 50}})
+    # Rows out of time order, as exports often are: ingest sorts them by the timestamp.
+    frame = _day().iloc[::-1].reset_index(drop=True)
+    frame.loc[10, "discount_pct"] = 99.0
+    source = _write(tmp_path / "in" / f"{DAY}.csv", frame)
+    with pytest.raises(DataValidationError) as caught:
+        _run(pipeline)
+    # Row 12 of the file as a spreadsheet shows it: the header is row 1, data row 10 is row 12.
+    assert source.read_text().splitlines()[11].split(",")[
+        frame.columns.get_loc("discount_pct")
+    ] == ("99.0")
+    assert "examples [99.0] at rows [12]" in str(caught.value), str(caught.value)

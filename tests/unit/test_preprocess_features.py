@@ -108,6 +108,9 @@ def test_validation_blocks_bad_labels_with_file_column_and_rows(pipeline) -> Non
     message = str(caught.value)
     assert str(path) in message
     assert "column 'converted' failed check 'binary_label'" in message
-    # Rows count from the top of the day: batch 1 starts after batch 0's rows.
+    # Rows are the source's rows as a spreadsheet numbers them (header: row 1), kept per row
+    # by ingest, whatever batch and order the lake holds them in.
+    rows = frame.loc[[3, 7], "_source_row"].tolist()
     first = len(pd.read_parquet(raw.paths()[0]))
-    assert f"at rows [{first + 3}, {first + 7}]" in message
+    assert rows == [first + 3 + 2, first + 7 + 2]  # the generator's rows are in time order
+    assert f"at rows {rows}" in message
