@@ -150,12 +150,21 @@ class NightTasks:
 
     def ingest(self) -> dict[str, Any]:
         """Land the run date (and any unprocessed window day) in the raw stage."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from nightshift import stages
+        from nightshift.ingest import SourceError
 
         context = get_current_context()
         day = partition_date_for(self.pipeline, context)
         log.info("%s: run date %s", self.pipeline.name, day)
-        landed = stages.ingest(run_pipeline(self.pipeline, context), day)
+        try:
+            landed = stages.ingest(run_pipeline(self.pipeline, context), day)
+        except SourceError as exc:
+            if not exc.final:
+                raise  # a file not there yet: the task's retries wait for it
+            # A refused file is refused again on a retry: fail now, saying why and what to do.
+            raise AirflowFailException(str(exc)) from None
         return {**landed, "partition_date": day.isoformat()}
 
     def validate(self, ingested: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +179,7 @@ class NightTasks:
             return stages.validate(self.current(), _dates(ingested["dates"]), day)
         except DataValidationError as exc:
             # Bad data stays bad on a retry: fail now, with the reason, and block training.
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(str(exc)) from None
 
     def preprocess(self, ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
         """Preprocess the valid dates with Dask; update the processed asset."""

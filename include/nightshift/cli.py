@@ -385,6 +385,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RegistryError, NoHold) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        # The data's own faults (a blocked or unreadable day) are expected, not crashes: say
+        # what and where, one line each; -v shows the traceback as well.
+        if args.verbose or not _is_data_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    from nightshift.ingest import SourceError
+    from nightshift.validate import DataValidationError
+
+    return isinstance(exc, SourceError | DataValidationError)
 
 
 if __name__ == "__main__":

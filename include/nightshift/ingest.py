@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 class SourceError(ValueError):
     """The source data for a date is missing or does not fit the schema; names file and column.
 
-    ``location`` is the offending file when there is one to quarantine.
+    ``location`` is the offending file when there is one to quarantine. ``final``: the same
+    file will be refused again (it is held in quarantine), so retrying is pointless; a missing
+    file is not final (it may still arrive).
     """
 
-    def __init__(self, message: str, location: str | None = None) -> None:
+    def __init__(self, message: str, location: str | None = None, final: bool = False) -> None:
         super().__init__(message)
         self.location = location
+        self.final = final
 
 
 def read_source(
@@ -48,7 +51,7 @@ def read_source(
     checksum = sha256(payload)
     hold = holding(lake, partition_date, checksum) if lake is not None else None
     if hold is not None:
-        raise SourceError(_held_message(pipeline, partition_date, location, hold))
+        raise SourceError(_held_message(pipeline, partition_date, location, hold), final=True)
     if not payload:
         raise SourceError(f"{location}: the file is empty (0 bytes)", location)
     return _parse(payload, location, source.format), location, checksum
@@ -190,6 +193,7 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
             f"{exc}\nA copy is held in quarantine at {where} (the file itself is untouched); "
             f"this file stays refused until it changes, or `{release}`",
             None,
+            final=True,
         ) from None
     parts = batches(frame, pipeline.training.batch_size)
     with lake.writer(RAW, partition_date) as writer:

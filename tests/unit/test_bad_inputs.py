@@ -193,6 +193,7 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     with pytest.raises(SourceError, match="refused before") as again:
         _run(pipeline)
     assert str(_holds(tmp_path)[0]) in str(again.value)
+    assert again.value.final  # the DAG's ingest task fails at once instead of retrying
     assert "nightshift quarantine release --pipeline" in str(again.value)
     assert len(_holds(tmp_path)) == 1 and _landing(tmp_path) == landing
     # A corrected file (new bytes) is read as usual.
@@ -236,8 +237,9 @@ def test_an_operator_releases_a_hold_and_lists_what_is_held(
 
 def test_no_file_for_the_date(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path)
-    with pytest.raises(SourceError, match=rf"{DAY}.csv: no source file for {DAY}"):
+    with pytest.raises(SourceError, match=rf"{DAY}.csv: no source file for {DAY}") as caught:
         _run(pipeline)
+    assert not caught.value.final  # it may still arrive: the task's retries wait for it
 
 
 def _cut_inside_last_field(path: Path) -> None:
@@ -420,3 +422,27 @@ def test_findings_name_rows_of_the_file_not_of_the_sorted_day(tmp_path: Path) ->
         frame.columns.get_loc("discount_pct")
     ] == ("99.0")
     assert "examples [99.0] at rows [12]" in str(caught.value), str(caught.value)
+
+
+def test_nightshift_run_names_each_finding_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nightshift.cli import main
+
+    pipeline = _pipeline(tmp_path)
+    monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(tmp_path / "pipelines"))
+    (tmp_path / "pipelines").mkdir()
+    write_pipeline(tmp_path / "pipelines", pipeline.model_dump(by_alias=True, mode="json"))
+    frame = _day().assign(discount_pct=np.nan)
+    frame.loc[[3, 7], "converted"] = None
+    _write(tmp_path / "in" / f"{DAY}.csv", frame)
+    args = ["run", "--pipeline", pipeline.name, "--date", DAY.isoformat()]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "failed check" in line]
+    assert len(lines) == 2, err  # one line per finding: the all-null column, the null labels
+    assert any("column 'converted'" in line and "at rows [5, 9]" in line for line in lines)
+    # -v shows where it came from as well.
+    with pytest.raises(SourceError, match="refused before"):
+        main(["-v", *args])
