@@ -145,7 +145,8 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     for pipeline in pipelines:
         print(f"ok     {pipeline.source_file} -> DAG {pipeline.dag_id}")
     for error in errors:
-        print(f"error  {error}")
+        for line in str(error).splitlines():  # every problem of the file, one per line
+            print(f"error  {line}")
     problems: list[str] = []
     if args.production:
         import os

@@ -53,11 +53,16 @@ class Stage(StrEnum):
 class ConfigError(ValueError):
     """A pipeline YAML is wrong; the message names the file, the key and what was expected."""
 
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+    def __init__(
+        self, path: Path | str, key: str, problem: str, more: list[tuple[str, str]] | None = None
+    ) -> None:
         self.path = str(path)
         self.key = key
         self.problem = problem
-        super().__init__(f"{self.path}: key '{key}': {problem}")
+        # Every other problem found in the same file, so one `nightshift check` shows them all.
+        self.more = list(more or [])
+        lines = [f"{self.path}: key '{k}': {p}" for k, p in [(key, problem), *self.more]]
+        super().__init__("\n".join(lines))
 
 
 class _Strict(BaseModel):
@@ -376,17 +381,21 @@ class Pipeline(_Strict):
 
     @model_validator(mode="after")
     def _fits_together(self) -> Pipeline:
-        """Check what one section says about another (the first problem is raised)."""
-        _check_features(self.features, self.schema_)
+        """Check what one section says about another; every problem is reported."""
+        problems = [
+            *_feature_problems(self.features, self.schema_),
+            *_evaluation_problems(self.evaluation, self.schema_, self.features),
+        ]
         names = {c.name for c in self.schema_.columns}
         for group in ("ranges", "categories"):
             for column in getattr(self.validation, group):
                 if column not in names:
-                    raise ValueError(f"validation.{group}: '{column}' is not a schema column")
-        _check_evaluation(self.evaluation, self.schema_, self.features)
+                    problems.append(f"validation.{group}: '{column}' is not a schema column")
         model_names = [m.name for m in self.models]
         if len(set(model_names)) != len(model_names):
-            raise ValueError(f"models: names must be unique, got {model_names}")
+            problems.append(f"models: names must be unique, got {model_names}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -462,37 +471,55 @@ class Pipeline(_Strict):
         return _resolve(location)
 
 
-def _check_features(features: Features, schema: Schema) -> None:
-    """Raise ValueError, naming the key, when a feature does not fit the schema."""
+def _feature_problems(features: Features, schema: Schema) -> list[str]:
+    """Return each way a feature does not fit the schema, naming the key."""
     names = {c.name for c in schema.columns}
+    problems = []
     for group in ("numeric", "categorical", "log1p"):
         for feature in getattr(features, group):
             if feature not in names:
-                raise ValueError(f"features.{group}: '{feature}' is not a schema column")
-            if feature == schema.label:
-                raise ValueError(f"features.{group}: '{feature}' is the label")
+                problems.append(f"features.{group}: '{feature}' is not a schema column")
+            elif feature == schema.label:
+                problems.append(f"features.{group}: '{feature}' is the label")
     for feature in features.log1p:
         if feature not in features.numeric:
-            raise ValueError(f"features.log1p: '{feature}' must also be a numeric feature")
-    if features.time and schema.timestamp is None:
-        raise ValueError("features.time needs schema.timestamp to name a timestamp column")
+            problems.append(f"features.log1p: '{feature}' must also be a numeric feature")
+    problems += _time_feature_problems(features, schema, names)
     if not (features.numeric or features.categorical or features.time):
-        raise ValueError("features: at least one feature is needed")
+        problems.append("features: at least one feature is needed")
+    return problems
 
 
-def _check_evaluation(evaluation: Evaluation, schema: Schema, features: Features) -> None:
-    """Raise ValueError when the evaluation's metric or segment does not fit the task."""
+def _time_feature_problems(features: Features, schema: Schema, names: set[str]) -> list[str]:
+    """Return each way the time features do not fit: no timestamp, or a name clash."""
+    problems = []
+    if features.time and schema.timestamp is None:
+        problems.append("features.time: needs schema.timestamp to name a timestamp column")
+    for feature in features.time:
+        if feature in names:
+            problems.append(
+                f"features.time: '{feature}' is also a column of the data (schema.columns); "
+                f"the derived time feature would clash with it: rename the column, or leave "
+                f"'{feature}' out of features.time (and list the column as a feature instead)"
+            )
+    return problems
+
+
+def _evaluation_problems(evaluation: Evaluation, schema: Schema, features: Features) -> list[str]:
+    """Return each way the evaluation's metric or segment does not fit the task."""
     allowed = CLASSIFICATION_METRICS if schema.is_classification else REGRESSION_METRICS
+    problems = []
     if evaluation.metric is not None and evaluation.metric not in allowed:
-        raise ValueError(
+        problems.append(
             f"evaluation.metric: '{evaluation.metric}' is not a {schema.task} "
             f"metric; choose from {list(allowed)}"
         )
     if evaluation.segment is not None and evaluation.segment not in features.categorical:
-        raise ValueError(
+        problems.append(
             f"evaluation.segment: '{evaluation.segment}' must be one of the categorical "
             f"features {features.categorical}"
         )
+    return problems
 
 
 def _resolve(location: str) -> str:
@@ -519,18 +546,27 @@ def parse_pipeline(data: Any, source_file: Path | str = "<memory>") -> Pipeline:
     try:
         return Pipeline.model_validate({**data, "source_file": str(source_file)})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
-        problem = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            problem = "unknown key (check its spelling; see include/pipelines/README.md)"
-        elif first["type"] == "missing":
-            problem = "required key is missing"
-        # A whole-object check names its field inside the message ("features.numeric: ...").
+        problems = [problem for error in exc.errors() for problem in _problems(error)]
+        raise ConfigError(source_file, *problems[0], more=problems[1:]) from None
+
+
+def _problems(error: Any) -> list[tuple[str, str]]:
+    """Return (key, problem) for one of pydantic's errors; a whole-object check can hold
+    several, one per line, each naming its own key ("features.numeric: ...")."""
+    loc = tuple(x for x in error["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling; see include/pipelines/README.md)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    found = []
+    for problem in message.split("\n"):
+        key = loc
         if ": " in problem and not loc:
-            key, _, problem = problem.partition(": ")
-            loc = (key,)
-        raise ConfigError(source_file, _error_key(loc), problem) from None
+            name, _, problem = problem.partition(": ")
+            key = (name,)
+        found.append((_error_key(key), problem))
+    return found
 
 
 _UNION_TAGS = {"generator", "files", "xgboost", "sgd", "baseline"}

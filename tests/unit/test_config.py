@@ -89,3 +89,31 @@ def test_one_bad_file_does_not_hide_the_others(tmp_path: Path) -> None:
     pipelines, errors = load_pipelines(tmp_path)
     assert [p.name for p in pipelines] == ["good"]
     assert len(errors) == 1 and errors[0].key == "extra"
+
+
+def test_every_problem_of_a_file_is_reported_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nightshift.cli import main
+
+    data = small_pipeline_dict()
+    data["schema"]["columns"].append({"name": "hour", "type": "int"})  # a data column "hour"
+    data["features"]["numeric"].append("no_such_column")
+    data["evaluation"]["segment"] = "device_type"
+    with pytest.raises(ConfigError) as caught:
+        parse_pipeline(data, "clash.yaml")
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "clash.yaml: key 'features.numeric': 'no_such_column' is not a schema column",
+        "clash.yaml: key 'features.time': 'hour' is also a column of the data (schema.columns); "
+        "the derived time feature would clash with it: rename the column, or leave 'hour' out "
+        "of features.time (and list the column as a feature instead)",
+        "clash.yaml: key 'evaluation.segment': 'device_type' must be one of the categorical "
+        "features ['channel', 'country', 'device']",
+    ]
+    # `nightshift check` prints each of them.
+    write_pipeline(tmp_path, {**data, "name": "clash"})
+    monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(tmp_path))
+    assert main(["check"]) == 1
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error")]
+    assert len(printed) == 3 and all("clash.yaml" in line for line in printed)
