@@ -120,17 +120,23 @@ class Schema(_Strict):
         return self.task == CLASSIFICATION
 
     @model_validator(mode="after")
-    def _label_and_key_are_columns(self) -> Schema:
+    def _names_are_unique(self) -> Schema:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(
                 f"column names repeat: {sorted(n for n in names if names.count(n) > 1)}"
             )
-        for role in ("label", "key", "timestamp"):
-            value = getattr(self, role)
-            if value is not None and value not in names:
-                raise ValueError(f"{role} '{value}' is not one of the columns {names}")
         return self
+
+    def role_problems(self) -> list[str]:
+        """Each of label, key and timestamp that names no column (the pipeline's derived
+        columns included)."""
+        names = [c.name for c in self.columns]
+        return [
+            f"schema: {role} '{getattr(self, role)}' is not one of the columns {names}"
+            for role in ("label", "key", "timestamp")
+            if getattr(self, role) is not None and getattr(self, role) not in names
+        ]
 
     def column(self, name: str) -> Column:
         """Return the column called ``name``."""
@@ -355,6 +361,13 @@ class Pipeline(_Strict):
     description: str = ""
     source: Annotated[GeneratorSource | FileSource, Field(discriminator="kind")]
     schema_: Schema = Field(alias="schema")
+    # Columns computed from the source's at ingest, in order (name -> expression), rows to
+    # keep, a Python hook ("package.module:function", a frame in, a frame out) for what an
+    # expression cannot say, and columns never to train on. See nightshift.expressions.
+    derive: dict[str, str] = Field(default_factory=dict)
+    filters: list[str] = Field(default_factory=list, alias="filter")
+    hook: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    drop: list[str] = Field(default_factory=list)
     features: Features
     training: Training = Training()
     models: list[ModelSpec] = Field(min_length=1)
@@ -382,9 +395,12 @@ class Pipeline(_Strict):
     @model_validator(mode="after")
     def _fits_together(self) -> Pipeline:
         """Check what one section says about another; every problem is reported."""
-        problems = [
-            *_feature_problems(self.features, self.schema_),
-            *_evaluation_problems(self.evaluation, self.schema_, self.features),
+        derived, problems = _derived_columns(self)
+        schema = self.schema_.model_copy(update={"columns": derived})
+        problems += [
+            *schema.role_problems(),
+            *_feature_problems(self.features, schema),
+            *_evaluation_problems(self.evaluation, schema, self.features),
         ]
         names = {c.name for c in self.schema_.columns}
         for group in ("ranges", "categories"):
@@ -397,6 +413,13 @@ class Pipeline(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def data_schema(self) -> Schema:
+        """The columns a day has after ingest: the source's (``schema.columns``) less
+        ``drop``, plus ``derive``'s, typed; what validation checks and training reads."""
+        columns, _ = _derived_columns(self)
+        return self.schema_.model_copy(update={"columns": columns})
 
     @property
     def tz(self) -> ZoneInfo:
@@ -487,6 +510,53 @@ def _feature_problems(features: Features, schema: Schema) -> list[str]:
     problems += _time_feature_problems(features, schema, names)
     if not (features.numeric or features.categorical or features.time):
         problems.append("features: at least one feature is needed")
+    return problems
+
+
+def _derived_columns(pipeline: Pipeline) -> tuple[list[Column], list[str]]:
+    """Return the day's columns after ingest's derive and drop, and each problem found: an
+    expression that does not parse or type, a filter that is not true/false, a bad drop."""
+    from nightshift.expressions import ExpressionError, parse
+
+    columns = list(pipeline.schema_.columns)
+    types: dict[str, str] = {c.name: c.type for c in columns}
+    problems = []
+    for name, text in pipeline.derive.items():
+        try:
+            kind = parse(text).type_in(types)
+        except ExpressionError as exc:
+            problems.append(f"derive.{name}: {exc}")
+            continue
+        if name in types:
+            problems.append(f"derive.{name}: '{name}' is already a column; choose a new name")
+        elif kind == "null":
+            problems.append(f"derive.{name}: '{text}' is always empty")
+        else:
+            types[name] = kind
+            columns.append(Column.model_validate({"name": name, "type": kind}))
+    problems += _filter_and_drop_problems(pipeline, types)
+    kept = [c for c in columns if c.name not in pipeline.drop]
+    return kept, problems
+
+
+def _filter_and_drop_problems(pipeline: Pipeline, types: dict[str, str]) -> list[str]:
+    from nightshift.expressions import ExpressionError, parse
+
+    problems = []
+    for index, text in enumerate(pipeline.filters):
+        try:
+            kind = parse(text).type_in(types)
+        except ExpressionError as exc:
+            problems.append(f"filter[{index}]: {exc}")
+            continue
+        if kind != "bool":
+            problems.append(f"filter[{index}]: '{text}' must be true or false per row, not {kind}")
+    schema = pipeline.schema_
+    for name in pipeline.drop:
+        if name not in types:
+            problems.append(f"drop: '{name}' is not a column (known: {sorted(types)})")
+        elif name in (schema.label, schema.key, schema.timestamp):
+            problems.append(f"drop: '{name}' is the schema's label, key or timestamp")
     return problems
 
 

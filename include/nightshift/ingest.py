@@ -165,6 +165,53 @@ def conform(frame: pd.DataFrame, schema: Schema, origin: str) -> pd.DataFrame:
     return conformed
 
 
+def transform(
+    pipeline: Pipeline, frame: pd.DataFrame, origin: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Apply the pipeline's ``derive``, ``filter``, ``hook`` and ``drop``, in that order;
+    return the day's frame and, per filter rule, the rows it left out."""
+    from nightshift.expressions import parse
+
+    timezone = pipeline.schedule.timezone
+    types: dict[str, str] = {c.name: c.type for c in pipeline.schema_.columns}
+    frame = frame.copy()
+    for name, text in pipeline.derive.items():
+        expression = parse(text)
+        types[name] = expression.type_in(types)
+        values = expression.evaluate(frame, timezone)
+        if not hasattr(values, "index"):  # a constant
+            values = pd.Series([values] * len(frame), index=frame.index)
+        frame[name] = values.astype(PANDAS_DTYPES[types[name]])
+    filtered: dict[str, int] = {}
+    for text in pipeline.filters:
+        keep = parse(text).evaluate(frame, timezone)
+        if not hasattr(keep, "fillna"):  # a constant
+            keep = pd.Series(bool(keep), index=frame.index)
+        keep = keep.fillna(False).astype(bool)  # unknown (a null compared) is not kept
+        filtered[text] = int((~keep).sum())
+        frame = frame[keep]
+    if pipeline.hook:
+        frame = _run_hook(pipeline.hook, frame, origin)
+    return frame.drop(columns=pipeline.drop).reset_index(drop=True), filtered
+
+
+def _run_hook(hook: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Call the user's ``module:function`` on the day's frame; it returns the new frame."""
+    import importlib
+
+    module_name, _, function_name = hook.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise SourceError(f"hook '{hook}' cannot be loaded: {type(exc).__name__}: {exc}") from None
+    result = function(frame)
+    if not isinstance(result, pd.DataFrame):
+        raise SourceError(
+            f"{origin}: hook '{hook}' returned {type(result).__name__}, not a pandas DataFrame"
+        )
+    return result
+
+
 def batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     """Split ``frame`` into consecutive batches of at most ``batch_size`` rows."""
     return [
@@ -183,6 +230,7 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
         frame, origin, checksum = read_source(pipeline, partition_date, lake)
         extra = extra_columns(frame, pipeline.schema_)
         frame = conform(frame, pipeline.schema_, origin)
+        frame, filtered = transform(pipeline, frame, origin)
     except SourceError as exc:
         if exc.location is None:
             raise
@@ -205,6 +253,7 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
                 "batches": len(parts),
                 "origin": origin,
                 "source_sha256": checksum,
+                "filtered": filtered,
                 "extra_columns": extra,
             }
         )

@@ -71,8 +71,9 @@ def _finite(series: pd.Series) -> pd.Series:
 
 
 def build_schema(pipeline: Pipeline) -> pa.DataFrameSchema:
-    """Return the pandera schema the pipeline's raw data must satisfy (every check kind)."""
-    schema = pipeline.schema_
+    """Return the pandera schema the pipeline's raw data must satisfy (every check kind): the
+    columns after ingest's derive and drop (``Pipeline.data_schema``)."""
+    schema = pipeline.data_schema
     rules = pipeline.validation
     columns: dict[str, pa.Column] = {}
     for column in schema.columns:
@@ -286,6 +287,7 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
     summary["batches"] = len(raw.files)
     summary["rows_per_batch"] = [len(frame) for frame in frames]
     summary["warnings"] = [asdict(f) for f in found]
+    summary["filtered"] = dict(raw.meta.get("filtered") or {})  # rule -> rows it dropped
     with lake.writer(VALIDATION, raw.partition_date) as writer:
         writer.write_bytes("summary.json", json.dumps(summary, sort_keys=True).encode())
     log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary["rows"])

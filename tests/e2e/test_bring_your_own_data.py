@@ -1,0 +1,187 @@
+"""A user's own daily files, shaped as public data arrives, from raw CSV to a published report
+with only the YAML: a label derived from a numeric column, rows whose label source is empty,
+timestamps ending in Z, a data column named like a time feature, leakage dropped, and the bad
+days (a truncated last line, a renamed column) held without touching the user's files."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nightshift import stages
+from nightshift.config import ConfigError, parse_pipeline
+from nightshift.ingest import SourceError
+
+pytestmark = pytest.mark.e2e
+
+DAY = dt.date(2024, 3, 8)
+CARRIERS = ["AA", "DL", "UA", "WN", "B6"]
+
+
+def flights(day: dt.date, rows: int = 900) -> pd.DataFrame:
+    """One day of flights as an upstream export has them: UTC times with a Z, delays in
+    minutes, cancelled flights with an empty arrival delay, and the scheduled hour."""
+    rng = np.random.default_rng(day.toordinal())
+    hour = rng.integers(5, 23, rows)
+    minute = rng.integers(0, 60, rows)
+    carrier = rng.choice(CARRIERS, rows)
+    distance = rng.gamma(4.0, 250.0, rows).round(0)
+    dep_delay = (rng.exponential(12, rows) - 6 + 8 * (carrier == "B6") + 0.8 * (hour - 12)).round(0)
+    arr_delay = (dep_delay - 4 + rng.normal(0, 9, rows)).round(0)
+    cancelled = rng.random(rows) < 0.03
+    times = [f"{day}T{h:02d}:{m:02d}:00Z" for h, m in zip(hour, minute, strict=True)]
+    return pd.DataFrame(
+        {
+            "flight_id": np.arange(rows) + day.toordinal() * 10_000,
+            "dep_time": times,
+            "carrier": carrier,
+            "origin": rng.choice(["JFK", "ATL", "ORD", "DEN"], rows),
+            "distance": distance,
+            "dep_delay": dep_delay,
+            "arr_delay": np.where(cancelled, np.nan, arr_delay),
+            "hour": hour,  # the scheduled hour: a data column named like a time feature
+        }
+    )
+
+
+def pipeline_yaml(root: Path) -> dict:
+    return {
+        "name": "flight_delays",
+        "source": {"kind": "files", "path": str(root / "landing" / "{date}.csv"), "format": "csv"},
+        "schema": {
+            "task": "binary_classification",
+            "label": "delayed",  # derived below: nothing upstream has it
+            "key": "flight_id",
+            "timestamp": "dep_time",
+            "columns": [
+                {"name": "flight_id", "type": "int", "nullable": False},
+                {"name": "dep_time", "type": "timestamp", "nullable": False},
+                {"name": "carrier", "type": "string"},
+                {"name": "origin", "type": "string"},
+                {"name": "distance", "type": "float"},
+                {"name": "dep_delay", "type": "float"},
+                {"name": "arr_delay", "type": "float"},
+                {"name": "hour", "type": "int"},
+            ],
+        },
+        "derive": {
+            "delayed": "arr_delay > 15",
+            "miles_per_delay_minute": "distance / (abs(dep_delay) + 1)",
+        },
+        "filter": ["arr_delay is not None"],  # cancelled: no label to learn from
+        "drop": ["arr_delay"],  # the label's source: never a feature
+        "features": {
+            "numeric": ["distance", "dep_delay", "hour", "miles_per_delay_minute"],
+            "categorical": ["carrier", "origin"],
+            "time": ["day_of_week"],
+        },
+        "training": {"window_days": 3, "batch_size": 400},
+        "models": [
+            {"kind": "xgboost", "num_boost_round": 30},
+            {"kind": "sgd", "epochs": 2},
+            {"kind": "baseline"},
+        ],
+        "evaluation": {"segment": "carrier", "min_segment_rows": 50, "bootstrap_samples": 50},
+        "schedule": {"timezone": "America/New_York", "start_date": "2024-03-01"},
+        "output": {
+            "lake": str(root / "lake"),
+            "reports": str(root / "reports"),
+            "mlflow": str(root / "mlflow"),
+        },
+    }
+
+
+def _landing(root: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / "landing").iterdir())
+    }
+
+
+def test_a_column_named_like_a_time_feature_is_caught_by_the_check(tmp_path: Path) -> None:
+    data = pipeline_yaml(tmp_path)
+    data["features"]["time"] = ["hour", "day_of_week"]
+    with pytest.raises(ConfigError, match="'hour' is also a column of the data"):
+        parse_pipeline(data, "flight_delays.yaml")
+    bad = copy.deepcopy(pipeline_yaml(tmp_path))
+    bad["derive"]["delayed"] = "arr_dealy > 15"
+    with pytest.raises(ConfigError, match=r"derive.delayed.*unknown column 'arr_dealy'"):
+        parse_pipeline(bad, "flight_delays.yaml")
+
+
+def test_raw_files_to_a_published_report_with_only_the_yaml(tmp_path: Path) -> None:
+    pipeline = parse_pipeline(pipeline_yaml(tmp_path), "flight_delays.yaml")
+    (tmp_path / "landing").mkdir()
+    for offset in range(3, -1, -1):
+        day = DAY - dt.timedelta(days=offset)
+        flights(day).to_csv(tmp_path / "landing" / f"{day}.csv", index=False)
+    landing = _landing(tmp_path)
+
+    results = stages.run_nightly(pipeline, DAY, run_id="manual__byod")
+    metrics = json.loads(Path(results["publish"]["metrics"]).read_text())
+    assert metrics["training_window"]["dates"] == [
+        (DAY - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)
+    ]
+    assert metrics["models"]["xgboost"]["metrics"]["roc_auc"] > 0.7
+    # The filter's rule and the rows it left out (the cancelled flights) are counted.
+    cancelled = int(flights(DAY)["arr_delay"].isna().sum())
+    assert metrics["data"]["held_out"]["filtered"] == {"arr_delay is not None": cancelled}
+    assert metrics["data"]["held_out"]["rows"] == len(flights(DAY)) - cancelled
+    html = Path(results["publish"]["report"]).read_text()
+    assert "arr_delay is not None</code>: " in html
+    # The label's source never reached a model; the derived feature did.
+    processed = stages.lake_for(pipeline).read("processed", DAY)
+    columns = set(pd.read_parquet(processed.paths()[0]).columns)
+    assert "arr_delay" not in columns and "miles_per_delay_minute" in columns
+    assert _landing(tmp_path) == landing
+
+
+@pytest.mark.parametrize("fault", ["truncated", "renamed"])
+def test_a_bad_day_is_held_and_the_files_stay_as_they_were(tmp_path: Path, fault: str) -> None:
+    pipeline = parse_pipeline(pipeline_yaml(tmp_path), "flight_delays.yaml")
+    (tmp_path / "landing").mkdir()
+    path = tmp_path / "landing" / f"{DAY}.csv"
+    frame = flights(DAY)
+    if fault == "renamed":
+        frame = frame.rename(columns={"dep_delay": "departure_delay"})
+    frame.to_csv(path, index=False)
+    if fault == "truncated":
+        path.write_bytes(path.read_bytes().rstrip(b"\n")[:-2])  # cut inside the last field
+    landing = _landing(tmp_path)
+    expected = {"truncated": "possibly truncated CSV", "renamed": "renamed?"}[fault]
+    with pytest.raises(SourceError, match=expected):
+        stages.ingest(pipeline, DAY)
+    with pytest.raises(SourceError, match="refused before"):
+        stages.ingest(pipeline, DAY)
+    assert _landing(tmp_path) == landing
+
+
+def test_a_python_hook_does_what_an_expression_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user's own package: a frame in, a frame out.
+    (tmp_path / "byod_hooks.py").write_text(
+        "def short_hauls_out(frame):\n    return frame[frame['distance'] >= 300]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = pipeline_yaml(tmp_path)
+    data["hook"] = "byod_hooks:short_hauls_out"
+    pipeline = parse_pipeline(data, "flight_delays.yaml")
+    (tmp_path / "landing").mkdir()
+    flights(DAY).to_csv(tmp_path / "landing" / f"{DAY}.csv", index=False)
+    stages.ingest(pipeline, DAY)
+    raw = stages.lake_for(pipeline).read("raw", DAY)
+    frame = pd.concat([pd.read_parquet(p) for p in raw.paths()])
+    assert len(frame) and frame["distance"].min() >= 300
+    missing = parse_pipeline({**data, "hook": "byod_hooks:no_such_function"}, "x.yaml")
+    with pytest.raises(SourceError, match="hook 'byod_hooks:no_such_function' cannot be loaded"):
+        stages.ingest(missing, DAY)
+    with pytest.raises(ConfigError, match="hook"):
+        parse_pipeline({**data, "hook": "not a module path"}, "x.yaml")
