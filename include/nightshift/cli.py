@@ -102,6 +102,29 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter pipeline YAML from a sample file of the user's data."""
+    from nightshift.config import pipelines_dir
+    from nightshift.starter import infer, pipeline_name, read_sample, starter_yaml
+
+    source = Path(args.sample)
+    if not source.is_file():
+        raise ConfigError(source, "--from", "no such file")
+    try:
+        frame = read_sample(source)
+    except ValueError as exc:
+        raise ConfigError(source, "--from", str(exc)) from None
+    name = args.name or pipeline_name(source)
+    target = Path(args.out) if args.out else pipelines_dir() / f"{name}.yaml"
+    if target.exists() and not args.force:
+        raise ConfigError(target, "--out", "already exists; choose another --out or --force")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(starter_yaml(name, source, infer(frame)))
+    print(f"wrote {target} ({len(frame.columns)} columns from {len(frame):,} sample rows)")
+    print("next: fill in its TODOs (label, features, timezone), then `nightshift check`")
+    return 0
+
+
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     """Print each quarantined date: whether its newest hold still refuses the file, and why."""
     from nightshift.lake import Lake
@@ -343,6 +366,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _registry_commands(sub)
     _quarantine_commands(sub)
+    init = sub.add_parser("init", help="write a starter pipeline YAML from a sample file")
+    init.add_argument("--from", dest="sample", required=True, help="a CSV or Parquet sample")
+    init.add_argument("--name", default=None, help="default: from the file or folder name")
+    init.add_argument("--out", default=None, help="default: <pipelines folder>/<name>.yaml")
+    init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    init.set_defaults(func=cmd_init)
     return parser
 
 

@@ -185,3 +185,49 @@ def test_a_python_hook_does_what_an_expression_cannot(
         stages.ingest(missing, DAY)
     with pytest.raises(ConfigError, match="hook"):
         parse_pipeline({**data, "hook": "not a module path"}, "x.yaml")
+
+
+def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from nightshift.cli import main
+
+    (tmp_path / "landing").mkdir()
+    sample = tmp_path / "landing" / f"{DAY}.csv"
+    flights(DAY).to_csv(sample, index=False)
+    out = tmp_path / "pipelines" / "flights.yaml"
+    assert main(["init", "--from", str(sample), "--name", "flights", "--out", str(out)]) == 0
+    assert "fill in its TODOs" in capsys.readouterr().out
+    data = yaml.safe_load(out.read_text())
+    assert data["source"]["path"] == str(tmp_path / "landing" / "{date}.csv")
+    types = {c["name"]: c["type"] for c in data["schema"]["columns"]}
+    assert types == {
+        "flight_id": "int",
+        "dep_time": "timestamp",
+        "carrier": "string",
+        "origin": "string",
+        "distance": "float",
+        "dep_delay": "float",
+        "arr_delay": "float",
+        "hour": "int",
+    }
+    assert data["schema"]["timestamp"] == "dep_time"
+    assert "arr_delay" in out.read_text() and "% empty in the sample" in out.read_text()
+    # The TODOs are what `nightshift check` then asks for, by name.
+    with pytest.raises(ConfigError, match="label 'TODO' is not one of the columns"):
+        parse_pipeline(data, out)
+    # Filled in as the user would (the time features renamed away from the data's 'hour').
+    data["schema"]["label"] = "delayed"
+    data["derive"] = {"delayed": "arr_delay > 15"}
+    data["filter"] = ["arr_delay is not None"]
+    data["drop"] = ["arr_delay"]
+    data["features"] = {
+        "numeric": ["distance", "dep_delay", "hour"],
+        "categorical": ["carrier", "origin"],
+        "time": ["day_of_week"],
+    }
+    assert parse_pipeline(data, out).data_schema.column("delayed").type == "bool"
+    # It never overwrites a pipeline by accident.
+    assert main(["init", "--from", str(sample), "--name", "flights", "--out", str(out)]) == 2

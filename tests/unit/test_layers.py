@@ -20,7 +20,7 @@ LAYERS = [
     ("evaluation", {"evaluate", "champion"}),
     ("publishing", {"tracking", "report", "report_index"}),
     ("the night", {"stages"}),
-    ("orchestration", {"airflow_dag", "access", "cli", "ops"}),
+    ("orchestration", {"airflow_dag", "access", "cli", "starter", "ops"}),
 ]
 LAYER = {module: index for index, (_, modules) in enumerate(LAYERS) for module in modules}
 
