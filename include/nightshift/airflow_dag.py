@@ -22,7 +22,7 @@ from airflow.sdk import (
 )
 
 from nightshift.access import access_control
-from nightshift.config import Pipeline, Stage, load_pipelines
+from nightshift.config import FileSource, Pipeline, Stage, load_pipelines
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +282,17 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
     }
 
 
+def _wait_for_source(pipeline: Pipeline) -> list[Any]:
+    """The deferrable wait for the date's file, when the pipeline asks for one (else none)."""
+    source = pipeline.source
+    if not isinstance(source, FileSource) or source.wait is None:
+        return []
+    from nightshift.ops.source_wait import TASK_ID, WaitForSource
+
+    # A file that never came stays missing on a retry; the wait itself is the patience.
+    return [WaitForSource(task_id=TASK_ID, nightshift_pipeline=pipeline, retries=0)]
+
+
 def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
     """Return the nightly DAG of ``pipeline``: its stages as tasks, wired by their results."""
     night = NightTasks(pipeline)
@@ -296,6 +307,7 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
     @dag(schedule=timetable, **_dag_settings(pipeline, doc))
     def nightly() -> None:
         ingested = step(Stage.INGEST)()
+        _wait_for_source(pipeline) >> ingested
         validated = step(Stage.VALIDATE)(ingested)
         prepared = step(Stage.PREPROCESS, outlets=[night.processed])(ingested, validated)
         features = step(Stage.FIT_FEATURES)(ingested, prepared)

@@ -77,6 +77,13 @@ class GeneratorSource(_Strict):
     seed: int = 7
 
 
+class Wait(_Strict):
+    """How long a night waits for its file before failing (late data)."""
+
+    timeout_minutes: float = Field(360, gt=0)
+    poke_seconds: float = Field(60, gt=0)
+
+
 class FileSource(_Strict):
     """The user's own dated files; ``path`` holds ``{date}`` (YYYY-MM-DD) or strftime codes."""
 
@@ -84,6 +91,8 @@ class FileSource(_Strict):
     path: str
     format: Literal["csv", "parquet"]
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    # Wait for the day's file (in Airflow's triggerer: no worker slot held) before ingesting.
+    wait: Wait | None = None
 
     @field_validator("path")
     @classmethod

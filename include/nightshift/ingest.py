@@ -57,13 +57,19 @@ def read_source(
     return _parse(payload, location, source.format), location, checksum
 
 
-def _fetch(source: FileSource, partition_date: dt.date) -> tuple[bytes, str]:
-    """Return the bytes of the date's source file and its location."""
+def source_location(source: FileSource, partition_date: dt.date) -> str:
+    """Return where the date's source file is: a URL, or a path resolved in the project."""
     location = source.path_for(partition_date)
     if "://" not in location and not location.startswith("/"):
         from nightshift.config import _resolve
 
         location = _resolve(location)
+    return location
+
+
+def _fetch(source: FileSource, partition_date: dt.date) -> tuple[bytes, str]:
+    """Return the bytes of the date's source file and its location."""
+    location = source_location(source, partition_date)
     try:
         with fsspec.open(location, "rb", **source.storage_options) as handle:
             return handle.read(), location

@@ -101,3 +101,23 @@ def test_a_wrong_yaml_fails_only_its_own_pipeline(tmp_path: Path, monkeypatch) -
     assert f"{tmp_path / 'missing_label.yaml'}: key 'schema.label': required key" in text
     assert f"{tmp_path / 'bad_cron.yaml'}: key 'schedule.cron'" in text
     assert "PipelineConfigWarning" in text
+
+
+def test_a_pipeline_that_waits_for_its_file_has_a_deferrable_wait_before_ingest() -> None:
+    from nightshift.airflow_dag import build_dag
+    from nightshift.config import parse_pipeline
+    from nightshift.ops.source_wait import SourceFileTrigger, WaitForSource
+    from tests.conftest import small_pipeline_dict
+
+    data = small_pipeline_dict()
+    data["source"] = {"kind": "files", "path": "/data/{date}.csv", "format": "csv"}
+    assert "wait_for_source" not in build_dag(parse_pipeline(data, "p.yaml")).task_ids
+    data["source"]["wait"] = {"timeout_minutes": 90, "poke_seconds": 30}
+    dag = build_dag(parse_pipeline(data, "p.yaml"))
+    wait = dag.get_task("wait_for_source")
+    assert isinstance(wait, WaitForSource) and wait.retries == 0
+    assert dag.get_task("ingest").upstream_task_ids == {"wait_for_source"}
+    # The trigger the triggerer runs round-trips through its serialized form.
+    classpath, kwargs = SourceFileTrigger("/data/x.csv", {}, 30, 1e9).serialize()
+    assert classpath == "nightshift.ops.source_wait.SourceFileTrigger"
+    assert SourceFileTrigger(**kwargs).serialize() == (classpath, kwargs)

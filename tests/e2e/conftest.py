@@ -68,6 +68,7 @@ def running_airflow(
     dask: bool,
     pipelines: dict[str, dict] | None = None,
     extra_env: dict[str, str] | None = None,
+    services: tuple[str, ...] = ("api-server", "scheduler", "dag-processor"),
 ) -> Iterator[tuple[LocalAirflow, Path]]:
     """Start api-server, scheduler and dag-processor on loopback for small pipelines.
 
@@ -91,7 +92,7 @@ def running_airflow(
         },
     )
     try:
-        airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=dask)
+        airflow.start(services=services, dask=dask)
         for suffix in pipelines:
             airflow.wait_for_dag(f"nightshift_{name}{suffix}")
         yield airflow, root / "project"
