@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -193,6 +193,51 @@ def _other_date(
     )
 
 
+# One zone per UTC offset, to name in a hint (standard time; the user picks their own).
+_ZONES = {
+    -10: "Pacific/Honolulu",
+    -8: "America/Los_Angeles",
+    -7: "America/Denver",
+    -6: "America/Chicago",
+    -5: "America/New_York",
+    -4: "America/Halifax",
+    -3: "America/Sao_Paulo",
+    0: "Europe/London",
+    1: "Europe/Amsterdam",
+    2: "Europe/Athens",
+    3: "Europe/Moscow",
+    5: "Asia/Karachi",
+    8: "Asia/Singapore",
+    9: "Asia/Tokyo",
+    10: "Australia/Brisbane",
+}
+
+
+def _with_zone_hint(
+    pipeline: Pipeline, day: pd.DataFrame, partition_date: dt.date, found: list[Finding]
+) -> list[Finding]:
+    """Add to the day's other-date findings which UTC offsets every row would fit (a file cut
+    at local midnight, its timestamps written in UTC with a Z), naming zones to try."""
+    column = pipeline.schema_.timestamp
+    if column is None or not any(f.kind == "other_date" for f in found):
+        return found
+    utc = day[column].dt.tz_convert("UTC")
+    fits = [
+        hours
+        for hours in range(-12, 15)
+        if hours and bool(((utc + pd.Timedelta(hours=hours)).dt.date == partition_date).all())
+    ]
+    if not fits:
+        return found
+    zones = [f"{_ZONES[h]} (UTC{h:+d})" for h in sorted(fits, key=abs) if h in _ZONES][:3]
+    span = f"UTC{fits[0]:+d}" if len(fits) == 1 else f"UTC{min(fits):+d} to UTC{max(fits):+d}"
+    hint = (
+        f"; every row of the day falls on {partition_date} at {span}: is the file cut at local "
+        f"midnight? Set schedule.timezone, e.g. {' or '.join(zones) or 'your zone'}"
+    )
+    return [replace(f, check=f.check + hint) if f.kind == "other_date" else f for f in found]
+
+
 def _row_count(
     pipeline: Pipeline, lake: Lake, partition_date: dt.date, rows: int, origin: str
 ) -> Finding | None:
@@ -267,6 +312,7 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
     counted = _row_count(pipeline, lake, raw.partition_date, len(day), origin)
     if counted is not None:
         found.append(counted)
+    found = _with_zone_hint(pipeline, day, raw.partition_date, found)
     found = [f for f in found if f.severity != "off"]
     blocking = [f for f in found if f.severity == "block"]
     for finding in found:

@@ -231,3 +231,24 @@ def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
     assert parse_pipeline(data, out).data_schema.column("delayed").type == "bool"
     # It never overwrites a pipeline by accident.
     assert main(["init", "--from", str(sample), "--name", "flights", "--out", str(out)]) == 2
+
+
+def test_z_timestamps_of_a_file_cut_at_local_midnight_name_the_zone(tmp_path: Path) -> None:
+    from nightshift.validate import DataValidationError
+
+    data = pipeline_yaml(tmp_path)
+    data["schedule"]["timezone"] = "UTC"  # left at the default
+    pipeline = parse_pipeline(data, "flight_delays.yaml")
+    (tmp_path / "landing").mkdir()
+    frame = flights(DAY)
+    # The day as New York has it (the file is cut at local midnight), written in UTC with Z.
+    local = pd.to_datetime(frame["dep_time"].str.rstrip("Z")).dt.tz_localize("America/New_York")
+    frame["dep_time"] = local.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame.to_csv(tmp_path / "landing" / f"{DAY}.csv", index=False)
+    stages.ingest(pipeline, DAY)
+    with pytest.raises(DataValidationError) as caught:
+        stages.validate(pipeline, [DAY], DAY)
+    assert "column 'dep_time' failed check 'date == 2024-03-08 (UTC or UTC)" in str(caught.value)
+    # Flights run 05:00-23:00 local, so several offsets fit; New York's is named among them.
+    assert "every row of the day falls on 2024-03-08 at UTC-10 to UTC-4" in str(caught.value)
+    assert "e.g. America/Halifax (UTC-4) or America/New_York (UTC-5)" in str(caught.value)
