@@ -252,3 +252,39 @@ def test_z_timestamps_of_a_file_cut_at_local_midnight_name_the_zone(tmp_path: Pa
     # Flights run 05:00-23:00 local, so several offsets fit; New York's is named among them.
     assert "every row of the day falls on 2024-03-08 at UTC-10 to UTC-4" in str(caught.value)
     assert "e.g. America/Halifax (UTC-4) or America/New_York (UTC-5)" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_backfill_of_three_dates_under_the_real_scheduler(tmp_path: Path) -> None:
+    from tests.e2e.conftest import running_airflow
+
+    data = pipeline_yaml(tmp_path)
+    # Historical data: it ends on DAY, so unpausing starts no run for today.
+    data["schedule"].update(end_date=DAY.isoformat(), retries=0)
+    data.pop("name")
+    (tmp_path / "landing").mkdir()
+    for offset in range(5, -1, -1):
+        day = DAY - dt.timedelta(days=offset)
+        flights(day).to_csv(tmp_path / "landing" / f"{day}.csv", index=False)
+    landing = _landing(tmp_path)
+    dates = [(DAY - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    with running_airflow(tmp_path, "flight_delays", dask=False, pipelines={"": data}) as (
+        airflow,
+        _,
+    ):
+        dag_id = "nightshift_flight_delays"
+        airflow.unpause(dag_id)
+        airflow.backfill(dag_id, dates[0], dates[-1])
+        runs = airflow.wait_for_runs(dag_id, 3, timeout=1200)
+        airflow.wait_for_backfills(dag_id)
+        assert [r["state"] for r in runs] == ["success"] * 3, runs
+        assert all(r["run_type"] == "backfill" for r in runs), runs
+    for day in dates:
+        metrics = json.loads(
+            (tmp_path / "reports" / "flight_delays" / day / "metrics.json").read_text()
+        )
+        assert metrics["partition_date"] == day
+        assert metrics["data"]["held_out"]["filtered"]["arr_delay is not None"] > 0
+        assert metrics["models"]["xgboost"]["metrics"]["roc_auc"] > 0.7
+    assert _landing(tmp_path) == landing
