@@ -87,7 +87,7 @@ def starter_yaml(name: str, source: Path, columns: list[Inferred]) -> str:
         "features:                        # TODO: keep what the model may use (never the label)",
         f"  numeric: [{', '.join(numeric)}]",
         f"  categorical: [{', '.join(text)}]",
-        *(["  time: [hour, day_of_week]"] if timestamp else []),
+        *([f"  time: [{', '.join(_time_features(columns))}]"] if timestamp else []),
         "models:",
         "  - {kind: xgboost}",
         "  - {kind: sgd}",
@@ -97,6 +97,12 @@ def starter_yaml(name: str, source: Path, columns: list[Inferred]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _time_features(columns: list[Inferred]) -> list[str]:
+    """The derived time features, less any the data already has a column of that name for."""
+    names = {c.name for c in columns}
+    return [name for name in ("hour", "day_of_week") if name not in names]
 
 
 def _column_line(column: Inferred, is_timestamp: bool) -> str:

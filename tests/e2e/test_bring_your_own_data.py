@@ -214,6 +214,8 @@ def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
         "hour": "int",
     }
     assert data["schema"]["timestamp"] == "dep_time"
+    # The data has its own 'hour': the starter's time features leave it out (no clash).
+    assert data["features"]["time"] == ["day_of_week"]
     assert "arr_delay" in out.read_text() and "% empty in the sample" in out.read_text()
     # The TODOs are what `nightshift check` then asks for, by name.
     with pytest.raises(ConfigError, match="label 'TODO' is not one of the columns"):
