@@ -44,7 +44,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nightshift.stages import run_nightly
 
     pipeline = find_pipeline(args.pipeline)
-    results = run_nightly(pipeline, args.date, run_id=f"cli__{args.date}")
+    total = len(Stage)
+
+    def done(stage: str, outcome: dict[str, Any]) -> None:
+        position = list(Stage).index(Stage(stage)) + 1
+        print(f"  [{position}/{total}] {stage}: {outcome['seconds']:.1f} s", file=sys.stderr)
+
+    results = run_nightly(pipeline, args.date, run_id=f"cli__{args.date}", on_stage=done)
     summary = {stage: result["seconds"] for stage, result in results.items()}
     print(
         json.dumps(
@@ -292,7 +298,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             run_id = airflow.trigger(pipeline.dag_id, {"run_date": args.date.isoformat()})
             print(f"triggered {pipeline.dag_id} run {run_id} for {args.date}; waiting ...")
-        [run] = airflow.wait_for_runs(pipeline.dag_id, 1, run_ids=[run_id], timeout=3600)
+        run = airflow.watch_run(pipeline.dag_id, run_id, _print_progress, timeout=3600)
         states = airflow.task_states(pipeline.dag_id, run_id)
         print(f"run {run['state']} in {time.monotonic() - started:.0f}s: {states}")
         if run["state"] != "success":
@@ -321,6 +327,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             airflow.stop()
         elif args.keep_running:
             print(f"services still running; UI {airflow.base_url}; stop with: make down")
+
+
+def progress_line(states: dict[str, str]) -> str:
+    """One line saying how far a run is: tasks done of all, and what runs now."""
+    done = [task for task, state in states.items() if state in ("success", "skipped")]
+    running = [task for task, state in states.items() if state in ("running", "deferred")]
+    failed = [task for task, state in states.items() if state in ("failed", "upstream_failed")]
+    line = f"  {len(done)}/{len(states)} tasks done"
+    if running:
+        line += f"; running: {', '.join(running)}"
+    if failed:
+        line += f"; failed: {', '.join(failed)}"
+    return line
+
+
+def _print_progress(states: dict[str, str]) -> None:
+    print(progress_line(states), flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

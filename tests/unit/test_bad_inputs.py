@@ -446,3 +446,11 @@ def test_nightshift_run_names_each_finding_without_a_traceback(
     # -v shows where it came from as well.
     with pytest.raises(SourceError, match="refused before"):
         main(["-v", *args])
+    # Fixed, the same command runs the night, one line per stage as it finishes.
+    for offset in (0, 1, 2):
+        day = DAY - dt.timedelta(days=offset)
+        _write(tmp_path / "in" / f"{day}.csv", _day(day))
+    assert main(args) == 0
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  [")]
+    assert [line.split("]")[0] for line in progress] == [f"  [{n}/8" for n in range(1, 9)]
+    assert progress[0].startswith("  [1/8] ingest: ") and progress[-1].endswith(" s")

@@ -21,3 +21,33 @@ def test_env_lets_a_shell_run_this_virtualenvs_airflow(tmp_path: Path) -> None:
         ["bash", "-c", f"{out}\ncommand -v airflow"], check=True, capture_output=True, text=True
     ).stdout.strip()
     assert path == str(Path(sys.executable).parent / "airflow")
+
+
+def test_a_watched_run_reports_each_change_of_its_tasks_once(monkeypatch) -> None:
+    from nightshift.cli import progress_line
+    from nightshift.ops import airflow_api
+    from nightshift.ops.airflow_api import AirflowAPI
+
+    polls = [
+        {"ingest": "running", "validate": None},
+        {"ingest": "running", "validate": None},  # no change: no line
+        {"ingest": "success", "validate": "running"},
+        {"ingest": "success", "validate": "success"},
+    ]
+
+    class Scripted(AirflowAPI):
+        def task_states(self, dag_id: str, run_id: str) -> dict:
+            return polls.pop(0)
+
+        def api(self, method: str, path: str, body=None, token=None) -> dict:
+            return {"state": "success" if not polls else "running", "dag_run_id": "r"}
+
+    monkeypatch.setattr(airflow_api.time, "sleep", lambda seconds: None)
+    lines: list[str] = []
+    run = Scripted().watch_run("d", "r", lambda states: lines.append(progress_line(states)))
+    assert run["state"] == "success"
+    assert lines == [
+        "  0/2 tasks done; running: ingest",
+        "  1/2 tasks done; running: validate",
+        "  2/2 tasks done",
+    ]

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 FINISHED = ("success", "failed")
@@ -135,6 +136,29 @@ class AirflowAPI:
                 return finished
             time.sleep(3)
         raise TimeoutError(f"{dag_id}: {len(finished)}/{count} runs finished in {timeout}s")
+
+    def watch_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        report: Callable[[dict[str, str]], None],
+        timeout: float = 3600,
+    ) -> dict[str, Any]:
+        """Wait until the run finishes, calling ``report`` with its task states each time they
+        change (not on every poll); return the finished run."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = self.task_states(dag_id, run_id)
+            if states != seen:
+                report(states)
+                seen = states
+            quoted = urllib.parse.quote(run_id, safe="")
+            run = self.api("GET", f"dags/{dag_id}/dagRuns/{quoted}")
+            if run["state"] in FINISHED:
+                return dict(run)
+            time.sleep(2)
+        raise TimeoutError(f"{dag_id} {run_id}: not finished in {timeout}s: {seen}")
 
     def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
         """Wait until every backfill of ``dag_id`` is marked complete; return them."""
