@@ -159,6 +159,15 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
         mlflow.sklearn.load_model("models:/retail_conversion.sgd_logistic/1")
 
 
+def _models_logged(client, run_id: str) -> list[str]:
+    """The models of the MLflow runs logged for one Airflow run (each exactly once, or more)."""
+    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
+    attempts = client.search_runs(
+        [experiment], filter_string=f"tags.`nightshift.airflow_run_id` = '{run_id}'"
+    )
+    return sorted(r.data.tags["nightshift.model"] for r in attempts)
+
+
 def _prepare(pipeline, day: dt.date) -> None:
     """Run every stage before publish for ``day`` (and its window days not yet processed)."""
     ingested = stages.ingest(pipeline, day)
@@ -209,15 +218,7 @@ def test_a_retried_publish_reuses_its_runs_and_a_failed_one_moves_no_champion(
 
     # Its retry reuses the finished MLflow run, logs the rest once, and promotes.
     stages.publish(pipeline, day, {"ingest": 1.0}, run_id=run_id)
-    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
-    attempts = client.search_runs(
-        [experiment], filter_string=f"tags.`nightshift.airflow_run_id` = '{run_id}'"
-    )
-    assert sorted(r.data.tags["nightshift.model"] for r in attempts) == [
-        "base_rate",
-        "sgd_logistic",
-        "xgboost",
-    ]
+    assert _models_logged(client, run_id) == ["base_rate", "sgd_logistic", "xgboost"]
     for name in names:
         tonight = [
             v
@@ -324,15 +325,7 @@ def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights)
     metrics = json.loads((reports / day.isoformat() / "metrics.json").read_text())
     assert (reports / day.isoformat() / "report.html").exists()
     assert day.isoformat() in (reports / "index.html").read_text()
-    experiment = client.get_experiment_by_name("nightshift/retail_conversion").experiment_id
-    attempts = client.search_runs(
-        [experiment], filter_string=f"tags.`nightshift.airflow_run_id` = '{run_id}'"
-    )
-    assert sorted(r.data.tags["nightshift.model"] for r in attempts) == [
-        "base_rate",
-        "sgd_logistic",
-        "xgboost",
-    ]
+    assert _models_logged(client, run_id) == ["base_rate", "sgd_logistic", "xgboost"]
     for name, model in zip(names, ["xgboost", "sgd_logistic"], strict=True):
         champion = tracking.champion(client, name)
         # The alias is on tonight's version exactly when the recorded decision says promoted.
