@@ -14,6 +14,7 @@ Evaluation uses only operators and methods pandas and cuDF share, on whole colum
 from __future__ import annotations
 
 import ast
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,22 +33,24 @@ FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "day_of_week": (("timestamp",), "int"),
     "month": (("timestamp",), "int"),
 }
+# Python's own operator functions: they dispatch to a column's methods, reflected ones too
+# (``15 < arr_delay``, ``10 / flights``), for pandas and cuDF alike.
 _ARITHMETIC = {
-    ast.Add: "__add__",
-    ast.Sub: "__sub__",
-    ast.Mult: "__mul__",
-    ast.Div: "__truediv__",
-    ast.FloorDiv: "__floordiv__",
-    ast.Mod: "__mod__",
-    ast.Pow: "__pow__",
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _COMPARE = {
-    ast.Lt: "__lt__",
-    ast.LtE: "__le__",
-    ast.Gt: "__gt__",
-    ast.GtE: "__ge__",
-    ast.Eq: "__eq__",
-    ast.NotEq: "__ne__",
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
 }
 
 
@@ -72,9 +75,13 @@ class Expression:
         return _Typer(columns, self.text).visit(self.tree)
 
     def evaluate(self, frame: Any, timezone: str = "UTC") -> Any:
-        """Return the expression's values over ``frame`` (pandas or cuDF): a column, or a
-        constant when it reads none. Date parts are taken in ``timezone``."""
-        return _Evaluator(frame, timezone).visit(self.tree)
+        """Return the expression's values over ``frame`` (pandas or cuDF), one per row (an
+        expression that reads no column is repeated). Date parts are taken in ``timezone``."""
+        values = _Evaluator(frame, timezone).visit(self.tree)
+        if _is_column(values):
+            return values
+        column = frame[frame.columns[0]]
+        return type(column)([values] * len(frame), index=frame.index)
 
 
 def parse(text: str) -> Expression:
@@ -242,20 +249,20 @@ class _Evaluator(ast.NodeVisitor):
         return node.value
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
-        left, right = self.visit(node.left), self.visit(node.right)
-        return _apply(left, _ARITHMETIC[type(node.op)], right)
+        return _ARITHMETIC[type(node.op)](self.visit(node.left), self.visit(node.right))
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
         operand = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            return ~operand if _is_column(operand) else not operand
+            return _negate(operand)
         return -operand if isinstance(node.op, ast.USub) else operand
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        combine = operator.and_ if isinstance(node.op, ast.And) else operator.or_
         values = [self.visit(value) for value in node.values]
         result = values[0]
         for value in values[1:]:
-            result = result & value if isinstance(node.op, ast.And) else result | value
+            result = combine(result, value)
         return result
 
     def visit_Compare(self, node: ast.Compare) -> Any:
@@ -263,15 +270,15 @@ class _Evaluator(ast.NodeVisitor):
         left = self.visit(node.left)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             if isinstance(op, ast.Is | ast.IsNot):
-                part = _isnull(left) if isinstance(op, ast.Is) else ~_isnull(left)
+                part = _isnull(left)
             elif isinstance(op, ast.In | ast.NotIn):
-                members = [e.value for e in right_node.elts]  # type: ignore[attr-defined]
-                part = left.isin(members)
-                part = ~part if isinstance(op, ast.NotIn) else part
+                part = left.isin([e.value for e in right_node.elts])  # type: ignore[attr-defined]
             else:
                 right = self.visit(right_node)
-                part = _apply(left, _COMPARE[type(op)], right)
+                part = _COMPARE[type(op)](left, right)
                 left = right
+            if isinstance(op, ast.IsNot | ast.NotIn):
+                part = _negate(part)
             result = part if result is None else result & part
         return result
 
@@ -287,15 +294,8 @@ def _is_column(value: Any) -> bool:
     return hasattr(value, "isna")
 
 
-def _apply(left: Any, method: str, right: Any) -> Any:
-    if _is_column(left) or not _is_column(right):
-        return getattr(left, method)(right)
-    reflected = {"__lt__": "__gt__", "__le__": "__ge__", "__gt__": "__lt__", "__ge__": "__le__"}
-    if method in reflected:
-        return getattr(right, reflected[method])(left)
-    if method in ("__eq__", "__ne__", "__add__", "__mul__"):
-        return getattr(right, method)(left)
-    return getattr(right, "__r" + method[2:])(left)
+def _negate(value: Any) -> Any:
+    return ~value if _is_column(value) else not value
 
 
 def _isnull(value: Any) -> Any:
@@ -311,19 +311,20 @@ def _where(condition: Any, then: Any, otherwise: Any) -> Any:
     return type(condition)(values, index=condition.index)
 
 
+def _log1p(values: Any) -> Any:
+    import numpy as np
+
+    return np.log1p(values.astype("float64"))
+
+
 _CALLS: dict[str, Any] = {
     "isnull": _isnull,
-    "notnull": lambda x: ~_isnull(x),
-    "abs": lambda x: x.abs(),
-    "log1p": lambda x: (x.astype("float64") + 1).pipe(_log),
+    "notnull": lambda x: _negate(_isnull(x)),
+    "abs": abs,
+    "log1p": _log1p,
     "where": _where,
     "fillna": lambda x, value: x.fillna(value),
     "lower": lambda x: x.str.lower(),
 }
+# Date parts, taken in the pipeline's timezone: name -> the ``.dt`` attribute.
 _DATE_PARTS = {"hour": "hour", "day_of_week": "dayofweek", "month": "month"}
-
-
-def _log(values: Any) -> Any:
-    import numpy as np
-
-    return np.log(values)
