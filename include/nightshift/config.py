@@ -405,7 +405,8 @@ class Pipeline(_Strict):
     def _fits_together(self) -> Pipeline:
         """Check what one section says about another; every problem is reported."""
         derived, problems = _derived_columns(self)
-        schema = self.schema_.model_copy(update={"columns": derived})
+        kept = [c for c in derived if c.name not in self.drop]
+        schema = self.schema_.model_copy(update={"columns": kept})
         problems += [
             *schema.role_problems(),
             *_feature_problems(self.features, schema),
@@ -428,7 +429,14 @@ class Pipeline(_Strict):
         """The columns a day has after ingest: the source's (``schema.columns``) less
         ``drop``, plus ``derive``'s, typed; what validation checks and training reads."""
         columns, _ = _derived_columns(self)
-        return self.schema_.model_copy(update={"columns": columns})
+        kept = [c for c in columns if c.name not in self.drop]
+        return self.schema_.model_copy(update={"columns": kept})
+
+    @property
+    def derived_types(self) -> dict[str, str]:
+        """Each ``derive`` column's type, as its expression gives it (dropped ones too)."""
+        columns, _ = _derived_columns(self)
+        return {c.name: c.type for c in columns if c.name in self.derive}
 
     @property
     def tz(self) -> ZoneInfo:
@@ -523,8 +531,9 @@ def _feature_problems(features: Features, schema: Schema) -> list[str]:
 
 
 def _derived_columns(pipeline: Pipeline) -> tuple[list[Column], list[str]]:
-    """Return the day's columns after ingest's derive and drop, and each problem found: an
-    expression that does not parse or type, a filter that is not true/false, a bad drop."""
+    """Return the source's columns and the derived ones (typed from their expressions), and
+    each problem found: an expression that does not parse or type, a filter that is not
+    true/false, a bad drop."""
     from nightshift.expressions import ExpressionError, parse
 
     columns = list(pipeline.schema_.columns)
@@ -544,8 +553,7 @@ def _derived_columns(pipeline: Pipeline) -> tuple[list[Column], list[str]]:
             types[name] = kind
             columns.append(Column.model_validate({"name": name, "type": kind}))
     problems += _filter_and_drop_problems(pipeline, types)
-    kept = [c for c in columns if c.name not in pipeline.drop]
-    return kept, problems
+    return columns, problems
 
 
 def _filter_and_drop_problems(pipeline: Pipeline, types: dict[str, str]) -> list[str]:

@@ -179,21 +179,14 @@ def transform(
     from nightshift.expressions import parse
 
     timezone = pipeline.schedule.timezone
-    types: dict[str, str] = {c.name: c.type for c in pipeline.schema_.columns}
+    types = pipeline.derived_types  # the types the configuration check gave them
     frame = frame.copy()
     for name, text in pipeline.derive.items():
-        expression = parse(text)
-        types[name] = expression.type_in(types)
-        values = expression.evaluate(frame, timezone)
-        if not hasattr(values, "index"):  # a constant
-            values = pd.Series([values] * len(frame), index=frame.index)
-        frame[name] = values.astype(PANDAS_DTYPES[types[name]])
+        frame[name] = parse(text).evaluate(frame, timezone).astype(PANDAS_DTYPES[types[name]])
     filtered: dict[str, int] = {}
     for text in pipeline.filters:
-        keep = parse(text).evaluate(frame, timezone)
-        if not hasattr(keep, "fillna"):  # a constant
-            keep = pd.Series(bool(keep), index=frame.index)
-        keep = keep.fillna(False).astype(bool)  # unknown (a null compared) is not kept
+        # A row where the rule is unknown (a null compared) is not kept.
+        keep = parse(text).evaluate(frame, timezone).fillna(False).astype(bool)
         filtered[text] = int((~keep).sum())
         frame = frame[keep]
     if pipeline.hook:
