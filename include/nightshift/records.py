@@ -8,7 +8,7 @@ the edges — ``evaluation.json`` in the lake, ``metrics.json`` and the report, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -287,24 +287,8 @@ class NightSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as plain data: the evaluation's keys at the top level."""
-        plain = {
-            name: getattr(self, name)
-            for name in (
-                "pipeline",
-                "dag_id",
-                "partition_date",
-                "task",
-                "run_id",
-                "threshold",
-                "run_options",
-                "gate",
-                "data",
-                "timings",
-                "links",
-                "mlflow",
-                "nightshift_version",
-            )
-        }
+        records = {"evaluation", "training_window", "decisions", "champion", "trend"}
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in records}
         return {
             **plain,
             **self.evaluation.to_dict(),

@@ -661,10 +661,11 @@ def _night_summary(
     published: _Published,
 ) -> NightSummary:
     """Return what the report and metrics.json say about the night."""
+    from nightshift import tracking
     from nightshift.validate import read_summary
 
     champion = _champion_outcome(evaluation, published)
-    tracking_uri, _ = _tracking_store(pipeline)
+    tracking_uri, _ = tracking.store(pipeline)
     return NightSummary(
         pipeline=pipeline.name,
         dag_id=pipeline.dag_id,
@@ -690,12 +691,6 @@ def _night_summary(
         trend=_trend(pipeline, partition_date, evaluation, champion.promoted),
         nightshift_version=__version__,
     )
-
-
-def _tracking_store(pipeline: Pipeline) -> tuple[str, str | None]:
-    from nightshift import tracking
-
-    return tracking.store(pipeline)
 
 
 def _airflow_link(pipeline: Pipeline, run_id: str, airflow_url: str | None) -> str | None:
