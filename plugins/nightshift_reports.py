@@ -20,7 +20,9 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
-PREFIX = "/nightshift-reports"
+from nightshift.alerts import REPORTS_ROUTE as PREFIX
+from nightshift.ops.deadline import ReportDeadline
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",  # no script, font, fetch or frame; the pages are self-contained
@@ -151,6 +153,8 @@ class NightshiftReportsPlugin(AirflowPlugin):
     """Registers the reports app, the Model reports nav entry and the Report tab."""
 
     name = "nightshift_reports"
+    # Airflow decodes a custom deadline reference only if a plugin registers it.
+    deadline_references: ClassVar[list[Any]] = [ReportDeadline]
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": app, "url_prefix": PREFIX, "name": "nightshift model reports"}
     ]

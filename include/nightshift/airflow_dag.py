@@ -23,6 +23,7 @@ from airflow.sdk import (
 
 from nightshift.access import access_control
 from nightshift.config import FileSource, Pipeline, Stage, load_pipelines
+from nightshift.ops.deadline import deadline_alerts
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,61 @@ class NightTasks:
             "report": result["report"],
         }
         log.info("%s %s: report at %s", self.pipeline.name, day, result["report"])
+        _alert_published(self.pipeline, day, result["metrics"], context)
         return result
+
+
+def _run_url(context: Any) -> str | None:
+    """The run's page in the Airflow UI, when the UI's URL is configured."""
+    import urllib.parse
+
+    base = airflow_base_url()
+    if not base:
+        return None
+    run_id = urllib.parse.quote(str(context["run_id"]), safe="")
+    return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{run_id}"
+
+
+def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: Any) -> None:
+    """Send the night's alert, if its summary has something to say (the last thing it does)."""
+    import json
+
+    from nightshift import alerts
+    from nightshift.lake import read_bytes
+
+    if not pipeline.alerts.channels:
+        return
+    links = alerts.links_for(pipeline, day, airflow_base_url(), _run_url(context))
+    alert = alerts.night_alert(pipeline, json.loads(read_bytes(metrics)), links)
+    if alert is not None:
+        alerts.deliver(pipeline, alert, context)
+
+
+class NightFailed:
+    """The DAG's failure callback (run by the dag-processor once the night has failed for
+    good): one alert per channel, saying the input was quarantined when a hold says so."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, context: Any) -> None:
+        """Work out the night's date and what stopped it; deliver the alert."""
+        from nightshift import alerts
+        from nightshift.quarantine import holds
+        from nightshift.stages import lake_for
+
+        day = partition_date_for(self.pipeline, context)
+        ti = context.get("ti")
+        task_id = getattr(ti, "task_id", None)
+        held = [h for h in holds(lake_for(self.pipeline), day) if h.released is None]
+        hold = held[-1] if held and task_id in (Stage.INGEST, Stage.VALIDATE) else None
+        event = "quarantined" if hold is not None else "failed"
+        if event not in self.pipeline.alerts.on:
+            return
+        page = "validation" if hold is not None else None
+        links = alerts.links_for(self.pipeline, day, airflow_base_url(), _run_url(context), page)
+        alert = alerts.failure_alert(self.pipeline, day, task_id, hold, links)
+        alerts.deliver(self.pipeline, alert, context)
 
 
 def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
@@ -279,6 +334,8 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         },
         "render_template_as_native_obj": False,
         "access_control": access_control(pipeline),
+        "on_failure_callback": [NightFailed(pipeline)] if pipeline.alerts.channels else [],
+        "deadline": deadline_alerts(pipeline),
     }
 
 

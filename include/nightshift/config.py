@@ -210,6 +210,9 @@ class Schedule(_Strict):
     max_active_runs: int = Field(1, gt=0)
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5, ge=0)
+    # "HH:MM" in ``timezone``: a scheduled night whose report is not published by the first
+    # such time after the run's scheduled start sends the ``deadline_missed`` alert.
+    deadline: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Schedule:
@@ -351,6 +354,50 @@ class Evaluation(_Strict):
     drift_threshold: float = Field(0.2, gt=0)  # PSI above this flags a feature as drifted
 
 
+AlertEvent = Literal[
+    "failed", "quarantined", "regressed", "drifted", "validation_warning", "deadline_missed"
+]
+ALERT_EVENTS: tuple[AlertEvent, ...] = AlertEvent.__args__  # type: ignore[attr-defined]
+
+
+class EmailChannel(_Strict):
+    """E-mail through an Airflow SMTP connection, which holds the host, login and password."""
+
+    conn_id: str = "smtp_default"
+    to: list[str] = Field(min_length=1)
+    from_email: str | None = None  # unset: the connection's own ``from_email`` extra
+
+
+class WebhookChannel(_Strict):
+    """A JSON POST (Slack-compatible: a ``text`` field) to the URL an Airflow connection holds.
+
+    The URL is the connection's host when that is a whole URL (a Slack webhook pasted as it
+    is), else ``<schema or https>://<host>[:<port>]<extra "endpoint">``.
+    """
+
+    conn_id: str = "nightshift_webhook"
+
+
+class Alerts(_Strict):
+    """Who hears about a night, and of what (``nightshift.alerts``).
+
+    One message per channel per night that has something to say; none for a healthy night.
+    Secrets live in the Airflow connections the channels name, never in the YAML.
+    """
+
+    email: EmailChannel | None = None
+    webhook: WebhookChannel | None = None
+    on: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS))
+    # Tonight's best model scoring this far below its kept champion on the headline metric
+    # is a regression (0: any night that scores lower and keeps the champion).
+    regression: float = Field(0.0, ge=0)
+
+    @property
+    def channels(self) -> list[EmailChannel | WebhookChannel]:
+        """The channels declared, e-mail first."""
+        return [c for c in (self.email, self.webhook) if c is not None]
+
+
 # The processed frame's name for the pipeline's label column, whatever the source calls it.
 LABEL = "label"
 
@@ -383,6 +430,7 @@ class Pipeline(_Strict):
     schedule: Schedule = Schedule()
     validation: Validation = Validation()
     evaluation: Evaluation = Evaluation()
+    alerts: Alerts = Alerts()
     output: Output = Field(default_factory=Output)
     # Team roles and what each may do with this pipeline's DAG and reports (nightshift.access).
     access: dict[RoleName, Literal["read", "operate"]] = Field(default_factory=dict)

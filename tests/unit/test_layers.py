@@ -18,7 +18,7 @@ LAYERS = [
     ("data stages", {"generator", "ingest", "validate", "preprocess", "features"}),
     ("models", {"train", "safe_models", "cluster", "cluster_host"}),
     ("evaluation", {"evaluate", "champion"}),
-    ("publishing", {"tracking", "report", "report_index"}),
+    ("publishing", {"tracking", "report", "report_index", "alerts"}),
     ("the night", {"stages"}),
     ("orchestration", {"airflow_dag", "access", "cli", "starter", "ops"}),
 ]
