@@ -298,7 +298,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             run_id = airflow.trigger(pipeline.dag_id, {"run_date": args.date.isoformat()})
             print(f"triggered {pipeline.dag_id} run {run_id} for {args.date}; waiting ...")
-        run = airflow.watch_run(pipeline.dag_id, run_id, _print_progress, timeout=3600)
+        run = airflow.watch_run(
+            pipeline.dag_id, run_id, _print_progress, timeout=3600, progress=_print_task_progress
+        )
         states = airflow.task_states(pipeline.dag_id, run_id)
         print(f"run {run['state']} in {time.monotonic() - started:.0f}s: {states}")
         if run["state"] != "success":
@@ -344,6 +346,10 @@ def progress_line(states: dict[str, str]) -> str:
 
 def _print_progress(states: dict[str, str]) -> None:
     print(progress_line(states), flush=True)
+
+
+def _print_task_progress(task_id: str, line: str) -> None:
+    print(f"    {task_id}: {line}", flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,10 +15,11 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, as_completed
 
 from nightshift.config import LABEL, Pipeline
 from nightshift.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
+from nightshift.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,11 @@ def preprocess_date(
             )
             for i, source in enumerate(raw.paths())
         ]
-        rows = client.gather(client.compute(tasks))
+        futures = client.compute(tasks)
+        progress = Progress(f"{pipeline.name} {raw.partition_date} preprocess", len(tasks), "batch")
+        for _ in as_completed(futures):
+            progress.advance()
+        rows = client.gather(futures)
         writer.meta.update(
             {"rows_per_batch": rows, "columns": processed_columns(pipeline), "backend": backend}
         )

@@ -16,6 +16,7 @@ import pandas as pd
 
 from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
+from nightshift.progress import TOPIC, Progress, relay_events, round_callback
 
 if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
     import dask.dataframe as dd
@@ -102,15 +103,23 @@ def train_xgboost(
     params = xgboost_params(pipeline, spec, device)
     from xgboost.collective import Config
 
-    result = dxgb.train(
-        client,
-        params,
-        dtrain,
-        num_boost_round=spec.num_boost_round,
-        evals=[(dtrain, "train")],
-        # Without a timeout, losing a worker mid-training hangs the others forever.
-        coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
-    )
+    rounds = round_callback(f"{pipeline.name} {spec.name}", spec.num_boost_round)
+    client.subscribe_topic(TOPIC, relay_events)
+    try:
+        result = dxgb.train(
+            client,
+            params,
+            dtrain,
+            num_boost_round=spec.num_boost_round,
+            evals=[(dtrain, "train")],
+            # Rounds are reported each tenth (nightshift.progress), not one log line per round.
+            callbacks=[rounds],
+            verbose_eval=False,
+            # Without a timeout, losing a worker mid-training hangs the others forever.
+            coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
+        )
+    finally:
+        client.unsubscribe_topic(TOPIC)
     booster: xgb.Booster = result["booster"]
     metric = params["eval_metric"]
     curve = [float(v) for v in result["history"]["train"][metric]]
@@ -160,6 +169,7 @@ def train_sgd(
     rng = np.random.default_rng(pipeline.training.seed)
     epochs: list[float] = []
     fitted = False
+    progress = Progress(f"{pipeline.name} {spec.name}", spec.epochs * len(paths), "batch")
     for epoch in range(spec.epochs):
         losses, weights = [], []
         for index in rng.permutation(len(paths)):
@@ -177,6 +187,7 @@ def train_sgd(
             else:
                 model.partial_fit(x, y)
             fitted = True
+            progress.advance()
         if losses:
             epochs.append(float(np.average(losses, weights=weights)))
         log.info(

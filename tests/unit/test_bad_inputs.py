@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -425,9 +426,14 @@ def test_findings_name_rows_of_the_file_not_of_the_sorted_day(tmp_path: Path) ->
 
 
 def test_nightshift_run_names_each_finding_without_a_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from nightshift.cli import main
+
+    caplog.set_level(logging.INFO, logger="nightshift.progress")
 
     pipeline = _pipeline(tmp_path)
     monkeypatch.setenv("NIGHTSHIFT_PIPELINES_DIR", str(tmp_path / "pipelines"))
@@ -454,3 +460,10 @@ def test_nightshift_run_names_each_finding_without_a_traceback(
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  [")]
     assert [line.split("]")[0] for line in progress] == [f"  [{n}/8" for n in range(1, 9)]
     assert progress[0].startswith("  [1/8] ingest: ") and progress[-1].endswith(" s")
+    # Inside the long stages, a line each tenth of the way: batches preprocessed, XGBoost's
+    # rounds (reported by the workers), the batch-trained model's batches.
+    said = [r.getMessage() for r in caplog.records if r.name == "nightshift.progress"]
+    rounds = [line for line in said if ": round " in line]
+    assert rounds[-1] == f"{pipeline.name} xgboost: round 30/30 (100%)" and len(rounds) <= 10
+    assert any(f"{DAY} preprocess: batch " in line for line in said), said
+    assert any(line.endswith("(100%)") and "sgd" in line for line in said), said

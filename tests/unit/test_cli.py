@@ -51,3 +51,34 @@ def test_a_watched_run_reports_each_change_of_its_tasks_once(monkeypatch) -> Non
         "  1/2 tasks done; running: validate",
         "  2/2 tasks done",
     ]
+
+
+def test_a_watched_run_shows_each_new_progress_line_of_a_running_task_once(monkeypatch) -> None:
+    from nightshift.ops import airflow_api
+    from nightshift.ops.airflow_api import AirflowAPI
+
+    logged = [
+        {"preprocess": "p 2026-01-02 preprocess: batch 1/10 (10%)"},
+        {"preprocess": "p 2026-01-02 preprocess: batch 1/10 (10%)"},  # nothing new: no line
+        {"preprocess": "p 2026-01-02 preprocess: batch 10/10 (100%)"},
+        {"train_distributed": "p xgboost: round 20/200 (10%)"},
+    ]
+
+    class Scripted(AirflowAPI):
+        def task_states(self, dag_id: str, run_id: str) -> dict:
+            return {"preprocess": "running"}
+
+        def progress(self, dag_id: str, run_id: str) -> dict:
+            return logged.pop(0)
+
+        def api(self, method: str, path: str, body=None, token=None) -> dict:
+            return {"state": "success" if not logged else "running", "dag_run_id": "r"}
+
+    monkeypatch.setattr(airflow_api.time, "sleep", lambda seconds: None)
+    shown: list[tuple[str, str]] = []
+    Scripted().watch_run("d", "r", lambda states: None, progress=lambda *a: shown.append(a))
+    assert shown == [
+        ("preprocess", "p 2026-01-02 preprocess: batch 1/10 (10%)"),
+        ("preprocess", "p 2026-01-02 preprocess: batch 10/10 (100%)"),
+        ("train_distributed", "p xgboost: round 20/200 (10%)"),
+    ]

@@ -143,22 +143,49 @@ class AirflowAPI:
         run_id: str,
         report: Callable[[dict[str, str]], None],
         timeout: float = 3600,
+        progress: Callable[[str, str], None] | None = None,
     ) -> dict[str, Any]:
         """Wait until the run finishes, calling ``report`` with its task states each time they
-        change (not on every poll); return the finished run."""
+        change (not on every poll), and ``progress`` with each new progress line a running
+        task logged (task id, line); return the finished run."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
+        said: dict[str, str] = {}
         while time.monotonic() < deadline:
             states = self.task_states(dag_id, run_id)
             if states != seen:
                 report(states)
                 seen = states
+            news = self.progress(dag_id, run_id) if progress is not None else {}
+            for task_id, line in news.items():
+                if said.get(task_id) != line and progress is not None:
+                    progress(task_id, line)
+                    said[task_id] = line
             quoted = urllib.parse.quote(run_id, safe="")
             run = self.api("GET", f"dags/{dag_id}/dagRuns/{quoted}")
             if run["state"] in FINISHED:
                 return dict(run)
             time.sleep(2)
         raise TimeoutError(f"{dag_id} {run_id}: not finished in {timeout}s: {seen}")
+
+    def progress(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """The latest ``nightshift.progress`` line in each running task's log."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        runs = f"dags/{dag_id}/dagRuns/{quoted}/taskInstances"
+        found = {}
+        for ti in self.api("GET", runs)["task_instances"]:
+            if ti["state"] != "running":
+                continue
+            path = f"{runs}/{ti['task_id']}/logs/{ti['try_number']}?full_content=true"
+            log = self.api("GET", path)
+            lines = [
+                str(entry.get("event"))
+                for entry in log.get("content", [])
+                if isinstance(entry, dict) and entry.get("logger") == "nightshift.progress"
+            ]
+            if lines:
+                found[ti["task_id"]] = lines[-1]
+        return found
 
     def wait_for_backfills(self, dag_id: str, timeout: float = 1800) -> list[dict[str, Any]]:
         """Wait until every backfill of ``dag_id`` is marked complete; return them."""
