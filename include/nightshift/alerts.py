@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier, Connection
 
 from nightshift.config import EmailChannel, Pipeline, WebhookChannel
-from nightshift.quarantine import Hold
+from nightshift.quarantine import HELD, Hold
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,20 @@ def night_alert(pipeline: Pipeline, summary: dict[str, Any], links: dict[str, st
 
     ``summary`` is the night's ``metrics.json``. Events: the champion kept because tonight's
     best model scored worse than it by more than ``alerts.regression``; drifted features; a
-    window day left out (its input quarantined); validation warnings on the held-out day.
+    window day left out because its input is held (quarantined); validation warnings on the
+    held-out day and window days left out for want of data.
     """
+    left_out = [
+        f"window day {day} left out: {why}"
+        for day, why in summary["training_window"].get("left_out", {}).items()
+    ]
     findings = {
         "regressed": _regressions(pipeline, summary),
         "drifted": _drifted(summary),
-        "quarantined": [
-            f"window day {day} left out: {why}"
-            for day, why in summary["training_window"].get("left_out", {}).items()
-        ],
+        "quarantined": [line for line in left_out if HELD in line],
         "validation_warning": [
-            _finding_line(f) for f in summary["data"]["held_out"].get("warnings", [])
+            *(_finding_line(f) for f in summary["data"]["held_out"].get("warnings", [])),
+            *(line for line in left_out if HELD not in line),
         ],
     }
     events = [e for e, lines in findings.items() if lines and e in pipeline.alerts.on]

@@ -62,6 +62,11 @@ class Hold:
         return self.released is None and checksum is not None and checksum == self.source_sha256
 
 
+# How a night names a window day it left out because the day's input is held (the report,
+# and nightshift.alerts, which reads it back from metrics.json).
+HELD = "held in quarantine"
+
+
 def release_command(pipeline: str, partition_date: dt.date) -> str:
     """The command that releases the date's quarantine hold."""
     return (

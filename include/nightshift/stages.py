@@ -626,7 +626,7 @@ def _training_window(pipeline: Pipeline, partition_date: dt.date) -> TrainingWin
 
 def _left_out(pipeline: Pipeline, partition_date: dt.date, used: list[str]) -> dict[str, str]:
     """Return the window's days the night did not train on, and why."""
-    from nightshift.quarantine import holds
+    from nightshift.quarantine import HELD, holds
 
     lake = lake_for(pipeline)
     left_out = {}
@@ -635,7 +635,7 @@ def _left_out(pipeline: Pipeline, partition_date: dt.date, used: list[str]) -> d
             continue
         held = holds(lake, day)
         if held and held[0].released is None:
-            left_out[day.isoformat()] = f"held in quarantine ({held[0].stage}: {held[0].why})"
+            left_out[day.isoformat()] = f"{HELD} ({held[0].stage}: {held[0].why})"
         else:
             left_out[day.isoformat()] = "no data: no source file for the day, or not processed"
     return left_out

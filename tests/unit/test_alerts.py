@@ -58,7 +58,10 @@ def test_every_finding_of_a_night_goes_into_one_message() -> None:
     summary = copy.deepcopy(HEALTHY)
     summary["decisions"]["xgboost"] = _kept(0.60, 0.71)
     summary["drift"]["basket_value"] = {"psi": 0.41, "drifted": True}
-    summary["training_window"]["left_out"] = {"2026-03-02": "held in quarantine"}
+    summary["training_window"]["left_out"] = {
+        "2026-03-02": "held in quarantine (validation: column 'items' is missing)",
+        "2026-03-01": "no data: no source file for the day, or not processed",
+    }
     summary["data"]["held_out"]["warnings"] = [
         {"column": "items", "message": "3 values above 50", "severity": "warn"}
     ]
@@ -70,8 +73,10 @@ def test_every_finding_of_a_night_goes_into_one_message() -> None:
         "xgboost: roc_auc 0.6000 against its champion's 0.7100 (trained for 2026-03-01); "
         "kept: did not beat its champion",
         "drifted against the training window: basket_value (PSI 0.41)",
-        "window day 2026-03-02 left out: held in quarantine",
+        "window day 2026-03-02 left out: held in quarantine (validation: column 'items' is "
+        "missing)",
         "column 'items': 3 values above 50",
+        "window day 2026-03-01 left out: no data: no source file for the day, or not processed",
     )
     # A team that asked only for regressions hears only of them.
     only = alerts.night_alert(_pipeline(on=["regressed"]), summary, LINKS)
