@@ -344,6 +344,36 @@ def progress_line(states: dict[str, str]) -> str:
     return line
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Backfill the dates --from to --to under the local Airflow; follow the nights."""
+    from nightshift.ops import backfill
+    from nightshift.ops.local_airflow import LocalAirflow
+
+    pipeline = find_pipeline(args.pipeline)
+    if args.last < args.first:
+        print(f"error: --to {args.last} is before --from {args.first}", file=sys.stderr)
+        return 2
+    dates = backfill.night_dates(args.first, args.last)
+    airflow = LocalAirflow()
+    if "scheduler" not in airflow.running():
+        print(
+            f"error: no scheduler runs from {airflow.home}: `make up` starts one", file=sys.stderr
+        )
+        return 1
+    options = ["--max-active-runs", str(args.max_active_runs), "--reprocess-behavior", args.rerun]
+    options += ["--run-backwards"] if args.backwards else []
+    print(f"backfilling {pipeline.dag_id}: {len(dates)} nights, {dates[0]} to {dates[-1]}")
+    result = backfill.backfill(airflow, pipeline, dates, options, _print_flushed)
+    for day, state in result.states.items():
+        report = pipeline.reports_dir(dt.date.fromisoformat(day))
+        print(f"  {day}: {state or 'not run'}  {report}")
+    return 0 if all(state == "success" for state in result.states.values()) else 1
+
+
+def _print_flushed(line: str) -> None:
+    print(line, flush=True)
+
+
 def _print_progress(states: dict[str, str]) -> None:
     print(progress_line(states), flush=True)
 
@@ -386,6 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
 
+    _backfill_command(sub)
     demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
     demo.add_argument("--pipeline", default="retail_conversion")
     demo.add_argument(
@@ -402,6 +433,25 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     init.set_defaults(func=cmd_init)
     return parser
+
+
+def _backfill_command(sub: Any) -> None:
+    """Add ``backfill``: the nights of a range of dates, under the local Airflow."""
+    from nightshift.ops.backfill import REPROCESS
+
+    backfill = sub.add_parser("backfill", help="run the nights of a range of dates (make up)")
+    backfill.add_argument("--pipeline", default="retail_conversion")
+    backfill.add_argument("--from", dest="first", type=_date, required=True)
+    backfill.add_argument("--to", dest="last", type=_date, required=True, help="inclusive")
+    backfill.add_argument(
+        "--rerun",
+        choices=REPROCESS,
+        default="none",
+        help="none: skip dates already run; failed: re-run the failed ones; completed: all",
+    )
+    backfill.add_argument("--max-active-runs", type=int, default=1)
+    backfill.add_argument("--backwards", action="store_true", help="newest date first")
+    backfill.set_defaults(func=cmd_backfill)
 
 
 def _quarantine_commands(sub: Any) -> None:

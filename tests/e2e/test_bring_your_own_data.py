@@ -259,29 +259,43 @@ def test_z_timestamps_of_a_file_cut_at_local_midnight_name_the_zone(tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_a_backfill_of_three_dates_under_the_real_scheduler(tmp_path: Path) -> None:
+    from nightshift.ops import backfill
     from tests.e2e.conftest import running_airflow
+    from tests.e2e.test_backfill_replay import fingerprint
 
     data = pipeline_yaml(tmp_path)
     # Historical data: it ends on DAY, so unpausing starts no run for today.
     data["schedule"].update(end_date=DAY.isoformat(), retries=0)
+    pipeline = parse_pipeline(data, "flight_delays.yaml")
     data.pop("name")
     (tmp_path / "landing").mkdir()
     for offset in range(5, -1, -1):
         day = DAY - dt.timedelta(days=offset)
         flights(day).to_csv(tmp_path / "landing" / f"{day}.csv", index=False)
     landing = _landing(tmp_path)
-    dates = [(DAY - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    dates = backfill.night_dates(DAY - dt.timedelta(days=2), DAY)
+    lines: list[str] = []
     with running_airflow(tmp_path, "flight_delays", dask=False, pipelines={"": data}) as (
         airflow,
         _,
     ):
-        dag_id = "nightshift_flight_delays"
-        airflow.unpause(dag_id)
-        airflow.backfill(dag_id, dates[0], dates[-1])
-        runs = airflow.wait_for_runs(dag_id, 3, timeout=1200)
-        airflow.wait_for_backfills(dag_id)
-        assert [r["state"] for r in runs] == ["success"] * 3, runs
-        assert all(r["run_type"] == "backfill" for r in runs), runs
+        airflow.unpause(pipeline.dag_id)
+        # Asked for by the dates to process (America/New_York): exactly those three nights.
+        one_at_a_time = ["--max-active-runs", "1"]
+        nights = backfill.backfill(airflow, pipeline, dates, one_at_a_time, lines.append)
+        assert nights.states == dict.fromkeys(dates, "success"), nights
+        runs = airflow.runs(pipeline.dag_id)
+        assert len(runs) == 3 and all(r["run_type"] == "backfill" for r in runs), runs
+        before = fingerprint(tmp_path / "lake")
+        # Re-running one date is the same command for that date: the same bytes again.
+        rerun = ["--reprocess-behavior", "completed"]
+        again = backfill.backfill(airflow, pipeline, dates[1:2], rerun, print)
+        assert again.states == {dates[1]: "success"}
+        assert fingerprint(tmp_path / "lake") == before
+    # The helper said how far it was each time a night started or ended, and only then.
+    print("\n".join(lines))
+    assert lines[0].startswith("  0/3 nights done") and lines[-1] == "  3/3 nights done", lines
+    assert len(lines) == len(set(lines)) <= 7, lines
     for day in dates:
         metrics = json.loads(
             (tmp_path / "reports" / "flight_delays" / day / "metrics.json").read_text()

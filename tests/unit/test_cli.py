@@ -1,7 +1,8 @@
-"""The CLI's environment for the airflow command line."""
+"""The CLI: its environment for the airflow command line, run progress, backfill by dates."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,21 @@ def test_a_watched_run_shows_each_new_progress_line_of_a_running_task_once(monke
         ("preprocess", "p 2026-01-02 preprocess: batch 10/10 (100%)"),
         ("train_distributed", "p xgboost: round 20/200 (10%)"),
     ]
+
+
+def test_backfill_takes_dates_and_says_what_is_wrong_before_asking_airflow(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from nightshift.cli import main
+    from nightshift.ops.backfill import Nights, night_dates
+
+    monkeypatch.setenv("NIGHTSHIFT_AIRFLOW_HOME", str(tmp_path / "no-airflow-here"))
+    args = ["backfill", "--pipeline", "retail_conversion", "--from", "2026-11-05"]
+    assert main([*args, "--to", "2026-11-01"]) == 2
+    assert "--to 2026-11-01 is before --from 2026-11-05" in capsys.readouterr().err
+    assert main([*args, "--to", "2026-11-07"]) == 1
+    assert "no scheduler runs from" in capsys.readouterr().err
+    assert night_dates(dt.date(2026, 10, 31), dt.date(2026, 11, 1)) == ["2026-10-31", "2026-11-01"]
+    states = {"2026-11-01": "success", "2026-11-02": "running", "2026-11-03": "queued"}
+    assert Nights(states).line() == "  1/3 nights done; running: 2026-11-02"
+    assert not Nights(states).finished

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -280,11 +281,20 @@ class LocalAirflow(AirflowAPI):
         path = self.home / "run" / f"{service}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
-    def backfill(self, dag_id: str, first: str, last: str, *extra: str, attempts: int = 20) -> str:
+    def backfill(
+        self,
+        dag_id: str,
+        first: str,
+        last: str,
+        *extra: str,
+        timezone: str = "UTC",
+        attempts: int = 20,
+    ) -> str:
         """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
 
-        Logical dates fall at the cron time, so the range runs from midnight UTC of the first
-        day to noon UTC of the last: past any nightly cron before noon.
+        A nightly run's logical date is the start of its data interval, at the cron time on
+        the day it processes; so the range runs from the first day's midnight to the last
+        day's end, in the pipeline's ``timezone``: exactly those days' nights.
 
         On SQLite, Airflow's ``backfill create`` can fail half-way with "database is locked"
         when another process writes while it creates the runs: it re-queues existing runs
@@ -303,9 +313,9 @@ class LocalAirflow(AirflowAPI):
             "--dag-id",
             dag_id,
             "--from-date",
-            f"{first}T00:00:00+00:00",
+            _day_bound(first, dt.time(0, 0), timezone),
             "--to-date",
-            f"{last}T12:00:00+00:00",
+            _day_bound(last, dt.time(23, 59, 59), timezone),
             *extra,
         ]
         was_paused = bool(self.api("GET", f"dags/{dag_id}")["is_paused"])
@@ -332,6 +342,14 @@ class LocalAirflow(AirflowAPI):
         finally:
             if not was_paused:
                 self.unpause(dag_id)
+
+
+def _day_bound(day: str, at: dt.time, timezone: str) -> str:
+    """``day`` at ``at`` in ``timezone``, as the ISO time Airflow's backfill takes."""
+    from zoneinfo import ZoneInfo
+
+    moment = dt.datetime.combine(dt.date.fromisoformat(day), at, tzinfo=ZoneInfo(timezone))
+    return moment.isoformat()
 
 
 # The scheduler can die on a transient database race (seen here on SQLite at the start of a

@@ -1,0 +1,99 @@
+"""Backfill by the dates to process: ``nightshift backfill --from D1 --to D2``.
+
+Airflow's ``backfill create`` takes a range of logical dates, and a nightly run's logical
+date is its cron time on the day it processes; this asks for exactly the nights of D1..D2
+(the pipeline's timezone, both inclusive), then follows them: one line each time a night
+starts or ends, not one per poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nightshift.config import Pipeline
+from nightshift.ops.airflow_api import FINISHED
+from nightshift.ops.local_airflow import LocalAirflow
+
+REPROCESS = ("none", "failed", "completed")
+
+
+@dataclass(frozen=True)
+class Nights:
+    """The state of each night of a backfill, by the date it processes."""
+
+    states: dict[str, str]  # ISO date -> the run's state ("" until the run exists)
+
+    def line(self) -> str:
+        """One line: nights finished of all, and which run or failed."""
+        done = [d for d, s in self.states.items() if s in FINISHED]
+        running = [d for d, s in self.states.items() if s == "running"]
+        failed = [d for d, s in self.states.items() if s == "failed"]
+        text = f"  {len(done)}/{len(self.states)} nights done"
+        if running:
+            text += f"; running: {', '.join(running)}"
+        if failed:
+            text += f"; failed: {', '.join(failed)}"
+        return text
+
+    @property
+    def finished(self) -> bool:
+        """Whether every night has ended."""
+        return all(state in FINISHED for state in self.states.values())
+
+
+def night_dates(first: dt.date, last: dt.date) -> list[str]:
+    """Every date from ``first`` to ``last``, both inclusive, as ISO strings."""
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def nights(airflow: LocalAirflow, pipeline: Pipeline, dates: list[str]) -> Nights:
+    """The latest backfill run of each date (a run's date: its logical date, local)."""
+    first, last = (dt.date.fromisoformat(d) for d in (dates[0], dates[-1]))
+    window = {
+        "run_type": "backfill",
+        "logical_date_gte": dt.datetime.combine(first, dt.time(), pipeline.tz).isoformat(),
+        "logical_date_lte": dt.datetime.combine(last, dt.time.max, pipeline.tz).isoformat(),
+        "order_by": "id",
+        "limit": "1000",
+    }
+    query = urllib.parse.urlencode(window)
+    states = dict.fromkeys(dates, "")
+    for run in airflow.api("GET", f"dags/{pipeline.dag_id}/dagRuns?{query}")["dag_runs"]:
+        logical = dt.datetime.fromisoformat(run["logical_date"].replace("Z", "+00:00"))
+        day = logical.astimezone(pipeline.tz).date().isoformat()
+        if day in states:
+            states[day] = run["state"]
+    return Nights(states)
+
+
+def backfill(
+    airflow: LocalAirflow,
+    pipeline: Pipeline,
+    dates: list[str],
+    options: list[str],
+    report: Callable[[str], Any],
+    timeout: float = 24 * 3600,
+) -> Nights:
+    """Create the backfill of ``dates``; follow it until every night has ended, calling
+    ``report`` with a line each time it changes (a night started or ended)."""
+    airflow.backfill(
+        pipeline.dag_id, dates[0], dates[-1], *options, timezone=pipeline.schedule.timezone
+    )
+    deadline = time.monotonic() + timeout
+    said = ""
+    while time.monotonic() < deadline:
+        now = nights(airflow, pipeline, dates)
+        if now.line() != said:
+            said = now.line()
+            report(said)
+        backfills = airflow.api("GET", f"backfills?dag_id={pipeline.dag_id}")["backfills"]
+        # A re-run's nights show their old state until the backfill queues them again.
+        if now.finished and all(b["completed_at"] for b in backfills):
+            return now
+        time.sleep(3)
+    raise TimeoutError(f"{pipeline.dag_id}: backfill not finished in {timeout}s: {said}")
