@@ -274,10 +274,13 @@ def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: An
 
     if not pipeline.alerts.channels:
         return
-    links = alerts.links_for(pipeline, day, airflow_base_url(), _run_url(context))
-    alert = alerts.night_alert(pipeline, json.loads(read_bytes(metrics)), links)
-    if alert is not None:
-        alerts.deliver(pipeline, alert, context)
+    try:
+        links = alerts.links_for(pipeline, day, airflow_base_url(), _run_url(context))
+        alert = alerts.night_alert(pipeline, json.loads(read_bytes(metrics)), links)
+        if alert is not None:
+            alerts.deliver(pipeline, alert, context)
+    except Exception:  # the night has published: a broken alert must not fail (and re-run) it
+        log.exception("%s %s: the night's alert could not be built or sent", pipeline.name, day)
 
 
 class NightFailed:
