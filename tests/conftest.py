@@ -27,14 +27,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     its steps keep their order in the slots the shuffle gave them. Every other test passes in
     any order.
     """
-    slots = [
-        i
-        for i, item in enumerate(items)
-        if getattr(getattr(item, "module", None), "SCENARIO", False)
-    ]
-    ordered = sorted((items[i] for i in slots), key=_definition_line)
-    for slot, item in zip(slots, ordered, strict=True):
-        items[slot] = item
+    slots: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if getattr(getattr(item, "module", None), "SCENARIO", False):
+            slots.setdefault(str(item.path), []).append(i)
+    # Each module within its own slots: mixing two scenario modules' steps would split each
+    # across the other's slots, and its module fixture (the stack) would be set up twice.
+    for module_slots in slots.values():
+        ordered = sorted((items[i] for i in module_slots), key=_definition_line)
+        for slot, item in zip(module_slots, ordered, strict=True):
+            items[slot] = item
 
 
 def _definition_line(item: pytest.Item) -> tuple[str, int]:

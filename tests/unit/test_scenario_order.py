@@ -1,0 +1,35 @@
+"""The steps of each scenario module run together and in file order, whatever the shuffle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from itertools import groupby
+
+import pytest
+
+from tests.conftest import REPO
+
+SCENARIOS = ("tests/compose/test_compose_stack.py", "tests/e2e/test_on_call.py")
+
+
+def _defined(path: str) -> list[str]:
+    lines = (REPO / path).read_text().splitlines()
+    return [line[4:].split("(")[0] for line in lines if line.startswith("def test_")]
+
+
+@pytest.mark.parametrize("seed", [3576821922, 1, 2])  # 3576821922 split the compose stack once
+def test_each_scenario_module_runs_whole_and_in_file_order(seed: int) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", f"--randomly-seed={seed}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    steps = [line.split("::") for line in listed if "::" in line]
+    runs = [module for module, _ in groupby(path for path, _ in steps) if module in SCENARIOS]
+    assert sorted(runs) == sorted(SCENARIOS), runs  # each module once: never split
+    for module in SCENARIOS:
+        order = [name.split("[")[0] for path, name in steps if path == module]
+        assert order == _defined(module), module
