@@ -254,17 +254,6 @@ class NightTasks:
         return result
 
 
-def _run_url(context: Any) -> str | None:
-    """The run's page in the Airflow UI, when the UI's URL is configured."""
-    import urllib.parse
-
-    base = airflow_base_url()
-    if not base:
-        return None
-    run_id = urllib.parse.quote(str(context["run_id"]), safe="")
-    return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{run_id}"
-
-
 def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: Any) -> None:
     """Send the night's alert, if its summary has something to say (the last thing it does)."""
     import json
@@ -275,7 +264,7 @@ def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: An
     if not pipeline.alerts.channels:
         return
     try:
-        links = alerts.links_for(pipeline, day, airflow_base_url(), _run_url(context))
+        links = alerts.links_for(pipeline, day, airflow_base_url(), str(context["run_id"]))
         alert = alerts.night_alert(pipeline, json.loads(read_bytes(metrics)), links)
         if alert is not None:
             alerts.deliver(pipeline, alert, context)
@@ -305,7 +294,8 @@ class NightFailed:
         if event not in self.pipeline.alerts.on:
             return
         page = "validation" if hold is not None else None
-        links = alerts.links_for(self.pipeline, day, airflow_base_url(), _run_url(context), page)
+        run_id = str(context["run_id"])
+        links = alerts.links_for(self.pipeline, day, airflow_base_url(), run_id, page)
         alert = alerts.failure_alert(self.pipeline, day, task_id, hold, links)
         alerts.deliver(self.pipeline, alert, context)
 

@@ -70,7 +70,7 @@ def links_for(
     pipeline: Pipeline,
     day: dt.date,
     airflow_url: str | None,
-    run_url: str | None,
+    run_id: str,
     page: str | None = "report",
 ) -> dict[str, str]:
     """The night's ``page`` (report or validation) and run: in the Airflow UI when it is known."""
@@ -79,6 +79,7 @@ def links_for(
     else:
         folder = pipeline.reports_dir(day)
     found = {page: f"{folder}/{page}.html"} if page else {}
+    run_url = pipeline.airflow_run_url(airflow_url, run_id)
     if run_url:
         found["run"] = run_url
     return found

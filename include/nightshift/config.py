@@ -496,6 +496,15 @@ class Pipeline(_Strict):
         """The pipeline's Airflow DAG id."""
         return f"nightshift_{self.name}"
 
+    def airflow_run_url(self, airflow_url: str | None, run_id: str) -> str | None:
+        """The Airflow UI's page of one of this pipeline's runs, when the UI's address is known."""
+        import urllib.parse
+
+        if not airflow_url:
+            return None
+        quoted = urllib.parse.quote(run_id, safe="")
+        return f"{airflow_url.rstrip('/')}/dags/{self.dag_id}/runs/{quoted}"
+
     @property
     def is_classification(self) -> bool:
         """Whether the pipeline's label is binary (0/1)."""

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -686,19 +685,11 @@ def _night_summary(
         decisions=published.decisions,
         champion=champion,
         timings=dict(published.timings),
-        links={"airflow": _airflow_link(pipeline, published.run_id, published.airflow_url)},
+        links={"airflow": pipeline.airflow_run_url(published.airflow_url, published.run_id)},
         mlflow={"tracking_uri": tracking_uri, "runs": published.logged},
         trend=_trend(pipeline, partition_date, evaluation, champion.promoted),
         nightshift_version=__version__,
     )
-
-
-def _airflow_link(pipeline: Pipeline, run_id: str, airflow_url: str | None) -> str | None:
-    """Return the Airflow UI's page of the run, when the UI's address is known."""
-    if not airflow_url:
-        return None
-    quoted = urllib.parse.quote(run_id, safe="")
-    return f"{airflow_url.rstrip('/')}/dags/{pipeline.dag_id}/runs/{quoted}"
 
 
 def _champion_outcome(evaluation: NightEvaluation, published: _Published) -> ChampionOutcome:

@@ -105,8 +105,6 @@ async def report_deadline_missed(pipeline: str, deadline: str, context: dict[str
 
 def _send_missed(name: str, deadline: str, context: dict[str, Any]) -> str:
     """Find the pipeline and the night's date; send the deadline alert on every channel."""
-    import urllib.parse
-
     from nightshift import alerts
     from nightshift.airflow_dag import airflow_base_url
     from nightshift.config import load_pipelines
@@ -115,14 +113,8 @@ def _send_missed(name: str, deadline: str, context: dict[str, Any]) -> str:
     run = context["dag_run"]
     start = dt.datetime.fromisoformat(str(run["data_interval_start"]).replace("Z", "+00:00"))
     day = start.astimezone(pipeline.tz).date()
-    base = airflow_base_url()
-    run_url = None
-    if base:
-        quoted = urllib.parse.quote(str(run["dag_run_id"]), safe="")
-        run_url = f"{base.rstrip('/')}/dags/{pipeline.dag_id}/runs/{quoted}"
     due = f"{deadline} {pipeline.schedule.timezone}"
-    alert = alerts.deadline_alert(
-        pipeline, day, due, alerts.links_for(pipeline, day, base, run_url)
-    )
+    links = alerts.links_for(pipeline, day, airflow_base_url(), str(run["dag_run_id"]))
+    alert = alerts.deadline_alert(pipeline, day, due, links)
     failed = alerts.deliver(pipeline, alert, {"dag_run": run})
     return f"{alert.title}: sent" + (f", failed on {', '.join(failed)}" if failed else "")

@@ -321,27 +321,31 @@ class LocalAirflow(AirflowAPI):
         was_paused = bool(self.api("GET", f"dags/{dag_id}")["is_paused"])
         self.pause(dag_id)
         try:
-            for attempt in range(1, attempts + 1):
-                try:
-                    return self.airflow(*command)
-                except RuntimeError as exc:
-                    if "database is locked" not in str(exc) or attempt == attempts:
-                        raise
-                    cancelled = self.cancel_open_backfills(dag_id)
-                    log.warning(
-                        "backfill of %s: SQLite refused a write (database is locked); "
-                        "cancelled the partial backfill %s, creating it again (%d/%d)",
-                        dag_id,
-                        cancelled,
-                        attempt + 1,
-                        attempts,
-                    )
-                    # Off the beat of the scheduler's 5-second heartbeat writes.
-                    time.sleep(1 + 3 * random.random())
-            raise AssertionError("unreachable")
+            return self._create_backfill(dag_id, command, attempts)
         finally:
             if not was_paused:
                 self.unpause(dag_id)
+
+    def _create_backfill(self, dag_id: str, command: list[str], attempts: int) -> str:
+        """Run ``backfill create``; on "database is locked", cancel the partial one, retry."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.airflow(*command)
+            except RuntimeError as exc:
+                if "database is locked" not in str(exc) or attempt == attempts:
+                    raise
+                cancelled = self.cancel_open_backfills(dag_id)
+                log.warning(
+                    "backfill of %s: SQLite refused a write (database is locked); "
+                    "cancelled the partial backfill %s, creating it again (%d/%d)",
+                    dag_id,
+                    cancelled,
+                    attempt + 1,
+                    attempts,
+                )
+                # Off the beat of the scheduler's 5-second heartbeat writes.
+                time.sleep(1 + 3 * random.random())
+        raise AssertionError("unreachable")
 
 
 def _day_bound(day: str, at: dt.time, timezone: str) -> str:
