@@ -19,16 +19,17 @@ TOPIC = "nightshift-progress"
 class Progress:
     """Count steps of one thing and log ``what: unit n/total (p%)`` at each tenth and the end."""
 
-    def __init__(self, what: str, total: int, unit: str, parts: int = 10) -> None:
+    def __init__(self, what: str, total: int, unit: str, parts: int = 10, say: Any = None) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.done = 0
         self.every = max(1, -(-total // parts))  # ceil: at most ``parts`` lines
+        self.say = say  # where a line goes (default: this module's logger)
 
     def advance(self, steps: int = 1) -> None:
-        """Record ``steps`` more done; log when that crosses a tenth or finishes."""
+        """Record ``steps`` more done; say so when that crosses a tenth or finishes."""
         before, self.done = self.done, min(self.total, self.done + steps)
         if self.done == self.total or self.done // self.every > before // self.every:
-            log.info("%s", self.line())
+            (self.say or log.info)(self.line())
 
     def line(self) -> str:
         """The progress as one line."""
@@ -43,21 +44,23 @@ def round_callback(what: str, rounds: int) -> Any:
     class RoundProgress(xgb.callback.TrainingCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.progress = Progress(what, rounds, "round")
+            self.progress = Progress(what, rounds, "round", say=_to_client)
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             from xgboost import collective
 
-            before = self.progress.done // self.progress.every
-            self.progress.done = epoch + 1
-            crossed = self.progress.done // self.progress.every > before
-            if collective.get_rank() == 0 and (crossed or self.progress.done == rounds):
-                from distributed import get_worker
-
-                get_worker().log_event(TOPIC, self.progress.line())
+            if collective.get_rank() == 0:  # every worker runs every round: one reports
+                self.progress.advance()
             return False  # never stops training
 
     return RoundProgress()
+
+
+def _to_client(line: str) -> None:
+    """Send a progress line from a Dask worker to the clients subscribed to TOPIC."""
+    from distributed import get_worker
+
+    get_worker().log_event(TOPIC, line)
 
 
 def relay_events(event: tuple[float, Any]) -> None:
