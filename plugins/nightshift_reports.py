@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from nightshift.alerts import REPORTS_ROUTE as PREFIX
 from nightshift.ops.deadline import ReportDeadline
+from nightshift.ops.timetable import NightlyTimetable
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -155,6 +156,8 @@ class NightshiftReportsPlugin(AirflowPlugin):
     name = "nightshift_reports"
     # Airflow decodes a custom deadline reference only if a plugin registers it.
     deadline_references: ClassVar[list[Any]] = [ReportDeadline]
+    # And a timetable it did not ship: the nightly one, keyed by the date each run processes.
+    timetables: ClassVar[list[Any]] = [NightlyTimetable]
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": app, "url_prefix": PREFIX, "name": "nightshift model reports"}
     ]

@@ -14,6 +14,8 @@ EXAMPLE = REPO / "include" / "pipelines" / "retail_conversion.yaml"
 
 # Tests never write into the checkout's data/ folder.
 os.environ.setdefault("NIGHTSHIFT_HOME", "/tmp/nightshift-tests-default-home")
+# As every Airflow process of a project sees it: the plugin registers the nightly timetable.
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 
 
 @pytest.hookimpl(trylast=True)

@@ -14,7 +14,6 @@ from typing import Any
 from airflow.sdk import (
     DAG,
     Asset,
-    CronDataIntervalTimetable,
     Param,
     dag,
     get_current_context,
@@ -22,8 +21,9 @@ from airflow.sdk import (
 )
 
 from nightshift.access import access_control
-from nightshift.config import FileSource, Pipeline, Stage, load_pipelines
+from nightshift.config import FileSource, Pipeline, Schedule, Stage, load_pipelines
 from nightshift.ops.deadline import deadline_alerts
+from nightshift.ops.timetable import NightlyTimetable
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,29 @@ def report_asset(pipeline: Pipeline) -> Asset:
 def partition_date_for(pipeline: Pipeline, context: Any) -> dt.date:
     """Return the date a run processes.
 
-    In order: the trigger form's ``run_date``; for scheduled and backfill runs, the day their
-    data interval starts (in the pipeline's timezone); for a manual run with no logical date,
-    the last complete day before the run was requested.
+    In order: the trigger form's ``run_date``; the run's partition key (every scheduled and
+    backfilled run has one, as may a triggered run); for a run with neither, the last complete
+    day before the run was requested. A run date and a partition key that disagree are refused.
     """
-    requested = (context.get("params") or {}).get("run_date")
-    if requested:
-        return dt.date.fromisoformat(str(requested))
     dag_run = context["dag_run"]
-    start = context.get("data_interval_start")
-    if start is not None and str(getattr(dag_run, "run_type", "")) != "manual":
-        return start.astimezone(pipeline.tz).date()
+    key = getattr(dag_run, "partition_key", None)
+    requested = (context.get("params") or {}).get("run_date")
+    if requested and key and str(requested) != key:
+        raise ValueError(
+            f"run_date {requested} and partition key {key} name different dates; "
+            "give one of them, or the same date in both"
+        )
+    if requested or key:
+        return dt.date.fromisoformat(str(requested or key))
     run_after = dag_run.run_after or dag_run.logical_date
     return run_after.astimezone(pipeline.tz).date() - dt.timedelta(days=1)
+
+
+def nightly_timetable(schedule: Schedule) -> NightlyTimetable:
+    """The runs at the cron time, each keyed by the date it processes (YYYY-MM-DD in the
+    pipeline's timezone): a backfill is asked for by those dates, and
+    ``airflow dags clear <dag> --partition-key D`` re-runs one."""
+    return NightlyTimetable(schedule.cron, timezone=schedule.timezone)
 
 
 def airflow_base_url() -> str | None:
@@ -307,11 +317,11 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         "dag_id": pipeline.dag_id,
         "description": pipeline.description or f"nightshift pipeline {pipeline.name}",
         "doc_md": f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
-        "start_date": dt.datetime.combine(schedule.start_date, dt.time(), tzinfo=pipeline.tz),
-        # A scheduled run's date is the day its data interval starts: the last one allowed
-        # starts on end_date itself.
+        # The scheduler bounds a run's start (the day after the date it processes): the first
+        # run processes start_date, the last end_date.
+        "start_date": _day_after(schedule.start_date, dt.time(), pipeline),
         "end_date": (
-            dt.datetime.combine(schedule.end_date, dt.time(23, 59, 59), tzinfo=pipeline.tz)
+            _day_after(schedule.end_date, dt.time(23, 59, 59), pipeline)
             if schedule.end_date
             else None
         ),
@@ -330,6 +340,11 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         "on_failure_callback": [NightFailed(pipeline)] if pipeline.alerts.channels else [],
         "deadline": deadline_alerts(pipeline),
     }
+
+
+def _day_after(day: dt.date, at: dt.time, pipeline: Pipeline) -> dt.datetime:
+    """``at`` on the day after ``day``, in the pipeline's timezone."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), at, tzinfo=pipeline.tz)
 
 
 def _wait_for_source(pipeline: Pipeline) -> list[Any]:
@@ -351,10 +366,7 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         body = getattr(night, stage.value)
         return task(task_id=stage.value, multiple_outputs=False, **options)(body)
 
-    schedule = pipeline.schedule
-    timetable = CronDataIntervalTimetable(schedule.cron, timezone=schedule.timezone)
-
-    @dag(schedule=timetable, **_dag_settings(pipeline, doc))
+    @dag(schedule=nightly_timetable(pipeline.schedule), **_dag_settings(pipeline, doc))
     def nightly() -> None:
         ingested = step(Stage.INGEST)()
         _wait_for_source(pipeline) >> ingested

@@ -227,6 +227,13 @@ class Schedule(_Strict):
 
         if not croniter.is_valid(value):
             raise ValueError(f"'{value}' is not a valid cron expression (e.g. '30 2 * * *')")
+        # A run processes one date (its partition key): the cron fires once on a day it runs.
+        minutes, hours = croniter(value).expanded[:2]
+        if len(minutes) != 1 or len(hours) != 1:
+            raise ValueError(
+                f"'{value}' fires more than once a day; a nightly run processes one date, so "
+                "give one minute and one hour (e.g. '30 2 * * *', or '30 2 * * 1-5' on weekdays)"
+            )
         return value
 
     @field_validator("timezone")

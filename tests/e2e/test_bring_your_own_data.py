@@ -292,6 +292,9 @@ def test_a_backfill_of_three_dates_under_the_real_scheduler(tmp_path: Path) -> N
         again = backfill.backfill(airflow, pipeline, dates[1:2], rerun, print)
         assert again.states == {dates[1]: "success"}
         assert fingerprint(tmp_path / "lake") == before
+        # Each run carries its date as its partition key; the re-run is a new run of that key.
+        keys = sorted(str(r["partition_key"]) for r in airflow.runs(pipeline.dag_id))
+        assert keys == sorted([*dates, dates[1]]), keys
     # The helper said how far it was each time a night started or ended, and only then.
     print("\n".join(lines))
     assert lines[0].startswith("  0/3 nights done") and lines[-1] == "  3/3 nights done", lines

@@ -222,14 +222,15 @@ def test_a_drifted_night_sends_one_alert_naming_the_features(on_call: OnCall) ->
 def test_a_scheduled_night_past_its_deadline_sends_one_alert(on_call: OnCall) -> None:
     airflow, before = on_call.airflow, on_call.inbox.count()
     # A pipeline of its own, written now: its report is due two minutes from now, and its
-    # file never comes. Scheduled every ten minutes from yesterday: unpausing starts one
-    # scheduled run, for the latest interval (manual and backfilled runs have no deadline).
+    # file never comes. Scheduled nightly three minutes ago: unpausing starts one scheduled
+    # run, for the latest date (manual and backfilled runs have no deadline).
     now = dt.datetime.now(dt.UTC)
     due = (now + dt.timedelta(minutes=2)).strftime("%H:%M")
+    started = now - dt.timedelta(minutes=3)
     data = _pipeline(on_call.landing / "never")
     data["schedule"].update(
-        cron="*/10 * * * *",
-        start_date=(now.date() - dt.timedelta(days=1)).isoformat(),
+        cron=f"{started.minute} {started.hour} * * *",
+        start_date=(now.date() - dt.timedelta(days=2)).isoformat(),
         timezone="UTC",
         deadline=due,
     )
@@ -250,7 +251,8 @@ def test_a_scheduled_night_past_its_deadline_sends_one_alert(on_call: OnCall) ->
     mails, posts = on_call.inbox.mails[before[0] :], on_call.inbox.posts[before[1] :]
     assert (len(mails), len(posts)) == (1, 1), (mails, posts)
     [post] = posts
-    day = dt.date.fromisoformat(run["data_interval_start"][:10])
+    day = dt.date.fromisoformat(run["partition_key"])
+    assert day == started.date() - dt.timedelta(days=1), run
     assert post["events"] == ["deadline_missed"] and post["date"] == day.isoformat()
     assert post["pipeline"] == f"{NAME}_deadline"
     assert post["title"].endswith(f"report not published by its deadline ({due} UTC)"), post

@@ -1,19 +1,24 @@
-"""Backfill under the real scheduler: 3 dates, then reprocess one and compare bytes."""
+"""Backfill under the real scheduler: 3 dates asked for by date, each run keyed by its date
+(shown in the UI), then one date re-run by its key and its bytes compared."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from nightshift.ops.local_airflow import LocalAirflow
+from tests.browser import shot_on_failure, signed_in_page
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAG_ID = "nightshift_e2e_conversion"
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
+SHOTS = REPO / "test-artifacts" / "screenshots"
 
 
 def _digest(partition: Path) -> dict[str, str]:
@@ -33,11 +38,14 @@ def test_backfill_three_dates_then_reprocess_one(
     reports = project / "data" / "reports" / "e2e_conversion"
 
     airflow.unpause(DAG_ID)
+    # Asked for by the dates to process; each run carries its date as its partition key.
     airflow.backfill(DAG_ID, DATES[0], DATES[-1])
     runs = airflow.wait_for_runs(DAG_ID, len(DATES), timeout=1500)
     airflow.wait_for_backfills(DAG_ID)
     assert [r["state"] for r in runs] == ["success"] * 3, runs
     assert all(r["run_type"] == "backfill" for r in runs)
+    assert sorted(r["partition_key"] for r in runs) == DATES, runs
+    _partition_keys_in_the_ui(airflow, runs)
 
     for day in DATES:
         assert (lake / "processed" / f"date={day}" / "_MANIFEST.json").exists()
@@ -62,16 +70,13 @@ def test_backfill_three_dates_then_reprocess_one(
     }
     rows_before = json.loads((processed / "_MANIFEST.json").read_text())["meta"]
 
-    airflow.backfill(
-        DAG_ID,
-        day,
-        day,
-        "--reprocess-behavior",
-        "completed",
-    )
-    airflow.wait_for_backfills(DAG_ID, timeout=900)
-    runs = airflow.wait_for_runs(DAG_ID, len(DATES), timeout=900)
-    assert [r["state"] for r in runs] == ["success"] * 3, runs
+    # Re-run one date by its key, as the README says: the same run again, cleared.
+    said = airflow.airflow("dags", "clear", DAG_ID, "--partition-key", day, "--yes")
+    assert "across 1 Dag run(s)" in said, said
+    [cleared] = [r for r in runs if r["partition_key"] == day]
+    [again] = airflow.wait_for_runs(DAG_ID, 1, run_ids=[cleared["dag_run_id"]], timeout=900)
+    assert again["state"] == "success" and again["end_date"] > cleared["end_date"], again
+    assert len(airflow.runs(DAG_ID)) == 3
 
     after = {
         "processed": _digest(processed),
@@ -85,6 +90,23 @@ def test_backfill_three_dates_then_reprocess_one(
     assert sorted(p.name for p in reports.iterdir() if p.is_dir()) == DATES
     assert sorted(p.name for p in reports.iterdir() if p.is_file()) == [".index.lock", "index.html"]
     assert 'data-runs="3"' in (reports / "index.html").read_text()
+
+
+def _partition_keys_in_the_ui(airflow: LocalAirflow, runs: list[dict]) -> None:
+    """Open each run in the Airflow UI: its page shows its partition key, the date."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, page = signed_in_page(playwright, airflow.base_url, "admin", airflow.password())
+        for run in sorted(runs, key=lambda r: r["partition_key"]):
+            key, quoted = run["partition_key"], urllib.parse.quote(run["dag_run_id"])
+            shot = SHOTS / f"09-backfill-partition-key-{key}.png"
+            with shot_on_failure(page, shot.with_name(f"failed-{shot.name}")):
+                page.goto(f"{airflow.base_url}/dags/{DAG_ID}/runs/{quoted}")
+                expect(page.get_by_text("Partition Key").first).to_be_visible()
+                expect(page.get_by_text(key, exact=True).first).to_be_visible()
+            page.screenshot(path=shot, full_page=True)
+        browser.close()
 
 
 def test_sigkill_of_a_task_mid_write_leaves_no_partial_partition(

@@ -208,13 +208,17 @@ class AirflowAPI:
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": True})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Trigger a run of a DAG with ``conf``; return its run id."""
-        run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        """Trigger a run of a DAG with ``conf``; return its run id. A run for a given
+        ``run_date`` carries that date as its partition key, as scheduled runs do."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if conf and conf.get("run_date"):
+            body["partition_key"] = str(conf["run_date"])
+        run = self.api("POST", f"dags/{dag_id}/dagRuns", body)
         return str(run["dag_run_id"])
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Return a DAG's runs (up to 100)."""
-        return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+        """Return a DAG's runs (the newest 100)."""
+        return list(self.api("GET", f"dags/{dag_id}/dagRuns?limit=100&order_by=-id")["dag_runs"])
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         """Return each task's state in one run."""

@@ -52,22 +52,21 @@ def night_dates(first: dt.date, last: dt.date) -> list[str]:
 
 
 def nights(airflow: LocalAirflow, pipeline: Pipeline, dates: list[str]) -> Nights:
-    """The latest backfill run of each date (a run's date: its logical date, local)."""
+    """The latest backfill run of each date (a run's date: its partition key)."""
     first, last = (dt.date.fromisoformat(d) for d in (dates[0], dates[-1]))
+    # A backfilled night starts at its own date's cron time (run_after = the partition's tick).
     window = {
         "run_type": "backfill",
-        "logical_date_gte": dt.datetime.combine(first, dt.time(), pipeline.tz).isoformat(),
-        "logical_date_lte": dt.datetime.combine(last, dt.time.max, pipeline.tz).isoformat(),
+        "run_after_gte": dt.datetime.combine(first, dt.time(), pipeline.tz).isoformat(),
+        "run_after_lte": dt.datetime.combine(last, dt.time.max, pipeline.tz).isoformat(),
         "order_by": "id",
         "limit": "1000",
     }
     query = urllib.parse.urlencode(window)
     states = dict.fromkeys(dates, "")
     for run in airflow.api("GET", f"dags/{pipeline.dag_id}/dagRuns?{query}")["dag_runs"]:
-        logical = dt.datetime.fromisoformat(run["logical_date"].replace("Z", "+00:00"))
-        day = logical.astimezone(pipeline.tz).date().isoformat()
-        if day in states:
-            states[day] = run["state"]
+        if run["partition_key"] in states:
+            states[run["partition_key"]] = run["state"]
     return Nights(states)
 
 
@@ -81,9 +80,7 @@ def backfill(
 ) -> Nights:
     """Create the backfill of ``dates``; follow it until every night has ended, calling
     ``report`` with a line each time it changes (a night started or ended)."""
-    airflow.backfill(
-        pipeline.dag_id, dates[0], dates[-1], *options, timezone=pipeline.schedule.timezone
-    )
+    airflow.backfill(pipeline.dag_id, dates[0], dates[-1], *options)
     deadline = time.monotonic() + timeout
     said = ""
     while time.monotonic() < deadline:

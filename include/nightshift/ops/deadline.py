@@ -70,13 +70,13 @@ class ReportDeadline(BaseDeadlineReference):
         from sqlalchemy import select
 
         found = session.execute(
-            select(DagRun.run_type, DagRun.data_interval_end).where(
+            select(DagRun.run_type, DagRun.run_after).where(
                 DagRun.dag_id == dag_id, DagRun.run_id == run_id
             )
         ).one_or_none()
-        if found is None or str(found.run_type) != "scheduled" or found.data_interval_end is None:
+        if found is None or str(found.run_type) != "scheduled":
             return None
-        return first_time_after(found.data_interval_end, self.time, self.timezone)
+        return first_time_after(found.run_after, self.time, self.timezone)
 
 
 def deadline_alerts(pipeline: Pipeline) -> list[DeadlineAlert]:
@@ -111,8 +111,7 @@ def _send_missed(name: str, deadline: str, context: dict[str, Any]) -> str:
 
     pipeline = next(p for p in load_pipelines()[0] if p.name == name)
     run = context["dag_run"]
-    start = dt.datetime.fromisoformat(str(run["data_interval_start"]).replace("Z", "+00:00"))
-    day = start.astimezone(pipeline.tz).date()
+    day = dt.date.fromisoformat(str(run["partition_key"]))  # a scheduled run always has one
     due = f"{deadline} {pipeline.schedule.timezone}"
     links = alerts.links_for(pipeline, day, airflow_base_url(), str(run["dag_run_id"]))
     alert = alerts.deadline_alert(pipeline, day, due, links)

@@ -287,14 +287,13 @@ class LocalAirflow(AirflowAPI):
         first: str,
         last: str,
         *extra: str,
-        timezone: str = "UTC",
         attempts: int = 20,
     ) -> str:
-        """Create a backfill of ``dag_id`` for the days ``first`` to ``last`` (YYYY-MM-DD).
+        """Create a backfill of ``dag_id`` for the dates ``first`` to ``last`` (YYYY-MM-DD).
 
-        A nightly run's logical date is the start of its data interval, at the cron time on
-        the day it processes; so the range runs from the first day's midnight to the last
-        day's end, in the pipeline's ``timezone``: exactly those days' nights.
+        Each night's partition key is the date it processes; Airflow reads the range's bounds
+        as wall-clock times in the DAG's timezone, so from the first date's midnight to the
+        last one's end is exactly those dates.
 
         On SQLite, Airflow's ``backfill create`` can fail half-way with "database is locked"
         when another process writes while it creates the runs: it re-queues existing runs
@@ -313,9 +312,9 @@ class LocalAirflow(AirflowAPI):
             "--dag-id",
             dag_id,
             "--from-date",
-            _day_bound(first, dt.time(0, 0), timezone),
+            f"{dt.date.fromisoformat(first)}T00:00:00",
             "--to-date",
-            _day_bound(last, dt.time(23, 59, 59), timezone),
+            f"{dt.date.fromisoformat(last)}T23:59:59",
             *extra,
         ]
         was_paused = bool(self.api("GET", f"dags/{dag_id}")["is_paused"])
@@ -346,14 +345,6 @@ class LocalAirflow(AirflowAPI):
                 # Off the beat of the scheduler's 5-second heartbeat writes.
                 time.sleep(1 + 3 * random.random())
         raise AssertionError("unreachable")
-
-
-def _day_bound(day: str, at: dt.time, timezone: str) -> str:
-    """``day`` at ``at`` in ``timezone``, as the ISO time Airflow's backfill takes."""
-    from zoneinfo import ZoneInfo
-
-    moment = dt.datetime.combine(dt.date.fromisoformat(day), at, tzinfo=ZoneInfo(timezone))
-    return moment.isoformat()
 
 
 # The scheduler can die on a transient database race (seen here on SQLite at the start of a
