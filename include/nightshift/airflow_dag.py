@@ -24,6 +24,7 @@ from nightshift.access import access_control
 from nightshift.config import FileSource, Pipeline, Schedule, Stage, load_pipelines
 from nightshift.ops.deadline import deadline_alerts
 from nightshift.ops.timetable import NightlyTimetable
+from nightshift.records import Approval
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,41 @@ class NightTasks:
         _alert_published(self.pipeline, day, result["metrics"], context)
         return result
 
+    def settle(
+        self,
+        ingested: dict[str, Any],
+        stage_results: dict[str, dict[str, Any]],
+        answer: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Publish the night again with the approver's answer: move the aliases if approved."""
+        from nightshift import stages
+
+        context = get_current_context()
+        day = dt.date.fromisoformat(ingested["partition_date"])
+        timings = {str(Stage.INGEST): ingested["seconds"]}
+        timings.update({name: result["seconds"] for name, result in stage_results.items()})
+        approval = approval_from(answer)
+        log.info("%s %s: promotion %s", self.pipeline.name, day, approval.label)
+        result = stages.publish(
+            self.current(), day, timings, context["run_id"], True, airflow_base_url(), approval
+        )
+        context["outlet_events"][self.report].extra = {
+            "partition_date": day.isoformat(),
+            "report": result["report"],
+        }
+        return result
+
+
+def approval_from(answer: dict[str, Any]) -> Approval:
+    """The approval task's answer as a record: no responder means the time ran out."""
+    user = answer.get("responded_by_user") or {}
+    at = str(answer.get("responded_at") or "")[:16]
+    if not user:
+        return Approval("timed_out", at=at)
+    by = str(user.get("name") or user.get("id"))
+    chosen = list(answer.get("chosen_options") or [])
+    return Approval("approved" if chosen == [APPROVE] else "rejected", by=by, at=at)
+
 
 def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: Any) -> None:
     """Send the night's alert, if its summary has something to say (the last thing it does)."""
@@ -384,9 +420,46 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             Stage.TRAIN_INCREMENTAL: linear,
             Stage.EVALUATE: scored,
         }
-        step(Stage.PUBLISH, outlets=[night.report])(ingested, results)
+        published = step(Stage.PUBLISH, outlets=[night.report])(ingested, results)
+        if pipeline.evaluation.approval == "required":
+            _approval_steps(night, ingested, results, published)
 
     return nightly()
+
+
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def _approval_steps(night: NightTasks, ingested: Any, results: Any, published: Any) -> None:
+    """After publish: ask a person (only if the gate promoted), then publish with the answer.
+
+    Airflow's human-in-the-loop operator waits in the UI's *Required Actions* (or for a REST
+    answer) without holding a worker; no answer within ``approval_hours`` answers "Reject".
+    """
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    gate = night.pipeline.evaluation
+
+    def needs_approval(result: dict[str, Any]) -> bool:
+        return bool(result.get("awaiting_approval"))
+
+    asked = task.short_circuit(task_id="needs_approval")(needs_approval)(published)
+    approve = HITLOperator(
+        task_id="approve",
+        subject=f"Promote tonight's {night.pipeline.name} model?",
+        body=(
+            "{{ ti.xcom_pull(task_ids='publish')['decision'] }}.\n\n"
+            "The report: the run's *Report* tab. Approve moves the champion alias; Reject keeps "
+            f"the champion, as does no answer within {gate.approval_hours:g} hours."
+        ),
+        options=[APPROVE, REJECT],
+        defaults=[REJECT],
+        response_timeout=dt.timedelta(hours=gate.approval_hours),
+        retries=0,
+    )
+    settle: Any = task(task_id="settle", multiple_outputs=False, outlets=[night.report])
+    asked >> approve
+    settle(night.settle)(ingested, results, approve.output)
 
 
 def build_dags(doc: str = "") -> dict[str, DAG]:

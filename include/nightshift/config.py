@@ -359,6 +359,10 @@ class Evaluation(_Strict):
     bootstrap_samples: int = Field(200, ge=0)
     trend_nights: int = Field(30, gt=1)
     drift_threshold: float = Field(0.2, gt=0)  # PSI above this flags a feature as drifted
+    # "required": a challenger that earned promotion waits for a person to approve it in the
+    # Airflow UI; no answer within approval_hours keeps the champion. "auto": promote at once.
+    approval: Literal["auto", "required"] = "auto"
+    approval_hours: float = Field(24, gt=0)
 
 
 AlertEvent = Literal[

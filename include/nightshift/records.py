@@ -9,7 +9,7 @@ the edges — ``evaluation.json`` in the lake, ``metrics.json`` and the report, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,48 @@ class Decision:
         }
 
 
+ApprovalState = Literal["awaiting", "approved", "rejected", "timed_out"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person's answer to a night's promotion, where the pipeline requires one.
+
+    ``awaiting``: asked, not yet answered (``due`` is when no answer keeps the champion);
+    ``approved`` / ``rejected`` by ``by`` at ``at``; ``timed_out``: no answer by ``at``.
+    """
+
+    state: ApprovalState
+    by: str | None = None
+    at: str | None = None
+    due: str | None = None
+
+    def applied_to(self, decision: Decision) -> Decision:
+        """The gate's ``decision`` as this answer leaves it: only an approval promotes."""
+        if not decision.promoted:
+            return decision
+        if self.state == "approved":
+            return replace(decision, reason=f"{decision.reason}; approved by {self.by}")
+        held = {
+            "awaiting": f"awaiting approval (no answer by {self.due} keeps the champion)",
+            "rejected": f"rejected by {self.by}",
+            "timed_out": f"not approved by {self.at}, so the champion is kept",
+        }[self.state]
+        return replace(
+            decision, promoted=False, reason=f"earned promotion ({decision.reason}), {held}"
+        )
+
+    @property
+    def label(self) -> str:
+        """A few words for the index and the report's headline."""
+        return {
+            "awaiting": "awaiting approval",
+            "approved": f"approved by {self.by}",
+            "rejected": f"rejected by {self.by}",
+            "timed_out": "not approved in time",
+        }[self.state]
+
+
 @dataclass(frozen=True)
 class TrainingWindow:
     """The days tonight's models were trained on, and how much data they held."""
@@ -284,10 +326,11 @@ class NightSummary:
     mlflow: dict[str, Any]
     trend: list[TrendPoint]
     nightshift_version: str
+    approval: Approval | None = None  # None: the pipeline promotes without asking
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as plain data: the evaluation's keys at the top level."""
-        records = {"evaluation", "training_window", "decisions", "champion", "trend"}
+        records = {"evaluation", "training_window", "decisions", "champion", "trend", "approval"}
         plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in records}
         return {
             **plain,
@@ -296,4 +339,7 @@ class NightSummary:
             "decisions": {name: d.to_dict() for name, d in self.decisions.items()},
             "champion": self.champion.to_dict(),
             "trend": [asdict(point) for point in self.trend],
+            "approval": None
+            if self.approval is None
+            else {**asdict(self.approval), "label": self.approval.label},
         }

@@ -41,6 +41,7 @@ class RunSummary:
     champion: str | None
     promoted: bool | None
     decision: str
+    approval: str | None = None  # e.g. "awaiting approval", where the pipeline asks for one
 
     @property
     def report(self) -> str:
@@ -72,6 +73,7 @@ def summarise(metrics: dict[str, Any]) -> RunSummary:
         champion=champion.get("model_id"),
         promoted=champion.get("promoted"),
         decision=champion.get("reason", ""),
+        approval=(metrics.get("approval") or {}).get("label"),
     )
 
 

@@ -37,6 +37,7 @@ from nightshift.lake import (
     write_bytes_atomic,
 )
 from nightshift.records import (
+    Approval,
     Challenger,
     ChampionOutcome,
     ChampionRef,
@@ -650,6 +651,7 @@ class _Published:
     airflow_url: str | None
     decisions: dict[str, Decision]  # as recorded in the registry
     logged: dict[str, dict[str, Any]]  # per model: its MLflow run and registered version
+    approval: Approval | None = None
 
 
 def _night_summary(
@@ -689,6 +691,7 @@ def _night_summary(
         mlflow={"tracking_uri": tracking_uri, "runs": published.logged},
         trend=_trend(pipeline, partition_date, evaluation, champion.promoted),
         nightshift_version=__version__,
+        approval=published.approval,
     )
 
 
@@ -737,11 +740,13 @@ def publish(
     run_id: str,
     promote: bool = True,
     airflow_url: str | None = None,
+    answer: Approval | None = None,
 ) -> dict[str, Any]:
     """Decide each champion; log to MLflow; move the aliases; write the report and index.
 
     In that order: a publish that dies before the aliases move leaves every champion as it
-    was, and its retry reuses the MLflow runs it had finished.
+    was, and its retry reuses the MLflow runs it had finished. Where the pipeline requires
+    approval, a promotion the gate earned waits for ``answer`` (none yet: "awaiting").
     """
     from nightshift import tracking
 
@@ -749,6 +754,9 @@ def publish(
     with _timed(result):
         evaluation = read_evaluation(pipeline, partition_date)
         decisions = _decisions(pipeline, partition_date, evaluation, promote)
+        approval = _approval(pipeline, decisions, answer)
+        if approval is not None:
+            decisions = {name: approval.applied_to(d) for name, d in decisions.items()}
         for name, decision in decisions.items():
             log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision.reason)
         window = _training_window(pipeline, partition_date)
@@ -764,7 +772,7 @@ def publish(
         # before this line leaves every champion where it was; one that dies after it is
         # retried, and the retry finds its versions already champion.
         recorded, moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
-        published = _Published(run_id, promote, timings, airflow_url, recorded, logged)
+        published = _Published(run_id, promote, timings, airflow_url, recorded, logged, approval)
         summary = _night_summary(pipeline, partition_date, evaluation, window, published)
         html, metrics_json = _write_report(pipeline, partition_date, summary, airflow_url)
         tracking.log_report(pipeline, logged, html, metrics_json)
@@ -774,9 +782,26 @@ def publish(
             metrics=f"{directory}/metrics.json",
             champion=summary.champion.model_id,
             promoted=summary.champion.promoted,
+            decision=summary.champion.reason,
             aliases_moved=moved,
+            awaiting_approval=approval is not None and approval.state == "awaiting",
         )
     return result
+
+
+def _approval(
+    pipeline: Pipeline, decisions: dict[str, Decision], answer: Approval | None
+) -> Approval | None:
+    """The approval that applies to tonight's promotions: none where the pipeline promotes
+    without asking or the gate promoted nothing; else ``answer``, or "awaiting" one."""
+    if pipeline.evaluation.approval != "required":
+        return None
+    if not any(decision.promoted for decision in decisions.values()):
+        return None
+    if answer is not None:
+        return answer
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(hours=pipeline.evaluation.approval_hours)
+    return Approval("awaiting", due=due.isoformat(timespec="minutes"))
 
 
 def _write_report(

@@ -108,7 +108,6 @@ def test_a_pipeline_that_waits_for_its_file_has_a_deferrable_wait_before_ingest(
     from nightshift.airflow_dag import build_dag
     from nightshift.config import parse_pipeline
     from nightshift.ops.source_wait import SourceFileTrigger, WaitForSource
-    from tests.conftest import small_pipeline_dict
 
     data = small_pipeline_dict()
     data["source"] = {"kind": "files", "path": "/data/{date}.csv", "format": "csv"}
@@ -122,3 +121,24 @@ def test_a_pipeline_that_waits_for_its_file_has_a_deferrable_wait_before_ingest(
     classpath, kwargs = SourceFileTrigger("/data/x.csv", {}, 30, 1e9).serialize()
     assert classpath == "nightshift.ops.source_wait.SourceFileTrigger"
     assert SourceFileTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_approval_required_adds_a_human_step_after_publish() -> None:
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from nightshift.airflow_dag import build_dag
+    from nightshift.config import parse_pipeline
+
+    data = small_pipeline_dict()
+    data["evaluation"].update(approval="required", approval_hours=6)
+    dag = build_dag(parse_pipeline(data, "test.yaml"))
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order == [*list(Stage), "needs_approval", "approve", "settle"]
+    approve = dag.get_task("approve")
+    assert isinstance(approve, HITLOperator)
+    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
+    assert approve.response_timeout.total_seconds() == 6 * 3600
+    assert dag.get_task("settle").upstream_task_ids >= {"approve", "ingest", "evaluate"}
+    # Auto-promotion, the default, asks nobody.
+    plain = build_dag(parse_pipeline(small_pipeline_dict(), "test.yaml"))
+    assert [t.task_id for t in plain.topological_sort()] == list(Stage)

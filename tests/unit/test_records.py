@@ -75,3 +75,42 @@ def test_a_lost_race_is_a_new_decision_and_the_old_one_is_unchanged() -> None:
         "metrics": {"roc_auc": 0.8},
         "segments": None,
     }
+
+
+def test_only_an_approval_promotes_and_every_answer_says_who() -> None:
+    from nightshift.airflow_dag import approval_from
+    from nightshift.records import Approval
+
+    challenger = Challenger("xgboost", "2026-06-02", {"roc_auc": 0.8})
+    earned = Decision("xgboost", True, "beats champion v3", challenger, ChampionScore(REF))
+    kept = Decision("xgboost", False, "does not beat champion v3", challenger, ChampionScore(REF))
+    waiting = Approval("awaiting", due="2026-06-03T07:00+00:00").applied_to(earned)
+    assert not waiting.promoted
+    assert waiting.reason == (
+        "earned promotion (beats champion v3), awaiting approval "
+        "(no answer by 2026-06-03T07:00+00:00 keeps the champion)"
+    )
+    at = "2026-06-03T06:12:40+00:00"
+    user = {"id": "admin", "name": "admin"}
+    answers = {
+        "Approve": {"chosen_options": ["Approve"], "responded_by_user": user, "responded_at": at},
+        "Reject": {"chosen_options": ["Reject"], "responded_by_user": user, "responded_at": at},
+        # What the scheduler writes when the time ran out: the default, and nobody.
+        "none": {"chosen_options": ["Reject"], "responded_by_user": None, "responded_at": at},
+    }
+    approved, rejected, timed_out = (approval_from(answers[k]) for k in answers)
+    assert (approved.state, rejected.state, timed_out.state) == (
+        "approved",
+        "rejected",
+        "timed_out",
+    )
+    assert approved.applied_to(earned).promoted
+    assert approved.applied_to(earned).reason == "beats champion v3; approved by admin"
+    assert rejected.applied_to(earned).reason.endswith("), rejected by admin")
+    assert timed_out.applied_to(earned).reason.endswith(
+        "not approved by 2026-06-03T06:12, so the champion is kept"
+    )
+    assert not rejected.applied_to(earned).promoted and not timed_out.applied_to(earned).promoted
+    # A decision the gate did not promote has nothing to approve.
+    assert all(a.applied_to(kept) == kept for a in (approved, rejected, timed_out))
+    assert earned.promoted and earned.reason == "beats champion v3"  # unchanged
