@@ -250,17 +250,12 @@ class NightTasks:
 
         context = get_current_context()
         day = dt.date.fromisoformat(ingested["partition_date"])
-        timings = {str(Stage.INGEST): ingested["seconds"]}
-        timings.update({name: result["seconds"] for name, result in stage_results.items()})
         promote = bool((context.get("params") or {}).get("promote", True))
+        timings = _timings(ingested, stage_results)
         result = stages.publish(
             self.current(), day, timings, context["run_id"], promote, airflow_base_url()
         )
-        context["outlet_events"][self.report].extra = {
-            "partition_date": day.isoformat(),
-            "report": result["report"],
-        }
-        log.info("%s %s: report at %s", self.pipeline.name, day, result["report"])
+        self._report_updated(context, day, result)
         _alert_published(self.pipeline, day, result["metrics"], context)
         return result
 
@@ -275,18 +270,29 @@ class NightTasks:
 
         context = get_current_context()
         day = dt.date.fromisoformat(ingested["partition_date"])
-        timings = {str(Stage.INGEST): ingested["seconds"]}
-        timings.update({name: result["seconds"] for name, result in stage_results.items()})
         approval = approval_from(answer)
         log.info("%s %s: promotion %s", self.pipeline.name, day, approval.label)
+        timings = _timings(ingested, stage_results)
         result = stages.publish(
             self.current(), day, timings, context["run_id"], True, airflow_base_url(), approval
         )
-        context["outlet_events"][self.report].extra = {
-            "partition_date": day.isoformat(),
-            "report": result["report"],
-        }
+        self._report_updated(context, day, result)
         return result
+
+    def _report_updated(self, context: Any, day: dt.date, result: dict[str, Any]) -> None:
+        """Say on the report asset's event which date's report was (re)written, and where."""
+        extra = {"partition_date": day.isoformat(), "report": result["report"]}
+        context["outlet_events"][self.report].extra = extra
+        log.info("%s %s: report at %s", self.pipeline.name, day, result["report"])
+
+
+def _timings(
+    ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
+) -> dict[str, float]:
+    """Seconds per stage of the night, from the stages' results."""
+    timings = {str(Stage.INGEST): ingested["seconds"]}
+    timings.update({name: result["seconds"] for name, result in stage_results.items()})
+    return timings
 
 
 def approval_from(answer: dict[str, Any]) -> Approval:
