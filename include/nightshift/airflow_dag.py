@@ -105,8 +105,9 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
             type=["null", "string"],
             format="date",
             title="Run date",
-            description="Day to process (YYYY-MM-DD). Empty: the latest complete day for a "
-            "manual run; the run's own date for scheduled and backfill runs.",
+            description="Day to process (YYYY-MM-DD). Empty: the Partition Key's date if one "
+            "is given (it shows on the run), else the latest complete day; scheduled and "
+            "backfill runs process their partition key.",
         ),
         "models": Param(
             names,
