@@ -13,6 +13,7 @@ Models are logged in safe formats: XGBoost as UBJ, scikit-learn through skops.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -376,19 +377,21 @@ def log_nightly(
     """Log one MLflow run per model of tonight's run; register the learned models.
 
     ``models`` maps a model name to its LoadedModel and lake files. Returns, per model, the
-    MLflow run id, its link and the registered version. A retried publish finds the runs it
-    already finished (same date, Airflow run and model) and reuses them; a run left unfinished
-    by a killed attempt is deleted and logged again, so retries never duplicate.
+    MLflow run id, its link and the registered version. The same model (its files, byte for
+    byte) scored the same on the same date is logged once: a retried publish, a cleared run
+    and a re-processing backfill's new Airflow run of that date all find the run logged first
+    and reuse it. A run left unfinished by a killed attempt is deleted and logged again.
     """
     mlflow_client = client(pipeline)
     experiment = experiment_id(mlflow_client, pipeline)
     logged: dict[str, dict[str, Any]] = {}
     partition_date, airflow_run_id = night.partition_date, night.airflow_run_id
     for name, (trained, files) in models.items():
+        scored = night.evaluation.models.get(name)
         keys = {
             "nightshift.partition_date": partition_date.isoformat(),
-            "nightshift.airflow_run_id": airflow_run_id,
             "nightshift.model": name,
+            "nightshift.fingerprint": _fingerprint(files, scored.metrics if scored else {}),
         }
         registered = None if trained.kind == "baseline" else registered_name(pipeline.name, name)
         reused = _finished_run(mlflow_client, experiment, keys)
@@ -420,6 +423,17 @@ def log_nightly(
     return logged
 
 
+def _fingerprint(files: dict[str, str], metrics: dict[str, Any]) -> str:
+    """A model's lake files and its held-out metrics, hashed: what makes two logs the same."""
+    from nightshift.lake import read_bytes
+
+    digest = hashlib.sha256()
+    for name in sorted(files.keys() - {"_partition"}):
+        digest.update(name.encode() + hashlib.sha256(read_bytes(files[name])).digest())
+    digest.update(json.dumps(metrics, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
 def _finished_run(mlflow_client: Any, experiment: str, keys: dict[str, str]) -> Any:
     """Return the finished run an earlier attempt logged with ``keys``, if any; delete the
     unfinished ones (a killed attempt's), so they are logged again."""
@@ -449,7 +463,12 @@ def _log_model_run(
     name = keys["nightshift.model"]
     scored = night.evaluation.models[name]
     history = scored.history
-    tags = {**keys, "nightshift.pipeline": pipeline.name, "nightshift.kind": trained.kind}
+    tags = {
+        **keys,
+        "nightshift.airflow_run_id": night.airflow_run_id,
+        "nightshift.pipeline": pipeline.name,
+        "nightshift.kind": trained.kind,
+    }
     run_name = f"{keys['nightshift.partition_date']} {name}"
     with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
         mlflow.log_params(_run_params(pipeline, name, trained.kind, night.window, history))

@@ -219,7 +219,8 @@ def test_thirty_dates_twice_and_backwards_leave_the_same_lake(replay_airflow) ->
     changed = sorted(key for key in first if first[key] != second[key])
     assert not changed, f"re-running the backfill changed {changed}"
     assert rows_per_date(lake, "raw") == raw and rows_per_date(lake, "processed") == processed
-    # Nothing twice anywhere: one MLflow run per model and night (the re-run reused them),
+    # Nothing twice anywhere: one MLflow run per model and night (the re-run's new Airflow
+    # runs reused them: the same models, scored the same),
     # one index entry per date.
     assert registry(project)["runs"] == 3 * len(DATES)
     assert f'data-runs="{len(DATES)}"' in (reports / "index.html").read_text()
