@@ -753,10 +753,9 @@ def publish(
     result: dict[str, Any] = {}
     with _timed(result):
         evaluation = read_evaluation(pipeline, partition_date)
-        decisions = _decisions(pipeline, partition_date, evaluation, promote)
-        approval = _approval(pipeline, decisions, answer)
-        if approval is not None:
-            decisions = {name: approval.applied_to(d) for name, d in decisions.items()}
+        gate = _decisions(pipeline, partition_date, evaluation, promote)
+        approval = _approval(pipeline, gate, answer)
+        decisions = {n: approval.applied_to(d) if approval else d for n, d in gate.items()}
         for name, decision in decisions.items():
             log.info("%s %s %s: %s", pipeline.name, partition_date, name, decision.reason)
         window = _training_window(pipeline, partition_date)
@@ -772,6 +771,9 @@ def publish(
         # before this line leaves every champion where it was; one that dies after it is
         # retried, and the retry finds its versions already champion.
         recorded, moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
+        if approval is not None and approval.state in ("rejected", "timed_out"):
+            refused = {name: recorded[name] for name, d in gate.items() if d.promoted}
+            _record_refusals(pipeline, partition_date, logged, refused)
         published = _Published(run_id, promote, timings, airflow_url, recorded, logged, approval)
         summary = _night_summary(pipeline, partition_date, evaluation, window, published)
         html, metrics_json = _write_report(pipeline, partition_date, summary, airflow_url)
@@ -787,6 +789,28 @@ def publish(
             awaiting_approval=approval is not None and approval.state == "awaiting",
         )
     return result
+
+
+def _record_refusals(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    logged: dict[str, dict[str, Any]],
+    refused: dict[str, Decision],
+) -> None:
+    """Put each promotion the approver refused (or let time out) in its champion history."""
+    from nightshift import tracking
+
+    mlflow_client = tracking.client(pipeline)
+    for name, decision in refused.items():
+        entry = logged.get(name) or {}
+        if entry.get("registered_model") and entry.get("version") is not None:
+            tracking.record_refusal(
+                mlflow_client,
+                entry["registered_model"],
+                entry["version"],
+                decision.reason,
+                partition_date.isoformat(),
+            )
 
 
 def _approval(

@@ -200,11 +200,24 @@ def set_champion(
     mlflow_client.set_registered_model_alias(name, ALIAS, str(version))
     history = champion_history(mlflow_client, name)
     history.append({"version": int(version), "when": when, "reason": reason})
+    _save_history(mlflow_client, name, history)
+    return True
+
+
+def record_refusal(mlflow_client: Any, name: str, version: int, reason: str, when: str) -> None:
+    """Add to ``name``'s champion history a promotion its approver refused or let time out
+    (``"event": "not approved"``); the alias stays where it was."""
+    history = champion_history(mlflow_client, name)
+    entry = {"version": int(version), "when": when, "reason": reason, "event": "not approved"}
+    if entry not in history:  # a retried publish records it once
+        _save_history(mlflow_client, name, [*history, entry])
+
+
+def _save_history(mlflow_client: Any, name: str, history: list[dict[str, Any]]) -> None:
     # A registered-model tag holds at most 5000 characters; the newest entries matter most.
     while len(json.dumps(history)) > 4800 and len(history) > 1:
         history.pop(0)
     mlflow_client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    return True
 
 
 def promote(mlflow_client: Any, name: str, version: int, reason: str) -> ChampionRef:
@@ -227,7 +240,8 @@ def rollback(mlflow_client: Any, name: str, reason: str = "rollback") -> Champio
     current = champion(mlflow_client, name)
     if current is None:
         raise RegistryError(f"registered model '{name}' has no champion to roll back")
-    versions = [entry["version"] for entry in champion_history(mlflow_client, name)]
+    history = champion_history(mlflow_client, name)
+    versions = [entry["version"] for entry in history if "event" not in entry]  # alias moves
     # The champion before the current one: the history before the current version's last
     # promotion, skipping any earlier stints of the current version itself.
     before = versions[: _last_index(versions, current.version)]

@@ -117,8 +117,10 @@ def test_a_rejected_promotion_keeps_the_champion(approval: tuple[LocalAirflow, P
     assert not metrics["champion"]["promoted"]
     assert metrics["champion"]["reason"].endswith("rejected by admin"), metrics["champion"]
     champion = _champion(airflow)
-    assert champion["champion"] is None and champion["history"] == [], champion
-    print(f"rejected: {metrics['champion']['reason']}")
+    assert champion["champion"] is None, champion
+    [entry] = champion["history"]  # the refusal, in the registry's champion history
+    assert entry["event"] == "not approved" and entry["reason"].endswith("rejected by admin")
+    print(f"rejected: {entry}")
 
 
 def test_an_approved_promotion_moves_the_alias(approval: tuple[LocalAirflow, Path]) -> None:
@@ -134,7 +136,8 @@ def test_an_approved_promotion_moves_the_alias(approval: tuple[LocalAirflow, Pat
     assert metrics["champion"]["promoted"], metrics["champion"]
     champion = _champion(airflow)
     assert champion["champion"]["trained_for"] == str(APPROVED), champion
-    [entry] = champion["history"]
+    refused, entry = champion["history"]
+    assert refused["when"] == str(REJECTED) and "event" not in entry
     assert entry["reason"].endswith("approved by admin"), entry
     # Both answers, in the index of the Model reports page.
     index = (project / "data" / "reports" / NAME / "index.html").read_text()

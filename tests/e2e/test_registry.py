@@ -239,13 +239,18 @@ def test_manual_promote_and_rollback(nights, capsys: pytest.CaptureFixture[str])
     assert main(["promote", *args, "--version", str(target), "--reason", "hand-checked"]) == 0
     assert tracking.champion(client, name).version == target
     assert f"champion is now v{target}" in capsys.readouterr().out
+    # A promotion an approver refused is in the history, but it never held the alias: a
+    # rollback passes over it.
+    refused = next(v for v in (1, 2, 3) if v not in (start.version, target))
+    tracking.record_refusal(client, name, refused, "earned promotion, rejected by x", "2026-09-30")
     assert main(["rollback", *args, "--reason", "bad in production"]) == 0
     assert tracking.champion(client, name).version == start.version
     assert main(["champion", *args]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert shown["champion"]["version"] == start.version
-    assert [h["reason"] for h in shown["history"][-2:]] == [
+    assert [h["reason"] for h in shown["history"][-3:]] == [
         "manual: hand-checked",
+        "earned promotion, rejected by x",
         f"manual: bad in production from v{target}",
     ]
     # Bad requests name what is wrong.
