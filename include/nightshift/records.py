@@ -253,6 +253,11 @@ class Approval:
         )
 
     @property
+    def refused(self) -> bool:
+        """Whether the answer keeps the champion (rejected, or no answer in time)."""
+        return self.state in ("rejected", "timed_out")
+
+    @property
     def label(self) -> str:
         """A few words for the index and the report's headline."""
         return {

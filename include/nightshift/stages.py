@@ -770,10 +770,12 @@ def publish(
         # is written, so the report states what the registry now holds. A publish that dies
         # before this line leaves every champion where it was; one that dies after it is
         # retried, and the retry finds its versions already champion.
-        recorded, moved = tracking.record_decisions(pipeline, partition_date, logged, decisions)
-        if approval is not None and approval.state in ("rejected", "timed_out"):
-            refused = {name: recorded[name] for name, d in gate.items() if d.promoted}
-            _record_refusals(pipeline, partition_date, logged, refused)
+        refused = (
+            {n for n, d in gate.items() if d.promoted} if approval and approval.refused else set()
+        )
+        recorded, moved = tracking.record_decisions(
+            pipeline, partition_date, logged, decisions, refused
+        )
         published = _Published(run_id, promote, timings, airflow_url, recorded, logged, approval)
         summary = _night_summary(pipeline, partition_date, evaluation, window, published)
         html, metrics_json = _write_report(pipeline, partition_date, summary, airflow_url)
@@ -789,28 +791,6 @@ def publish(
             awaiting_approval=approval is not None and approval.state == "awaiting",
         )
     return result
-
-
-def _record_refusals(
-    pipeline: Pipeline,
-    partition_date: dt.date,
-    logged: dict[str, dict[str, Any]],
-    refused: dict[str, Decision],
-) -> None:
-    """Put each promotion the approver refused (or let time out) in its champion history."""
-    from nightshift import tracking
-
-    mlflow_client = tracking.client(pipeline)
-    for name, decision in refused.items():
-        entry = logged.get(name) or {}
-        if entry.get("registered_model") and entry.get("version") is not None:
-            tracking.record_refusal(
-                mlflow_client,
-                entry["registered_model"],
-                entry["version"],
-                decision.reason,
-                partition_date.isoformat(),
-            )
 
 
 def _approval(

@@ -530,8 +530,11 @@ def record_decisions(
     partition_date: dt.date,
     logged: dict[str, dict[str, Any]],
     decisions: dict[str, Decision],
+    refused: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Decision], dict[str, bool]]:
     """Move ``champion`` where the gate promoted; tag each run and version with its decision.
+    The models in ``refused`` earned promotion but their approver refused it: that goes into
+    the champion history too (the alias stays).
 
     Returns the decisions as recorded and, per registered model, whether its alias now points
     at tonight's version. A promotion that lost a race with a newer night (parallel backfills)
@@ -558,6 +561,9 @@ def record_decisions(
             decision = decision.lost_race(champion(mlflow_client, registered))
         recorded[name] = decision
         _tag_decision(mlflow_client, run_id, registered, version, decision)
+        if name in refused:
+            when = partition_date.isoformat()
+            record_refusal(mlflow_client, registered, version, decision.reason, when)
     return recorded, moved
 
 

@@ -296,11 +296,12 @@ class LocalAirflow(AirflowAPI):
         last one's end is exactly those dates.
 
         On SQLite, Airflow's ``backfill create`` can fail half-way with "database is locked"
-        when another process writes while it creates the runs: it re-queues existing runs
-        (``--reprocess-behavior``) in SAVEPOINT transactions, which SQLite cannot upgrade to
-        a write once another connection has written: any write by the scheduler (its
-        heartbeat, every 5 s) or the dag-processor during the second or two of creation. Seen
-        here on 8 of 15 re-processing creations, after 0-28 of 30 runs. So the DAG is paused
+        when another process writes while it creates the runs: it writes them in SAVEPOINT
+        transactions, which SQLite cannot upgrade to a write once another connection has
+        written: any write by the scheduler (its heartbeat, every 5 s) or the dag-processor
+        during the second or two of creation. Seen here (before runs had partition keys, when
+        re-processing re-queued the existing runs) on 8 of 15 re-processing creations, after
+        0-28 of 30 runs. So the DAG is paused
         while the runs are created, keeping the scheduler off the ones already queued, and a
         creation that fails that way has its partial backfill cancelled (its queued runs
         become failed, which ``completed`` re-processes) and is created again: at that rate,
