@@ -55,17 +55,41 @@ def xgboost_params(pipeline: Pipeline, spec: XGBoostModel, device: str = "cpu") 
     return params
 
 
+def rank_order(workers: dict[str, dict[str, Any]]) -> list[str]:
+    """Return worker addresses in the order ``xgboost.dask`` gives them ranks.
+
+    Its tracker sorts by task id, ``[xgboost.dask-<worker name>]:<address>``: by name first,
+    and each night's cluster has new ports but the same names.
+    """
+    return sorted(workers, key=lambda a: f"[xgboost.dask-{workers[a].get('name')}]:{a}")
+
+
+def fix_layout(client: Client, dtrain: Any) -> None:
+    """Give rank ``i`` the ``i``-th contiguous chunk of ``dtrain``'s partitions.
+
+    ``DaskDMatrix`` hands each worker the partitions Dask happened to compute there, and Dask
+    may move or steal work on a busy machine; a different split of the same rows gives a
+    different model (seen: a re-run date's model differed by bytes). Setting the split here
+    makes the model depend on the data alone; a partition on another worker is fetched.
+    """
+    order = dtrain.partition_order
+    parts = sorted((f for fs in dtrain.worker_map.values() for f in fs), key=lambda f: order[f.key])
+    workers = rank_order(client.scheduler_info(n_workers=-1)["workers"])
+    chunks = np.array_split(np.arange(len(parts)), min(len(workers), len(parts)))
+    dtrain.worker_map = {w: [parts[i] for i in c] for w, c in zip(workers, chunks, strict=False)}
+
+
 def pin_partitions(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
     """Return ``frame`` computed onto the workers in a fixed layout.
 
-    XGBoost ranks workers by address and its histograms depend on which rows each rank holds,
-    so the same data laid out the same way gives a byte-identical model. Contiguous chunks of
-    partitions go to the workers in sorted-address order.
+    XGBoost's quantile sketches depend on which rows each rank holds, so the same data must be
+    laid out the same way every night. Contiguous chunks of partitions go to the workers in
+    rank order, where ``fix_layout`` will want them: no data moves there unless Dask moved it.
     """
     import dask.dataframe as dd
     from distributed import wait
 
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = rank_order(client.scheduler_info(n_workers=-1)["workers"])
     parts = frame.to_delayed()
     chunks = np.array_split(np.arange(len(parts)), len(workers))
     futures = [
@@ -100,6 +124,7 @@ def train_xgboost(
     training = pin_partitions(client, frame.map_partitions(_tree_training_frame, stats, meta=meta))
     features = [c for c in meta.columns if c != LABEL]
     dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
+    fix_layout(client, dtrain)
     params = xgboost_params(pipeline, spec, device)
     from xgboost.collective import Config
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,3 +82,44 @@ def test_metrics_on_known_inputs() -> None:
     bins = calibration_bins(np.array([0, 1, 1, 1]), np.array([0.05, 0.95, 0.91, 0.99]))
     assert bins["count"] == [1, 3]
     assert bins["observed"] == [0.0, 1.0]
+
+
+@contextlib.contextmanager
+def _fresh_client() -> Iterator[Any]:
+    """A new two-worker cluster: nothing computed before is cached on it."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _all_on_one_worker(client: Any, frame: Any) -> Any:
+    """Compute every partition on one worker, as a busy machine's scheduler might."""
+    import dask.dataframe as dd
+    from distributed import wait
+
+    first = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+    futures = [client.compute(part, workers=[first]) for part in frame.to_delayed()]
+    wait(futures)
+    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+
+
+def test_xgboost_model_does_not_depend_on_where_dask_computed_the_data(
+    trained_inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rows give the same bytes even when Dask puts them all on one worker."""
+    import nightshift.train
+
+    pipeline, paths, stats = trained_inputs
+    spec = XGBoostModel(kind="xgboost", num_boost_round=20)
+    with _fresh_client() as client:
+        spread = train_xgboost(client, pipeline, spec, paths, stats).payload
+    monkeypatch.setattr(nightshift.train, "pin_partitions", _all_on_one_worker)
+    with _fresh_client() as client:
+        piled = train_xgboost(client, pipeline, spec, paths, stats).payload
+    assert hashlib.sha256(spread).hexdigest() == hashlib.sha256(piled).hexdigest()
