@@ -21,10 +21,11 @@ from sklearn.metrics import roc_auc_score
 from nightshift.config import Pipeline, SGDModel, XGBoostModel
 from nightshift.features import fit_stats, labels, to_linear_matrix, to_tree_frame
 from nightshift.generator import generate_day
-from nightshift.ingest import conform
+from nightshift.ingest import conform, transform
+from nightshift.lake import SOURCE_ROW
 from nightshift.preprocess import LABEL, derive_features
 from nightshift.train import _sgd_estimator, xgboost_params
-from nightshift.validate import build_schema
+from nightshift.validate import check_frame
 
 
 def run(pipeline: Pipeline, day: dt.date, window_paths: list[str]) -> dict[str, Any]:
@@ -41,8 +42,11 @@ def run(pipeline: Pipeline, day: dt.date, window_paths: list[str]) -> dict[str, 
         pipeline.schema_,
         "generator",
     )
+    raw, _ = transform(pipeline, raw.drop(columns=SOURCE_ROW), "generator")
     step("ingest")
-    build_schema(pipeline).validate(raw, lazy=True)
+    blocking = [f for f in check_frame(pipeline, raw, "generator", day) if f.severity == "block"]
+    if blocking:
+        raise ValueError(f"the generated day does not validate: {blocking}")
     step("validate")
     held_out = derive_features(raw, pipeline)
     step("preprocess")

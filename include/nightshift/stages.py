@@ -36,6 +36,7 @@ from nightshift.lake import (
     read_bytes,
     write_bytes_atomic,
 )
+from nightshift.profiling import dask_report, profiled
 from nightshift.records import (
     Approval,
     Challenger,
@@ -81,9 +82,11 @@ def dates_to_prepare(pipeline: Pipeline, partition_date: dt.date) -> list[dt.dat
 
 
 @contextmanager
-def _timed(result: dict[str, Any]) -> Iterator[None]:
+def _timed(result: dict[str, Any], stage: Stage) -> Iterator[None]:
+    """Time the block into ``result["seconds"]``; profile it when profiling is on."""
     start = time.perf_counter()
-    yield
+    with profiled(stage.value):
+        yield
     result["seconds"] = round(time.perf_counter() - start, 3)
 
 
@@ -96,7 +99,7 @@ def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     from nightshift.ingest import SourceError
 
     result: dict[str, Any] = {"raw": {}, "skipped": {}}
-    with _timed(result):
+    with _timed(result, Stage.INGEST):
         lake = lake_for(pipeline)
         dates = dates_to_prepare(pipeline, partition_date)
         for day in dates:
@@ -123,7 +126,7 @@ def validate(
 
     partition_date = partition_date or max(dates)
     result: dict[str, Any] = {"rows": {}, "skipped": {}}
-    with _timed(result):
+    with _timed(result, Stage.VALIDATE):
         lake = lake_for(pipeline)
         for day in dates:
             try:
@@ -169,7 +172,7 @@ def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     from nightshift.preprocess import preprocess_date
 
     result: dict[str, Any] = {}
-    with _timed(result):
+    with _timed(result, Stage.PREPROCESS):
         lake = lake_for(pipeline)
         with dask_client() as client:
             backend = accelerators(client).dataframe_backend
@@ -278,7 +281,7 @@ def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     from nightshift.preprocess import processed_frame
 
     result: dict[str, Any] = {}
-    with _timed(result):
+    with _timed(result, Stage.FIT_FEATURES):
         lake = lake_for(pipeline)
         window = window_partitions(pipeline, partition_date)
         held_out = (
@@ -327,11 +330,11 @@ def train_distributed(
     from nightshift.train import train_xgboost
 
     result: dict[str, Any] = {"models": {}}
-    with _timed(result):
+    with _timed(result, Stage.TRAIN_DISTRIBUTED):
         specs = [m for m in pipeline.models if isinstance(m, XGBoostModel)]
         if specs:
             inputs = night_inputs(pipeline, partition_date, features_version)
-            with dask_client() as client:
+            with dask_client() as client, dask_report(Stage.TRAIN_DISTRIBUTED.value):
                 device = accelerators(client).xgboost_device
                 result["device"] = device
                 for spec in specs:
@@ -352,7 +355,7 @@ def train_incremental(
     from nightshift.train import train_baseline, train_sgd
 
     result: dict[str, Any] = {"models": {}}
-    with _timed(result):
+    with _timed(result, Stage.TRAIN_INCREMENTAL):
         inputs = night_inputs(pipeline, partition_date, features_version)
         for spec in pipeline.models:
             if isinstance(spec, XGBoostModel):
@@ -524,7 +527,7 @@ def evaluate(
     from nightshift.evaluate import drift
 
     result: dict[str, Any] = {}
-    with _timed(result):
+    with _timed(result, Stage.EVALUATE):
         lake = lake_for(pipeline)
         inputs = night_inputs(pipeline, partition_date, features_version)
         held_out = _held_out(
@@ -751,7 +754,7 @@ def publish(
     from nightshift import tracking
 
     result: dict[str, Any] = {}
-    with _timed(result):
+    with _timed(result, Stage.PUBLISH):
         evaluation = read_evaluation(pipeline, partition_date)
         gate = _decisions(pipeline, partition_date, evaluation, promote)
         approval = _approval(pipeline, gate, answer)

@@ -18,7 +18,7 @@ from nightshift.ingest import ingest_date
 from nightshift.preprocess import preprocess_date, processed_frame
 from nightshift.safe_models import LoadedModel
 from nightshift.stages import lake_for
-from nightshift.train import train_sgd, train_xgboost
+from nightshift.train import rank_order, train_sgd, train_xgboost
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
 
@@ -123,3 +123,11 @@ def test_xgboost_model_does_not_depend_on_where_dask_computed_the_data(
     with _fresh_client() as client:
         piled = train_xgboost(client, pipeline, spec, paths, stats).payload
     assert hashlib.sha256(spread).hexdigest() == hashlib.sha256(piled).hexdigest()
+
+
+def test_ranks_follow_xgboost_s_task_ids_name_first() -> None:
+    info = {
+        "tcp://127.0.0.1:5000": {"name": 1},
+        "tcp://127.0.0.1:6000": {"name": 0},
+    }
+    assert rank_order(info) == ["tcp://127.0.0.1:6000", "tcp://127.0.0.1:5000"]
