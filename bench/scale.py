@@ -76,7 +76,7 @@ def p1_p4(rows: int, window: int) -> None:
     Then the same night in one process under the profiler (bench/out/profile/)."""
     import baseline_script
 
-    from nightshift.config import cores, parse_pipeline
+    from nightshift.config import parse_pipeline
     from nightshift.stages import training_paths
 
     home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p1-"))
@@ -91,7 +91,7 @@ def p1_p4(rows: int, window: int) -> None:
     wall = (
         dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])
     ).total_seconds()
-    critical = _critical_path(bodies, pipeline.training.trains_in_parallel(cores()))
+    critical = _critical_path(bodies)
     report_dir = home / "project/data/reports/bench_conversion" / DAY.isoformat()
     metrics = json.loads((report_dir / "metrics.json").read_text())
     nightly_auc = {
@@ -179,13 +179,11 @@ def _nightly_under_airflow(home: Path) -> tuple[dict, dict[str, float], dict[str
     return run, bodies, durations
 
 
-def _critical_path(bodies: dict[str, float], side_by_side: bool) -> float:
-    """The seconds of task bodies on the run's longest path: every stage, one after the
-    other, except that training models side by side counts only the longer of the two."""
+def _critical_path(bodies: dict[str, float]) -> float:
+    """The seconds of task bodies on the run's longest path: the stages one after the other,
+    except the two training tasks, which run side by side: the longer one counts."""
     from nightshift.config import Stage
 
-    if not side_by_side:
-        return sum(bodies.values())
     parallel = (Stage.TRAIN_DISTRIBUTED, Stage.TRAIN_INCREMENTAL)
     return sum(v for k, v in bodies.items() if k not in parallel) + max(bodies[k] for k in parallel)
 

@@ -21,7 +21,7 @@ from airflow.sdk import (
 )
 
 from nightshift.access import access_control
-from nightshift.config import FileSource, Pipeline, Schedule, Stage, cores, load_pipelines
+from nightshift.config import FileSource, Pipeline, Schedule, Stage, load_pipelines
 from nightshift.ops.deadline import deadline_alerts
 from nightshift.ops.timetable import NightlyTimetable
 from nightshift.records import Approval
@@ -418,8 +418,6 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
         features = step(Stage.FIT_FEATURES)(ingested, prepared)
         trees = step(Stage.TRAIN_DISTRIBUTED)(ingested, features)
         linear = step(Stage.TRAIN_INCREMENTAL)(ingested, features)
-        if not pipeline.training.trains_in_parallel(cores()):
-            trees >> linear
         scored = step(Stage.EVALUATE)(ingested, features, trees, linear)
         results = {
             Stage.VALIDATE: validated,

@@ -40,8 +40,6 @@ from typing import Any, Literal
 
 from distributed import Client
 
-from nightshift.config import cores
-
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "NIGHTSHIFT_DASK_ADDRESS"
@@ -185,7 +183,11 @@ def airflow_connection_address(env: Mapping[str, str] | None = None) -> str | No
 
 def local_worker_count() -> int:
     """Return how many single-threaded workers a local CPU cluster starts: one per core."""
-    return plan_cluster(os.environ, cores(), 0, False).workers
+    return plan_cluster(os.environ, _cores(), 0, False).workers
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def describe(client: Client) -> str:
@@ -203,7 +205,7 @@ def current_plan() -> ClusterPlan:
     """Return the plan for this process's environment."""
     address = None if os.environ.get(ADDRESS_ENV) else airflow_connection_address()
     gpus = visible_gpus()
-    return plan_cluster(os.environ, cores(), gpus, has_dask_cuda(), address)
+    return plan_cluster(os.environ, _cores(), gpus, has_dask_cuda(), address)
 
 
 @contextmanager

@@ -266,16 +266,6 @@ class Output(_Strict):
     )
 
 
-PARALLEL_CORES = 4  # from this many cores on, "auto" trains the models side by side
-
-
-def cores() -> int:
-    """Return the cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 class Training(_Strict):
     """The training window, batch size and what every model shares."""
 
@@ -288,20 +278,6 @@ class Training(_Strict):
     # xgboost.dask: how long a worker waits on the others before the training fails. A lost
     # worker would otherwise hang the task; the task then fails and Airflow retries it.
     collective_timeout_seconds: int = Field(600, gt=0)
-    # Train XGBoost and the batch-wise models side by side (True), one after the other
-    # (False), or "auto": side by side where the machine parsing the DAG has PARALLEL_CORES.
-    models_in_parallel: bool | Literal["auto"] = "auto"
-
-    def trains_in_parallel(self, cores: int) -> bool:
-        """Whether the two training tasks run side by side on a machine with ``cores``.
-
-        On a small machine both would share the same cores: the batch-wise model then slows
-        every round of the distributed one (whose ranks wait for each other), and the two
-        together take longer than one after the other (measured: bench/RESULTS.md, P1).
-        """
-        if self.models_in_parallel == "auto":
-            return cores >= PARALLEL_CORES
-        return self.models_in_parallel
 
 
 CheckKind = Literal[

@@ -142,32 +142,3 @@ def test_approval_required_adds_a_human_step_after_publish() -> None:
     # Auto-promotion, the default, asks nobody.
     plain = build_dag(parse_pipeline(small_pipeline_dict(), "test.yaml"))
     assert [t.task_id for t in plain.topological_sort()] == list(Stage)
-
-
-@pytest.mark.parametrize(
-    ("setting", "cores", "side_by_side"),
-    [("auto", 2, False), ("auto", 4, True), (True, 2, True), (False, 16, False)],
-)
-def test_small_machines_train_the_models_one_after_the_other(
-    setting: bool | str, cores: int, side_by_side: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import nightshift.airflow_dag
-    from nightshift.airflow_dag import build_dag
-    from nightshift.config import parse_pipeline
-
-    monkeypatch.setattr(nightshift.airflow_dag, "cores", lambda: cores)
-    data = small_pipeline_dict()
-    data["training"]["models_in_parallel"] = setting
-    dag = build_dag(parse_pipeline(data, "test.yaml"))
-    upstream = dag.get_task("train_incremental").upstream_task_ids
-    assert ("train_distributed" in upstream) is not side_by_side
-    assert upstream >= {"ingest", "fit_features"}
-
-
-def test_models_in_parallel_names_its_key_when_wrong() -> None:
-    from nightshift.config import ConfigError, parse_pipeline
-
-    data = small_pipeline_dict()
-    data["training"]["models_in_parallel"] = "sometimes"
-    with pytest.raises(ConfigError, match=r"training\.models_in_parallel"):
-        parse_pipeline(data, "test.yaml")
