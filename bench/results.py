@@ -85,10 +85,12 @@ def _profile(path: Path, stages: int = 3) -> str:
     parts = [
         "Stage seconds in the profiled run: "
         + ", ".join(f"{stage} {s:.1f}" for stage, s in seconds.items())
-        + f" ({found['when'][:16]})."
+        + f" ({found['when'][:16]}). Dask's performance report of train_distributed, with the"
+        + f" workers' own profile: `{found['dask_report']}` (written by the run, not committed)."
     ]
     for stage in slowest:
-        lines = [line for line in found["top"][stage].splitlines() if line.strip()]
+        # The first line names the run's own temporary folder: left out.
+        lines = [line for line in found["top"][stage].splitlines()[1:] if line.strip()]
         parts.append(f"`{stage}`:\n\n```\n" + "\n".join(lines[:22]) + "\n```")
     return "\n\n".join(parts)
 
