@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -79,9 +81,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def dask_client() -> Iterator[object]:
-    """An in-process Dask cluster with two workers, shared by the unit tests."""
+@contextlib.contextmanager
+def in_process_client() -> Iterator[Any]:
+    """A new in-process Dask cluster with two single-threaded workers, and its client."""
     from distributed import Client, LocalCluster
 
     with (
@@ -90,4 +92,11 @@ def dask_client() -> Iterator[object]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[object]:
+    """An in-process Dask cluster with two workers, shared by the unit tests."""
+    with in_process_client() as client:
         yield client

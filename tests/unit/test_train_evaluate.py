@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from nightshift.preprocess import preprocess_date, processed_frame
 from nightshift.safe_models import LoadedModel
 from nightshift.stages import lake_for
 from nightshift.train import rank_order, train_sgd, train_xgboost
+from tests.conftest import in_process_client
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
 
@@ -84,20 +83,6 @@ def test_metrics_on_known_inputs() -> None:
     assert bins["observed"] == [0.0, 1.0]
 
 
-@contextlib.contextmanager
-def _fresh_client() -> Iterator[Any]:
-    """A new two-worker cluster: nothing computed before is cached on it."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def _all_on_one_worker(client: Any, frame: Any) -> Any:
     """Compute every partition on one worker, as a busy machine's scheduler might."""
     import dask.dataframe as dd
@@ -117,10 +102,10 @@ def test_xgboost_model_does_not_depend_on_where_dask_computed_the_data(
 
     pipeline, paths, stats = trained_inputs
     spec = XGBoostModel(kind="xgboost", num_boost_round=20)
-    with _fresh_client() as client:
+    with in_process_client() as client:
         spread = train_xgboost(client, pipeline, spec, paths, stats).payload
     monkeypatch.setattr(nightshift.train, "pin_partitions", _all_on_one_worker)
-    with _fresh_client() as client:
+    with in_process_client() as client:
         piled = train_xgboost(client, pipeline, spec, paths, stats).payload
     assert hashlib.sha256(spread).hexdigest() == hashlib.sha256(piled).hexdigest()
 
