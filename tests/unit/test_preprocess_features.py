@@ -114,3 +114,12 @@ def test_validation_blocks_bad_labels_with_file_column_and_rows(pipeline) -> Non
     first = len(pd.read_parquet(raw.paths()[0]))
     assert rows == [first + 3 + 2, first + 7 + 2]  # the generator's rows are in time order
     assert f"at rows {rows}" in message
+
+
+@pytest.mark.parametrize("dtype", ["object", "string", "category"])
+def test_category_codes_put_unknown_and_missing_values_in_other(dtype: str) -> None:
+    from nightshift.features import category_codes
+
+    values = pd.Series(["web", None, "app", "fax", "web", pd.NA], dtype=dtype)
+    codes = category_codes(values, ["app", "web"])
+    assert codes.tolist() == [1, 2, 0, 2, 1, 2]
