@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "include" / "nightshift"
 LAYERS = [
-    ("configuration", {"config", "records", "expressions", "progress"}),
+    ("configuration", {"config", "records", "expressions", "progress", "profiling"}),
     ("storage", {"lake", "quarantine"}),
     ("data stages", {"generator", "ingest", "validate", "preprocess", "features"}),
     ("models", {"train", "safe_models", "cluster", "cluster_host"}),
