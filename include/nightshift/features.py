@@ -113,7 +113,7 @@ def category_codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
     """
     codes = pd.Index(vocabulary).get_indexer(pd.Index(values))
     codes[codes < 0] = len(vocabulary)
-    return codes.astype(np.int32 if len(vocabulary) > 126 else np.int8)
+    return codes
 
 
 def to_linear_matrix(frame: pd.DataFrame, stats: FeatureStats) -> np.ndarray:

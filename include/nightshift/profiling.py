@@ -5,8 +5,8 @@ With ``NIGHTSHIFT_PROFILE_DIR`` set (in the environment of the Airflow tasks, or
 (open with ``python -m pstats`` or snakeviz) and ``<stage>.txt`` (its top lines by cumulative
 time) in that folder; ``train_distributed`` also leaves Dask's performance report,
 ``train_distributed-dask.html``, whose worker profile shows what the workers did (it
-needs bokeh, as Dask's dashboard does). Unset (the
-default), nothing is measured and nothing is written.
+needs bokeh, as Dask's dashboard does). Unset (the default), nothing is measured and nothing
+is written.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def profiled(stage: str) -> Iterator[None]:
         (folder / f"{stage}.txt").write_text(top_lines(profiler))
 
 
-def top_lines(profiler: cProfile.Profile | str | Path, count: int = TOP_LINES) -> str:
-    """Return the ``count`` top lines of a profile, by cumulative time."""
+def top_lines(profile: cProfile.Profile | Path, count: int = TOP_LINES) -> str:
+    """Return the ``count`` top lines of a profile (or of a saved one), by cumulative time."""
     text = io.StringIO()
-    stats = pstats.Stats(str(profiler) if isinstance(profiler, Path) else profiler, stream=text)
+    stats = pstats.Stats(str(profile) if isinstance(profile, Path) else profile, stream=text)
     stats.strip_dirs().sort_stats("cumulative").print_stats(count)
     return text.getvalue()
 

@@ -64,6 +64,14 @@ def rank_order(workers: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(workers, key=lambda a: f"[xgboost.dask-{workers[a].get('name')}]:{a}")
 
 
+def rank_chunks(client: Client, count: int) -> list[tuple[str, np.ndarray]]:
+    """Split ``count`` partitions into contiguous chunks, one per worker in rank order; a
+    worker left without partitions is left out (XGBoost trains on the workers holding data)."""
+    workers = rank_order(client.scheduler_info(n_workers=-1)["workers"])
+    chunks = np.array_split(np.arange(count), min(len(workers), count))
+    return list(zip(workers, chunks, strict=False))
+
+
 def fix_layout(client: Client, dtrain: Any) -> None:
     """Give rank ``i`` the ``i``-th contiguous chunk of ``dtrain``'s partitions.
 
@@ -74,9 +82,9 @@ def fix_layout(client: Client, dtrain: Any) -> None:
     """
     order = dtrain.partition_order
     parts = sorted((f for fs in dtrain.worker_map.values() for f in fs), key=lambda f: order[f.key])
-    workers = rank_order(client.scheduler_info(n_workers=-1)["workers"])
-    chunks = np.array_split(np.arange(len(parts)), min(len(workers), len(parts)))
-    dtrain.worker_map = {w: [parts[i] for i in c] for w, c in zip(workers, chunks, strict=False)}
+    dtrain.worker_map = {
+        worker: [parts[i] for i in chunk] for worker, chunk in rank_chunks(client, len(parts))
+    }
 
 
 def pin_partitions(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
@@ -89,13 +97,11 @@ def pin_partitions(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
     import dask.dataframe as dd
     from distributed import wait
 
-    workers = rank_order(client.scheduler_info(n_workers=-1)["workers"])
     parts = frame.to_delayed()
-    chunks = np.array_split(np.arange(len(parts)), len(workers))
     futures = [
         client.compute(parts[i], workers=[worker], allow_other_workers=False)
-        for worker, indices in zip(workers, chunks, strict=True)
-        for i in indices
+        for worker, chunk in rank_chunks(client, len(parts))
+        for i in chunk
     ]
     wait(futures)
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
