@@ -234,24 +234,28 @@ def segment_metrics(
 ) -> dict[str, dict[str, Any]]:
     """Return rows and the headline metrics per value of a categorical column."""
     values = np.asarray(segments, dtype=object)
-    values = np.where(values == None, "(missing)", values)  # noqa: E711 - elementwise
+    values = np.where(values == None, "(missing)", values).astype(str)  # noqa: E711 - elementwise
+    # One pass over the rows for every segment: np.unique sorts the names and numbers each row.
+    names, which = np.unique(values, return_inverse=True)
     result: dict[str, dict[str, Any]] = {}
-    for value in sorted({str(v) for v in values}):
-        mask = values.astype(str) == value
+    for index, value in enumerate(names.tolist()):
+        mask = which == index
+        ys, scores = y[mask], score[mask]
         if task == CLASSIFICATION:
-            both = len(np.unique(y[mask])) == 2
             metrics: dict[str, Any] = {
-                "roc_auc": _clean(skm.roc_auc_score(y[mask], score[mask])) if both else None,
+                "roc_auc": _clean(skm.roc_auc_score(ys, scores))
+                if len(np.unique(ys)) == 2
+                else None,
                 "log_loss": _clean(
-                    skm.log_loss(y[mask], np.clip(score[mask], 1e-7, 1 - 1e-7), labels=[0, 1])
+                    skm.log_loss(ys, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])
                 ),
-                "accuracy": float(np.mean((score[mask] >= threshold) == y[mask])),
-                "f1": float(skm.f1_score(y[mask], score[mask] >= threshold, zero_division=0)),
-                "positive_rate": float(np.mean(y[mask])),
+                "accuracy": float(np.mean((scores >= threshold) == ys)),
+                "f1": float(skm.f1_score(ys, scores >= threshold, zero_division=0)),
+                "positive_rate": float(np.mean(ys)),
             }
         else:
-            metrics = regression_metrics(y[mask], score[mask])
-        result[value] = {"rows": int(mask.sum()), **metrics}
+            metrics = regression_metrics(ys, scores)
+        result[value] = {"rows": len(ys), **metrics}
     return result
 
 

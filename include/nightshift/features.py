@@ -63,7 +63,11 @@ def fit_stats(frame: Any, pipeline: Pipeline) -> FeatureStats:
         lazy["means"] = frame[numeric].mean()
         lazy["stds"] = frame[numeric].std(ddof=0)
     for name in categorical:
-        lazy[f"counts:{name}"] = frame[name].value_counts()
+        # A Dask frame counts with a tree reduction into one partition (split_out=1), not a
+        # shuffle: a vocabulary is small, and the shuffle took half of fit_features (measured
+        # on a 7-day window of 140 batches: 8.3 s with it, 3.9 s without, same counts).
+        count = frame[name].value_counts
+        lazy[f"counts:{name}"] = count() if isinstance(frame, pd.DataFrame) else count(split_out=1)
     import dask
 
     computed = dask.compute(lazy)[0]
@@ -108,36 +112,53 @@ def category_codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
     """Return each value's position in ``vocabulary``; a value not in it (or missing) gets
     ``len(vocabulary)``, the position of ``__other__``.
 
-    One hash lookup per value: the profile of a night showed turning strings into a
-    Categorical via ``where`` and ``pd.Categorical`` as a fifth of the SGD task.
+    Strings held by Arrow (as Parquet reads them) are looked up by Arrow itself, without
+    turning each into a Python object: 0.75 ms against 5.5 ms per 50,000-row batch, and a
+    fifth of the SGD task before that. Other values go through one pandas hash lookup.
     """
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrow = pa.array(values.array)
+        found = pc.index_in(arrow, value_set=pa.array(vocabulary, type=arrow.type))
+        return found.fill_null(len(vocabulary)).to_numpy(zero_copy_only=False).astype(np.intp)
     codes = pd.Index(vocabulary).get_indexer(pd.Index(values))
     codes[codes < 0] = len(vocabulary)
     return codes
 
 
 def to_linear_matrix(frame: pd.DataFrame, stats: FeatureStats) -> np.ndarray:
-    """Return a dense float matrix for linear models: scaled, imputed, one-hot encoded."""
-    blocks: list[np.ndarray] = []
+    """Return a dense float matrix for linear models: scaled, imputed, one-hot encoded.
+
+    Its columns are ``stats.linear_feature_names()``; each is written once into the matrix
+    (no per-block arrays stacked afterwards).
+    """
+    rows = len(frame)
+    out = np.zeros((rows, len(stats.linear_feature_names())))
+    column = 0
     for name in stats.numeric:
         values = frame[name].to_numpy(dtype="float64", na_value=np.nan)
-        blocks.append(np.nan_to_num((values - stats.means[name]) / stats.stds[name], nan=0.0))
-    for name in stats.numeric:
-        blocks.append(frame[name].isna().to_numpy(dtype="float64"))
+        scaled = (values - stats.means[name]) / stats.stds[name]
+        out[:, column] = np.nan_to_num(scaled, nan=0.0)
+        out[:, column + len(stats.numeric)] = frame[name].isna().to_numpy(dtype="float64")
+        column += 1
+    column += len(stats.numeric)
     for name in stats.time:
         values = frame[name].to_numpy(dtype="float64")
         if name == "is_weekend":
-            blocks.append(values)
+            out[:, column] = values
+            column += 1
             continue
-        period = 24.0 if name == "hour" else 7.0
-        blocks.append(np.sin(2 * np.pi * values / period))
-        blocks.append(np.cos(2 * np.pi * values / period))
+        angle = 2 * np.pi * values / (24.0 if name == "hour" else 7.0)
+        out[:, column], out[:, column + 1] = np.sin(angle), np.cos(angle)
+        column += 2
     for name in stats.categorical:
         vocabulary = stats.vocabularies[name]
-        one_hot = np.zeros((len(frame), len(vocabulary) + 1))
-        one_hot[np.arange(len(frame)), category_codes(frame[name], vocabulary)] = 1.0
-        blocks.append(one_hot)
-    return np.column_stack(blocks) if blocks else np.empty((len(frame), 0))
+        out[np.arange(rows), column + category_codes(frame[name], vocabulary)] = 1.0
+        column += len(vocabulary) + 1
+    return out
 
 
 def labels(frame: pd.DataFrame) -> np.ndarray:

@@ -177,12 +177,21 @@ def _sgd_estimator(pipeline: Pipeline, spec: SGDModel) -> Any:
     return SGDRegressor(**params)
 
 
-def _batch_loss(model: Any, x: np.ndarray, y: np.ndarray, classification: bool) -> float:
-    from sklearn.metrics import log_loss, mean_squared_error
+_LOGIT_BOUND = float(np.log((1 - np.finfo("float64").eps) / np.finfo("float64").eps))
 
+
+def _batch_loss(model: Any, x: np.ndarray, y: np.ndarray, classification: bool) -> float:
+    """Return the model's mean loss on a batch it has not learned from yet.
+
+    Log loss from the decision function, ``log(1 + e^z) - y z``, is the log loss of the
+    predicted probability without scikit-learn's input checks, which took most of the time
+    of scoring every batch (7.0 s of a 48 s SGD training on a 7-day window).
+    """
     if classification:
-        return float(log_loss(y, model.predict_proba(x)[:, 1], labels=[0, 1]))
-    return float(mean_squared_error(y, model.predict(x)))
+        # scikit-learn clips probabilities to [eps, 1 - eps]: the same bound on the logit.
+        z = np.clip(model.decision_function(x), -_LOGIT_BOUND, _LOGIT_BOUND)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    return float(np.mean((y - model.predict(x)) ** 2))
 
 
 def train_sgd(

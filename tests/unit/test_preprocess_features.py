@@ -116,7 +116,9 @@ def test_validation_blocks_bad_labels_with_file_column_and_rows(pipeline) -> Non
     assert f"at rows {rows}" in message
 
 
-@pytest.mark.parametrize("dtype", ["object", "string", "category"])
+@pytest.mark.parametrize(
+    "dtype", ["object", "string[pyarrow]", "string[python]", "str", "category"]
+)
 def test_category_codes_put_unknown_and_missing_values_in_other(dtype: str) -> None:
     from nightshift.features import category_codes
 
