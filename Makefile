@@ -58,8 +58,10 @@ down:  ## stop everything `make up` started, by pid
 status: setup  ## list the running services and their pids
 	.venv/bin/nightshift status
 
-bench: setup  ## P1-P4 against baselines measured in the same run; writes bench/RESULTS.md
+bench: setup  ## P1-P4 against baselines measured in the same run, then the cost curves (about 1.5 h); writes bench/RESULTS.md
 	$(PY) -u bench/scale.py all
+	$(PY) -u bench/curves.py
+	$(PY) bench/results.py
 
 bench-stages: setup  ## seconds per stage of one in-process nightly run (bench/stages.py)
 	$(PY) -u bench/stages.py

@@ -26,6 +26,7 @@ def write_results() -> str:
     text = template.format(
         table="\n".join(rows),
         profile=_profile(BENCH / "out" / "profile.json"),
+        curves=_curves(BENCH / "out" / "curves.json"),
         machine=", ".join(f"{k} {v}" for k, v in machine.items()),
         details="\n".join(
             f"<details><summary>{n.upper()} raw</summary>\n\n```json\n"
@@ -57,10 +58,24 @@ def _measured(name: str, r: dict) -> str:
             f"{r['peak_worker_rss_gib']:.2f} GiB = {r['peak_over_budget']:.2f}x budget; "
             f"{r['worker_restarts']} restarts; {r['seconds']:.0f} s"
         )
-    return (
+    measured = (
         f"{r['overhead_fraction'] * 100:.1f}% (DAG wall {r['dag_wall_s']:.0f} s, critical path "
-        f"of task bodies {r['critical_path_bodies_s']:.0f} s)"
+        f"of task bodies {r['critical_path_bodies_s']:.0f} s"
     )
+    if "task_spans_s" not in r:
+        return measured + ")"
+    waiting = _waiting(r["task_spans_s"])
+    return measured + f"; {waiting:.0f} s of it with no task running)"
+
+
+def _waiting(spans: dict[str, list[float]]) -> float:
+    """Seconds of a run during which no task was running: before the first one started,
+    and between one task's end and the next one's start."""
+    waited, ended = 0.0, 0.0
+    for start, end in sorted(spans.values()):
+        waited += max(0.0, start - ended)
+        ended = max(ended, end)
+    return waited
 
 
 def _verdict(name: str, r: dict) -> str:
@@ -92,6 +107,52 @@ def _profile(path: Path, stages: int = 3) -> str:
         # The first line names the run's own temporary folder: left out.
         lines = [line for line in found["top"][stage].splitlines()[1:] if line.strip()]
         parts.append(f"`{stage}`:\n\n```\n" + "\n".join(lines[:22]) + "\n```")
+    return "\n\n".join(parts)
+
+
+def _curves(path: Path) -> str:
+    """The cost curves, the fitted model's check and its capacity prediction (bench/curves.py)."""
+    if not path.exists():
+        return "Not run yet: `bench/curves.py` (part of `make bench`) writes it."
+    found = json.loads(path.read_text())
+    rows = ["| rows/day | window days | night s | peak GiB | services idle GiB | model s | error |"]
+    rows.append("|---|---|---|---|---|---|---|")
+    for point, check in zip(found["points"], found["model_check"], strict=True):
+        rows.append(
+            f"| {point['rows_per_day']:,} | {point['window_days']} | {point['wall_s']:.0f} | "
+            f"{point['peak_gib']:.2f} | {point['idle_gib']:.2f} | {check['predicted_s']:.0f} | "
+            f"{check['error']:+.0%} |"
+        )
+    figures = " · ".join(f"[{Path(f).name}]({Path(f).name})" for f in found["figures"])
+    parts = [
+        f"Measured {found['when'][:16]}. Figures: {figures}.",
+        "\n".join(rows),
+        "Growth power of each stage between the two largest points (1.0 is linear): "
+        + "; ".join(
+            f"along {axis}: " + ", ".join(f"{k} {v}" for k, v in powers.items())
+            for axis, powers in found["growth"].items()
+        )
+        + ". Faster than linear: "
+        + (", ".join(found["faster_than_linear"]) or "none")
+        + ".",
+    ]
+    if found.get("backfill"):
+        b = found["backfill"]
+        parts.append(
+            f"Backfill of {b['nights']} nights ({b['rows_per_day']:,} rows/day): "
+            f"{b['scheduler_nights_per_hour']} nights/hour under the scheduler against "
+            f"{b['in_process_nights_per_hour']} in process one after the other."
+        )
+    team = found.get("capacity")
+    parts.append(
+        "Capacity model: not predicted, a measured night is off by more than 25%."
+        if team is None
+        else f"Capacity model ({team['assumed']}): {team['rows_per_day']:,} rows/day, "
+        f"{team['window_days']}-day window, {team['workers']} workers: a night of "
+        f"{team['night_s'] / 3600:.1f} h, bottleneck `{team['bottleneck']}`, "
+        f"{team['memory_gib_per_worker']} GiB per worker, a {team['backfill_nights']}-night "
+        f"backfill {team['backfill_hours']} h."
+    )
     return "\n\n".join(parts)
 
 

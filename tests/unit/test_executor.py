@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import subprocess
 import sys
 
+import pytest
 from airflow.executors import local_executor
 
 from nightshift.ops import executor
@@ -47,3 +49,21 @@ def test_the_worker_is_started_with_exactly_the_arguments_airflow_passes() -> No
     assert "sklearn.linear_model" in PRELOAD and executor._run_worker is (
         local_executor._run_worker
     )
+
+
+def test_wait_for_executor_waits_for_every_worker_s_preload_line(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nightshift.ops.local_airflow import LocalAirflow
+
+    with caplog.at_level(logging.INFO, logger=executor.log.name):
+        preload(())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == executor.log.name]
+    airflow = LocalAirflow(home=tmp_path, parallelism=3)
+    (tmp_path / "run").mkdir()
+    log = tmp_path / "run" / "scheduler.log"
+    log.write_text(f"... [info] {line} [nightshift.ops.executor]\n" * 2)
+    with pytest.raises(TimeoutError, match="3 workers did not preload"):
+        airflow.wait_for_executor(timeout=1)
+    log.write_text(log.read_text() * 2)
+    assert airflow.wait_for_executor(timeout=1) < 1

@@ -53,6 +53,10 @@ PRELOAD = (
 )
 
 
+# Logged by each worker once its libraries are loaded (LocalAirflow.wait_for_executor reads it).
+PRELOADED = "nightshift executor: worker preloaded"
+
+
 def preload(modules: tuple[str, ...] = PRELOAD) -> dict[str, str]:
     """Import ``modules``; return those that failed, with the error (logged, not raised)."""
     import matplotlib
@@ -67,7 +71,7 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> dict[str, str]:
             failed[name] = f"{type(exc).__name__}: {exc}"
             log.warning("nightshift executor: could not preload %s: %s", name, exc)
     log.info(
-        "nightshift executor: worker preloaded %d libraries in %.1f s",
+        PRELOADED + " %d libraries in %.1f s",
         len(modules) - len(failed),
         time.perf_counter() - start,
     )

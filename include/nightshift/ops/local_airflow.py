@@ -276,6 +276,25 @@ class LocalAirflow(AirflowAPI):
         names = [*AIRFLOW_SERVICES, "dask-scheduler", "dask-worker"]
         return {name: pid for name in names if (pid := self.pid(name)) is not None}
 
+    def wait_for_executor(self, timeout: float = 180) -> float:
+        """Wait until every executor worker has preloaded its libraries; return the seconds
+        waited. A just-started scheduler's first task waits this long (12-14 s for 4 workers
+        on 2 cores, measured); a benchmark waits it out, as a night on a long-running
+        scheduler never sees it."""
+        from nightshift.ops.executor import PRELOADED
+
+        started = time.monotonic()
+        log = self.home / "run" / "scheduler.log"
+        while time.monotonic() - started < timeout:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if text.count(PRELOADED) >= self.parallelism:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"the executor's {self.parallelism} workers did not preload in {timeout}s:\n"
+            f"{self.diagnosis('scheduler')}"
+        )
+
     def logs(self, service: str, tail: int = 4000) -> str:
         """Return the end of a service's log."""
         path = self.home / "run" / f"{service}.log"
