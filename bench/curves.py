@@ -200,16 +200,17 @@ def growth(points: list[dict[str, Any]], axis: str) -> dict[str, float]:
 
 def fit_costs(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Return each stage's fixed seconds and seconds per million driver rows (least squares
-    over the measured nights), and the night's mean seconds outside the task bodies."""
+    with neither below zero, over the measured nights), and the night's mean seconds outside
+    the task bodies."""
     import numpy as np
+    from scipy.optimize import nnls
 
     costs: dict[str, dict[str, float]] = {}
     for stage in points[0]["stages_s"]:
         x = np.array([driver_rows(stage, p["rows_per_day"], p["window_days"]) for p in points])
         y = np.array([p["stages_s"][stage] for p in points])
-        design = np.column_stack([np.ones_like(x), x / 1e6])
-        (fixed, per_million), *_ = np.linalg.lstsq(design, y, rcond=None)
-        costs[stage] = {"fixed_s": round(max(float(fixed), 0.0), 2)}
+        (fixed, per_million), _ = nnls(np.column_stack([np.ones_like(x), x / 1e6]), y)
+        costs[stage] = {"fixed_s": round(float(fixed), 2)}
         costs[stage]["per_million_rows_s"] = round(float(per_million), 3)
     overhead = [p["wall_s"] - critical_path(p["stages_s"]) for p in points]
     costs["orchestration"] = {"fixed_s": round(float(np.mean(overhead)), 2)}

@@ -67,6 +67,12 @@ def test_fitted_costs_reproduce_linear_stages_and_check_every_point(curves) -> N
     assert costs["orchestration"]["fixed_s"] == pytest.approx(5.0)
     checked = curves.check_model(costs, POINTS)
     assert [c["within_tolerance"] for c in checked] == [True] * len(POINTS)
+    # A stage that measured faster on more rows (noise at small sizes) costs nothing per row,
+    # never a negative amount that a large prediction would subtract.
+    noisy = [
+        {**p, "stages_s": {**p["stages_s"], "publish": 9 - p["rows_per_day"] / 1e6}} for p in POINTS
+    ]
+    assert curves.fit_costs(noisy)["publish"]["per_million_rows_s"] == 0.0
     off = [*POINTS[:-1], {**POINTS[-1], "wall_s": POINTS[-1]["wall_s"] * 2}]
     assert not curves.check_model(costs, off)[-1]["within_tolerance"]
 
