@@ -137,6 +137,7 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
         airflow.start(services=("api-server", "scheduler", "dag-processor"), dask=True)
         airflow.wait_for_dag(dag_id)
         airflow.unpause(dag_id)
+        airflow.wait_for_executor()  # start-up, not the backfill (see scale.py)
         start = time.perf_counter()
         airflow.backfill(dag_id, dates[0].isoformat(), dates[-1].isoformat())
         airflow.wait_for_backfills(dag_id, timeout=4 * 3600)
@@ -147,6 +148,7 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
     failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
     result = {
         "nights": nights,
+        "max_active_runs": pipeline.schedule.max_active_runs,  # the backfill's, by default
         "rows_per_day": rows,
         "window_days": window,
         "in_process_s": round(in_process, 1),
