@@ -31,6 +31,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def secret() -> str:
+    """Return a random secret for .env that never starts with "-": some reach a command line
+    (`airflow users create --password ...`), where argparse would take it for an option.
+    token_urlsafe(24) starts with "-" one time in 64; seen once in CI."""
+    value = secrets.token_urlsafe(24)
+    while value.startswith("-"):
+        value = secrets.token_urlsafe(24)
+    return value
+
+
 def filled(example: str, free_ports: bool, extra: dict[str, str]) -> str:
     """Return ``example`` (the text of .env.example) with every value a deployment needs."""
     values = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, flags=re.M))
@@ -42,7 +52,7 @@ def filled(example: str, free_ports: bool, extra: dict[str, str]) -> str:
         if name == "AIRFLOW_FERNET_KEY":
             values[name] = base64.urlsafe_b64encode(os.urandom(32)).decode()
         elif value == "":
-            values[name] = secrets.token_urlsafe(24)
+            values[name] = secret()
     values.update(extra)
     lines = [
         f"{m.group(1)}={values[m.group(1)]}" if (m := re.fullmatch(r"([A-Z_]+)=.*", line)) else line

@@ -232,7 +232,7 @@ class Stack(AirflowAPI):
         self.exec(
             "airflow-apiserver",
             *("airflow", "users", "create", "--username", name, "--role", role),
-            *("--password", password, "--email", f"{name}@example.org"),
+            *(f"--password={password}", "--email", f"{name}@example.org"),
             *("--firstname", name, "--lastname", "test"),
         )
         return password

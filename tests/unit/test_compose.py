@@ -208,3 +208,22 @@ def test_the_readme_steps_are_the_ones_the_compose_tests_follow() -> None:
     )
     assert steps[-1].endswith("--profile cpu up -d"), steps
     assert all("#" not in step for step in steps), steps
+
+
+def test_a_generated_secret_never_starts_with_a_dash(monkeypatch) -> None:
+    # CI once drew "-4AeT…" for a user's password, and `airflow users create --password -4AeT…`
+    # refused it as an unknown option; the admin's password from make_env reaches that command.
+    import importlib.util
+    import secrets
+
+    spec = importlib.util.spec_from_file_location("make_env", REPO / "compose" / "make_env.py")
+    assert spec and spec.loader
+    make_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_env)
+    drawn = iter(["-4AeTAODtCQIgMp339cH0Q", "-x", "4AeTAODtCQIgMp339cH0Q"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn))
+    assert make_env.secret() == "4AeTAODtCQIgMp339cH0Q"
+    # And the compose file passes the admin's password as `--password=…`, never as a lone word.
+    text = COMPOSE.read_text()
+    assert '--password="$$AIRFLOW_ADMIN_PASSWORD"' in text
+    assert '--password "' not in text
