@@ -20,18 +20,23 @@ import datetime as dt
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from scale import DAY, _nightly_under_airflow, _pipeline, _process_window, save  # noqa: E402
+from scale import (  # noqa: E402
+    DAY,
+    _bench_home,
+    _nightly_under_airflow,
+    _process_window,
+    _since,
+    critical_path,
+    save,
+)
 
 GROWTH_LIMIT = 1.15  # a stage whose cost grows by a power above this is "faster than linear"
 
@@ -78,10 +83,7 @@ def night_point(rows: int, window: int) -> dict[str, Any]:
     """Measure one night of ``rows`` rows per day on a ``window``-day window."""
     from nightshift.config import parse_pipeline
 
-    home = Path(tempfile.mkdtemp(prefix=f"nightshift-curve-{rows}-{window}-"))
-    (home / "pipelines").mkdir()
-    data = _pipeline(rows, window)
-    (home / "pipelines" / "bench_conversion.yaml").write_text(yaml.safe_dump(data))
+    home, data = _bench_home(f"nightshift-curve-{rows}-{window}-", rows, window)
     os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
     _process_window(parse_pipeline(data, "bench_conversion.yaml"), rows, window)
     memory = PeakMemory()
@@ -89,9 +91,7 @@ def night_point(rows: int, window: int) -> dict[str, Any]:
         run, bodies, _ = _nightly_under_airflow(home, on_trigger=memory.mark)
     finally:
         memory.close()
-    wall = (
-        dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])
-    ).total_seconds()
+    wall = _since(run, run["end_date"])
     point = {
         "rows_per_day": rows,
         "window_days": window,
@@ -113,10 +113,7 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
     from nightshift.stages import run_nightly
 
     dates = [DAY - dt.timedelta(days=nights - n) for n in range(nights)]
-    data = _pipeline(rows, window)
-    home = Path(tempfile.mkdtemp(prefix="nightshift-curve-backfill-"))
-    (home / "pipelines").mkdir()
-    (home / "pipelines" / "bench_conversion.yaml").write_text(yaml.safe_dump(data))
+    home, data = _bench_home("nightshift-curve-backfill-", rows, window)
 
     os.environ["NIGHTSHIFT_HOME"] = str(home / "in-process")
     pipeline = parse_pipeline(data, "bench_conversion.yaml")
@@ -167,7 +164,6 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
 WINDOW_STAGES = ("fit_features", "train_distributed", "train_incremental")
 # Stages whose work Dask spreads over the workers; the others run in one task process.
 CLUSTER_STAGES = ("preprocess", "fit_features", "train_distributed")
-TRAINING = ("train_distributed", "train_incremental")
 
 
 def driver_rows(stage: str, rows: int, window: int) -> float:
@@ -218,13 +214,6 @@ def fit_costs(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     costs["orchestration"] = {"fixed_s": round(float(np.mean(overhead)), 2)}
     costs["orchestration"]["per_million_rows_s"] = 0.0
     return costs
-
-
-def critical_path(stages: dict[str, float]) -> float:
-    """Seconds of the stages one after the other; the two training tasks side by side."""
-    return sum(v for k, v in stages.items() if k not in TRAINING) + max(
-        stages.get(k, 0.0) for k in TRAINING
-    )
 
 
 def predict(

@@ -72,6 +72,16 @@ def _pipeline(rows: int, window: int) -> dict[str, Any]:
     return data
 
 
+def _bench_home(prefix: str, rows: int, window: int) -> tuple[Path, dict[str, Any]]:
+    """Return a fresh folder holding the bench pipeline's YAML (in ``pipelines/``), and the
+    pipeline's data."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    (home / "pipelines").mkdir()
+    data = _pipeline(rows, window)
+    (home / "pipelines" / "bench_conversion.yaml").write_text(yaml.safe_dump(data))
+    return home, data
+
+
 def p1_p4(rows: int, window: int) -> None:
     """P1: the nightly run under the real scheduler vs the hand-written script. P4: overhead.
     Then the same night in one process under the profiler (bench/out/profile/)."""
@@ -80,19 +90,14 @@ def p1_p4(rows: int, window: int) -> None:
     from nightshift.config import parse_pipeline
     from nightshift.stages import training_paths
 
-    home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p1-"))
-    (home / "pipelines").mkdir()
-    data = _pipeline(rows, window)
-    (home / "pipelines" / "bench_conversion.yaml").write_text(yaml.safe_dump(data))
+    home, data = _bench_home("nightshift-bench-p1-", rows, window)
     os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
     pipeline = parse_pipeline(data, "bench_conversion.yaml")
     _process_window(pipeline, rows, window)
 
     run, bodies, spans = _nightly_under_airflow(home)
-    wall = (
-        dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])
-    ).total_seconds()
-    critical = _critical_path(bodies)
+    wall = _since(run, run["end_date"])
+    critical = critical_path(bodies)
     report_dir = home / "project/data/reports/bench_conversion" / DAY.isoformat()
     metrics = json.loads((report_dir / "metrics.json").read_text())
     nightly_auc = {
@@ -200,13 +205,15 @@ def _since(run: dict[str, Any], when: str) -> float:
     return round((dt.datetime.fromisoformat(when) - start).total_seconds(), 3)
 
 
-def _critical_path(bodies: dict[str, float]) -> float:
+def critical_path(bodies: dict[str, float]) -> float:
     """The seconds of task bodies on the run's longest path: the stages one after the other,
     except the two training tasks, which run side by side: the longer one counts."""
     from nightshift.config import Stage
 
     parallel = (Stage.TRAIN_DISTRIBUTED, Stage.TRAIN_INCREMENTAL)
-    return sum(v for k, v in bodies.items() if k not in parallel) + max(bodies[k] for k in parallel)
+    return sum(v for k, v in bodies.items() if k not in parallel) + max(
+        bodies.get(k, 0.0) for k in parallel
+    )
 
 
 def _profile_night(pipeline: Any) -> None:
