@@ -145,7 +145,6 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
     failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
     result = {
         "nights": nights,
-        "max_active_runs": pipeline.schedule.max_active_runs,  # the backfill's, by default
         "rows_per_day": rows,
         "window_days": window,
         "in_process_s": round(in_process, 1),

@@ -139,8 +139,7 @@ def _curves(path: Path) -> str:
     if found.get("backfill"):
         b = found["backfill"]
         parts.append(
-            f"Backfill of {b['nights']} nights ({b['rows_per_day']:,} rows/day, "
-            f"{b.get('max_active_runs', 1)} at a time): "
+            f"Backfill of {b['nights']} nights ({b['rows_per_day']:,} rows/day): "
             f"{b['scheduler_nights_per_hour']} nights/hour under the scheduler against "
             f"{b['in_process_nights_per_hour']} in process one after the other."
         )
