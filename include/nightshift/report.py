@@ -166,7 +166,9 @@ def loss_figure(models: dict[str, dict[str, Any]]) -> str | None:
             axes.plot(range(1, len(values) + 1), values, marker="o", label=f"{name} per epoch")
         else:
             values = history["train"]
-            axes.plot(range(1, len(values) + 1), values, label=f"{name} train {history['metric']}")
+            rows = history.get("train_rows")  # nights from before the curve was sampled: all
+            where = f"train {history['metric']}" + (f", {rows:,} rows" if rows else "")
+            axes.plot(range(1, len(values) + 1), values, label=f"{name} {where}")
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -111,6 +111,12 @@ def _tree_training_frame(frame: pd.DataFrame, stats: FeatureStats) -> pd.DataFra
     return to_tree_frame(frame, stats).assign(**{LABEL: frame[LABEL].to_numpy()})
 
 
+# The training curve is measured after training on this many rows of the window: asking
+# xgboost.dask for it during training (``evals=[(dtrain, "train")]``) scored all 7M rows of a
+# 7-day window every round, 0.34 s of a 1.32 s round on 2 cores.
+CURVE_ROWS = 200_000
+
+
 def train_xgboost(
     client: Client,
     pipeline: Pipeline,
@@ -142,7 +148,6 @@ def train_xgboost(
             params,
             dtrain,
             num_boost_round=spec.num_boost_round,
-            evals=[(dtrain, "train")],
             # Rounds are reported each tenth (nightshift.progress), not one log line per round.
             callbacks=[rounds],
             verbose_eval=False,
@@ -152,18 +157,52 @@ def train_xgboost(
     finally:
         client.unsubscribe_topic(TOPIC)
     booster: xgb.Booster = result["booster"]
+    sample = curve_sample(training, CURVE_ROWS, pipeline.training.seed)
     metric = params["eval_metric"]
-    curve = [float(v) for v in result["history"]["train"][metric]]
+    curve = training_curve(booster, sample[features], sample[LABEL], metric)
     log.info(
-        "%s: %d rounds, train %s %.4f -> %.4f", spec.name, len(curve), metric, curve[0], curve[-1]
+        "%s: %d rounds, train %s %.4f -> %.4f (%d rows)",
+        spec.name,
+        len(curve),
+        metric,
+        curve[0],
+        curve[-1],
+        len(sample),
     )
     return TrainedModel(
         name=spec.name,
         kind="xgboost",
         filename="model.ubj",
         payload=bytes(booster.save_raw("ubj")),
-        history={"metric": metric, "train": curve, "params": params},
+        history={"metric": metric, "train": curve, "train_rows": len(sample), "params": params},
     )
+
+
+def curve_sample(training: dd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """Return about ``rows`` rows of ``training`` (all when it has no more), drawn with ``seed``
+    from each partition: the same rows for the same data and layout."""
+    total = len(training)
+    if total <= rows:
+        return training.compute()
+    return training.sample(frac=rows / total, random_state=seed).compute()
+
+
+def training_curve(booster: Any, x: pd.DataFrame, y: pd.Series, metric: str) -> list[float]:
+    """Return ``metric`` on ``x``/``y`` after each round, as ``evals`` during training would.
+
+    Round ``k``'s tree alone scores the rows with the margins of the rounds before it as their
+    base margin: one tree's prediction a round, and XGBoost's own metric for any objective.
+    """
+    import xgboost as xgb
+
+    matrix = xgb.DMatrix(x, y, enable_categorical=True)
+    curve: list[float] = []
+    for k in range(booster.num_boosted_rounds()):
+        tree = booster[k : k + 1]
+        tree.set_param({"device": "cpu", "eval_metric": metric})
+        curve.append(float(tree.eval(matrix).rsplit(":", 1)[1]))
+        matrix.set_base_margin(tree.predict(matrix, output_margin=True))
+    return curve
 
 
 def _sgd_estimator(pipeline: Pipeline, spec: SGDModel) -> Any:

@@ -16,7 +16,7 @@ from nightshift.ingest import ingest_date
 from nightshift.preprocess import preprocess_date, processed_frame
 from nightshift.safe_models import LoadedModel
 from nightshift.stages import lake_for
-from nightshift.train import rank_order, train_sgd, train_xgboost
+from nightshift.train import rank_order, train_sgd, train_xgboost, training_curve
 from tests.conftest import in_process_client
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
@@ -46,6 +46,66 @@ def test_xgboost_dask_is_reproducible_and_learns(trained_inputs, dask_client) ->
     auc = classification_metrics(labels(held_out), model.predict(held_out), 0.5)["roc_auc"]
     assert auc > 0.65
     assert first.history["train"][-1] < first.history["train"][0]
+    assert len(first.history["train"]) == 20
+    assert first.history["train_rows"] == len(processed_frame(paths[:-1], pipeline))
+
+
+def test_a_large_window_s_training_curve_is_measured_on_a_fixed_sample(
+    trained_inputs, dask_client, monkeypatch
+) -> None:
+    import nightshift.train
+
+    pipeline, paths, stats = trained_inputs
+    monkeypatch.setattr(nightshift.train, "CURVE_ROWS", 2000)
+    spec = XGBoostModel(kind="xgboost", num_boost_round=5)
+    first = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
+    second = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
+    window = len(processed_frame(paths[:-1], pipeline))
+    assert 1500 < first.history["train_rows"] < 2500 < window
+    assert first.history["train"] == second.history["train"]  # the same rows every night
+    assert len(first.history["train"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("params", "metric"),
+    [
+        ({"objective": "binary:logistic"}, "logloss"),
+        ({"objective": "binary:logistic"}, "auc"),
+        ({"objective": "reg:squarederror"}, "rmse"),
+        ({"objective": "multi:softprob", "num_class": 3}, "mlogloss"),
+    ],
+)
+def test_the_training_curve_after_training_is_what_evals_during_training_report(
+    params: dict[str, Any], metric: str
+) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(
+        {
+            "a": rng.normal(size=3000),
+            "b": rng.normal(size=3000),
+            "c": pd.Categorical(rng.choice(["p", "q", "r"], size=3000)),
+        }
+    )
+    signal = x["a"] + (x["c"] == "q") + rng.normal(scale=0.5, size=3000)
+    classes = params.get("num_class", 2)
+    y = pd.Series(np.digitize(signal, np.quantile(signal, np.linspace(0, 1, classes + 1)[1:-1])))
+    if params["objective"].startswith("reg"):
+        y = signal
+    matrix = xgb.DMatrix(x, y, enable_categorical=True)
+    seen: dict[str, Any] = {}
+    booster = xgb.train(
+        {**params, "tree_method": "hist", "max_depth": 3, "eval_metric": metric, "seed": 1},
+        matrix,
+        num_boost_round=15,
+        evals=[(matrix, "train")],
+        evals_result=seen,
+        verbose_eval=False,
+    )
+    curve = training_curve(booster, x, y, metric)
+    assert len(curve) == 15
+    assert curve == pytest.approx(seen["train"][metric], rel=1e-5, abs=1e-6)
 
 
 def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> None:
