@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--base-rows", type=int, default=1_000_000, help="rows for the windows")
     parser.add_argument("--base-window", type=int, default=7, help="window for the rows")
     parser.add_argument("--nights", type=int, default=30, help="backfill nights (0: none)")
-    parser.add_argument("--backfill-rows", type=int, default=200_000)
+    parser.add_argument("--backfill-rows", type=int, default=100_000)
     args = parser.parse_args()
     wanted = [(r, args.base_window) for r in args.rows]
     wanted += [(args.base_rows, w) for w in args.windows if (args.base_rows, w) not in wanted]

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -460,6 +461,7 @@ def _score_champions(
     held_out: HeldOut,
     scores: dict[str, Any],
     learned: list[str],
+    mlflow_client: Any,
 ) -> tuple[dict[str, ChampionScore | None], dict[str, Any]]:
     """Return each learned model's champion (registry alias) scored on the same rows, and the
     bootstrap interval of tonight's model minus it."""
@@ -467,7 +469,6 @@ def _score_champions(
     from nightshift.evaluate import bootstrap_delta
 
     metric, _ = pipeline.metric
-    mlflow_client = tracking.client(pipeline) if learned else None
     champions: dict[str, ChampionScore | None] = {}
     deltas: dict[str, Any] = {}
     for name in learned:
@@ -516,6 +517,19 @@ def _held_out(pipeline: Pipeline, paths: list[str]) -> HeldOut:
     return HeldOut(frame, labels(frame), frame[segment].to_numpy(dtype=object) if segment else None)
 
 
+def _start_reads(
+    io: ThreadPoolExecutor, pipeline: Pipeline, window_paths: list[str]
+) -> tuple[Future[pd.DataFrame], Future[Any] | None]:
+    """Start reading the window sample for drift and opening the registry on ``io``: they
+    wait on files and imports while the models score (XGBoost releases the GIL)."""
+    from nightshift import tracking
+
+    numeric, categorical = _drift_columns(pipeline)
+    window = io.submit(_window_sample, pipeline, window_paths, [*numeric, *categorical])
+    learns = any(spec.kind != "baseline" for spec in pipeline.models)
+    return window, io.submit(tracking.client, pipeline) if learns else None
+
+
 def evaluate(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
 ) -> dict[str, Any]:
@@ -527,9 +541,10 @@ def evaluate(
     from nightshift.evaluate import drift
 
     result: dict[str, Any] = {}
-    with _timed(result, Stage.EVALUATE):
+    with _timed(result, Stage.EVALUATE), ThreadPoolExecutor(1, "evaluate-io") as io:
         lake = lake_for(pipeline)
         inputs = night_inputs(pipeline, partition_date, features_version)
+        window, registry = _start_reads(io, pipeline, inputs.window_paths)
         held_out = _held_out(
             pipeline, inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
         )
@@ -537,9 +552,10 @@ def evaluate(
         ranking = _ranking(pipeline, models)
         # The challenger is the best learned model; the baseline is there to keep it honest.
         learned = [name for name in ranking if models[name].kind != "baseline"]
-        champions, deltas = _score_champions(pipeline, partition_date, held_out, scores, learned)
+        champions, deltas = _score_champions(
+            pipeline, partition_date, held_out, scores, learned, registry and registry.result()
+        )
         numeric, categorical = _drift_columns(pipeline)
-        window = _window_sample(pipeline, inputs.window_paths, [*numeric, *categorical])
         metric, higher_is_better = pipeline.metric
         evaluation = NightEvaluation(
             models,
@@ -550,7 +566,11 @@ def evaluate(
             champions,
             deltas,
             drift(
-                window, held_out.frame, numeric, categorical, pipeline.evaluation.drift_threshold
+                window.result(),
+                held_out.frame,
+                numeric,
+                categorical,
+                pipeline.evaluation.drift_threshold,
             ),
         )
         with lake.writer(EVALUATION, partition_date) as writer:

@@ -189,3 +189,36 @@ def test_the_cluster_host_ends_when_its_task_is_killed() -> None:
             return
         time.sleep(1)
     pytest.fail(f"the cluster at {address} outlived its killed task by 60 s")
+
+
+_PRIORITY_PROBE = """
+import os, sys, threading
+from nightshift.cluster import ClusterPlan, yield_cores_to_local_workers
+
+started, stop = threading.Event(), threading.Event()
+def wait() -> None:
+    started.set()
+    stop.wait()
+helper = threading.Thread(target=wait)
+helper.start()
+started.wait()
+plan = ClusterPlan(sys.argv[1], "test", address="tcp://127.0.0.1:1", workers=2)
+print(yield_cores_to_local_workers(plan))
+print(sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}))
+stop.set()
+"""
+
+
+@pytest.mark.parametrize(("mode", "lowered"), [("local", True), ("external", False)])
+def test_the_batch_trained_models_yield_the_cores_only_to_a_local_cluster(
+    mode: str, lowered: bool
+) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c", _PRIORITY_PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split("\n")
+    assert shown[0] == str(lowered)
+    assert shown[1] == ("[19]" if lowered else f"[{os.getpriority(os.PRIO_PROCESS, 0)}]")
