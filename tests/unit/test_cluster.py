@@ -202,19 +202,29 @@ def wait() -> None:
 helper = threading.Thread(target=wait)
 helper.start()
 started.wait()
-plan = ClusterPlan(sys.argv[1], "test", address="tcp://127.0.0.1:1", workers=2)
+plan = ClusterPlan(sys.argv[1], "test", address=sys.argv[2], workers=2)
 print(yield_cores_to_local_workers(plan))
 print(sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}))
 stop.set()
 """
 
 
-@pytest.mark.parametrize(("mode", "lowered"), [("local", True), ("external", False)])
-def test_the_batch_trained_models_yield_the_cores_only_to_a_local_cluster(
-    mode: str, lowered: bool
+@pytest.mark.parametrize(
+    ("mode", "address", "lowered"),
+    [
+        ("local", "", True),
+        ("external", "tcp://127.0.0.1:8786", True),  # make up's scheduler, on this machine
+        ("external", "tcp://localhost:8786", True),
+        ("external", "tls://[::1]:8786", True),
+        ("external", "tcp://dask-scheduler:8786", False),  # docker-compose's service
+        ("external", "tcp://10.1.2.3:8786", False),
+    ],
+)
+def test_the_batch_trained_models_yield_the_cores_only_to_workers_on_this_machine(
+    mode: str, address: str, lowered: bool
 ) -> None:
     shown = subprocess.run(
-        [sys.executable, "-c", _PRIORITY_PROBE, mode],
+        [sys.executable, "-c", _PRIORITY_PROBE, mode, address],
         capture_output=True,
         text=True,
         check=True,
