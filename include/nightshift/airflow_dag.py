@@ -226,10 +226,7 @@ class NightTasks:
     ) -> dict[str, Any]:
         """Train the batch-wise models and the baseline on the recorded inputs."""
         from nightshift import stages
-        from nightshift.cluster import yield_cores_to_local_workers
 
-        # This task runs beside train_distributed; it must not slow XGBoost down.
-        yield_cores_to_local_workers()
         day = dt.date.fromisoformat(ingested["partition_date"])
         return stages.train_incremental(self.current(), day, features.get("version"))
 

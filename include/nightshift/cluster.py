@@ -25,13 +25,11 @@ reads its stdin until the task closes it, so it also ends when the task is kille
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import selectors
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -190,60 +188,6 @@ def local_worker_count() -> int:
 
 def _cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
-
-
-LOWEST_PRIORITY = 19
-
-
-def yield_cores_to_local_workers(plan: ClusterPlan | None = None) -> bool:
-    """Give this process the lowest CPU priority when the Dask workers share its machine
-    (:func:`shares_this_machine`); return whether it did.
-
-    The batch-wise models train in one task process while XGBoost trains on the Dask workers.
-    On one machine those workers have every core, and a third busy process slows all of
-    XGBoost's ranks, which wait for each other every round: on 2 cores XGBoost took 229 s
-    beside SGD against 172 s alone, and SGD 71 s against 32 s. At the lowest priority this
-    process runs on the cores XGBoost leaves idle, on all of them once it is done, and
-    beside it at full speed where the machine has cores to spare.
-    """
-    plan = plan or current_plan()
-    if not shares_this_machine(plan):
-        return False  # the workers are other machines (or containers with their own cores)
-    try:  # every thread: Linux keeps a priority per thread, and new threads inherit it
-        threads = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]
-    for thread in threads:
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            os.setpriority(os.PRIO_PROCESS, thread, LOWEST_PRIORITY)
-    log.info(
-        "Dask mode %s (%s) shares this machine's cores: this task runs at the lowest CPU "
-        "priority (nice %d), on the cores the workers leave idle",
-        plan.mode,
-        plan.address or plan.reason,
-        LOWEST_PRIORITY,
-    )
-    return True
-
-
-def shares_this_machine(plan: ClusterPlan) -> bool:
-    """Return whether the plan's workers run on this machine: a local cluster, or a scheduler
-    on loopback or this host's name (``make up``'s, or one started beside Airflow)."""
-    if plan.mode != "external":
-        return True
-    from urllib.parse import urlsplit
-
-    host = urlsplit(plan.address or "").hostname or ""
-    return host in ("localhost", socket.gethostname()) or _is_loopback(host)
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def describe(client: Client) -> str:
