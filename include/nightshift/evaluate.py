@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,20 +16,84 @@ def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def classification_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Return ROC AUC, log loss and accuracy / F1 / precision / recall at ``threshold``."""
-    predicted = (score >= threshold).astype(int)
-    both_classes = len(np.unique(y)) == 2
+@dataclass(frozen=True)
+class BinaryCurve:
+    """Positives and negatives scored at or above each distinct score, highest score first:
+    the ROC curve, the precision-recall curve and both areas, from one sort of the scores.
+
+    scikit-learn sorts the scores again for each of ``roc_auc_score``, ``roc_curve``,
+    ``precision_recall_curve`` and ``average_precision_score``, and checks the labels with a
+    sort each time: a third of ``evaluate`` on a million-row day. The same arithmetic (its
+    ``_binary_clf_curve``, the trapezoid area, the step-wise average precision) on one sort
+    gives the same numbers.
+    """
+
+    tps: np.ndarray
+    fps: np.ndarray
+
+    @classmethod
+    def of(cls, y: np.ndarray, score: np.ndarray) -> BinaryCurve | None:
+        """Return the curve, or None when ``y`` holds one class only (no curve exists)."""
+        order = np.argsort(score, kind="mergesort")[::-1]
+        ranked, hits = score[order], np.asarray(y, dtype="float64")[order]
+        last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+        tps = np.cumsum(hits)[last] if len(ranked) else np.array([])
+        fps = (last + 1) - tps
+        if not len(tps) or tps[-1] == 0 or fps[-1] == 0:
+            return None
+        return cls(tps, fps)
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return false and true positive rates, from (0, 0) up, every threshold kept."""
+        return np.r_[0.0, self.fps / self.fps[-1]], np.r_[0.0, self.tps / self.tps[-1]]
+
+    def auc(self) -> float:
+        """Return the area under the ROC curve (ties count a half)."""
+        fpr, tpr = self.roc()
+        return float(np.trapezoid(tpr, fpr))
+
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return precision and recall as ``precision_recall_curve`` does: recall falling to
+        the point (recall 0, precision 1), from the first threshold with full recall."""
+        full = int(self.tps.searchsorted(self.tps[-1]))
+        precision = self.tps / (self.tps + self.fps)
+        recall = self.tps / self.tps[-1]
+        return np.r_[precision[full::-1], 1.0], np.r_[recall[full::-1], 0.0]
+
+    def average_precision(self) -> float:
+        """Return the step-wise area under the precision-recall curve."""
+        precision, recall = self.precision_recall()
+        return float(-np.sum(np.diff(recall) * precision[:-1]))
+
+
+def classification_metrics(
+    y: np.ndarray, score: np.ndarray, threshold: float, curve: BinaryCurve | None = None
+) -> dict[str, Any]:
+    """Return ROC AUC, log loss and accuracy / F1 / precision / recall at ``threshold``.
+
+    ``curve``: the scores' :class:`BinaryCurve`, when the caller already has it.
+    """
+    if not np.isfinite(score).all():
+        raise ValueError("the model's scores contain NaN or infinity: no metric is defined")
+    curve = curve or BinaryCurve.of(y, score)
+    counts = confusion(y, score, threshold)
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     return {
-        "roc_auc": _clean(skm.roc_auc_score(y, score)) if both_classes else None,
-        "log_loss": _clean(skm.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "roc_auc": _clean(curve.auc()) if curve else None,
+        "log_loss": _clean(log_loss(y, score)),
         "threshold": threshold,
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
-        "precision": float(skm.precision_score(y, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(y, predicted, zero_division=0)),
+        "accuracy": (tp + counts["tn"]) / len(y) if len(y) else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "precision": tp / (tp + fp) if tp else 0.0,
+        "recall": tp / (tp + fn) if tp else 0.0,
         "positive_rate": float(np.mean(y)),
     }
+
+
+def log_loss(y: np.ndarray, score: np.ndarray) -> float:
+    """Return the mean log loss, probabilities clipped to [1e-7, 1 - 1e-7]."""
+    p = np.clip(score, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -40,11 +105,14 @@ def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     }
 
 
-def roc_points(y: np.ndarray, score: np.ndarray, limit: int = 200) -> dict[str, list[float]]:
+def roc_points(
+    y: np.ndarray, score: np.ndarray, limit: int = 200, curve: BinaryCurve | None = None
+) -> dict[str, list[float]]:
     """Return at most ``limit`` points of the ROC curve."""
-    if len(np.unique(y)) < 2:
+    curve = curve or BinaryCurve.of(y, score)
+    if curve is None:
         return {"fpr": [], "tpr": []}
-    fpr, tpr, _ = skm.roc_curve(y, score)
+    fpr, tpr = curve.roc()
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(limit, len(fpr))).astype(int))
     return {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
 
@@ -77,16 +145,19 @@ def residual_sample(
     }
 
 
-def pr_points(y: np.ndarray, score: np.ndarray, limit: int = 200) -> dict[str, Any]:
+def pr_points(
+    y: np.ndarray, score: np.ndarray, limit: int = 200, curve: BinaryCurve | None = None
+) -> dict[str, Any]:
     """Return at most ``limit`` points of the precision-recall curve and average precision."""
-    if len(np.unique(y)) < 2:
+    curve = curve or BinaryCurve.of(y, score)
+    if curve is None:
         return {"precision": [], "recall": [], "average_precision": None}
-    precision, recall, _ = skm.precision_recall_curve(y, score)
+    precision, recall = curve.precision_recall()
     keep = np.unique(np.linspace(0, len(recall) - 1, min(limit, len(recall))).astype(int))
     return {
         "precision": precision[keep].round(5).tolist(),
         "recall": recall[keep].round(5).tolist(),
-        "average_precision": _clean(skm.average_precision_score(y, score)),
+        "average_precision": _clean(curve.average_precision()),
     }
 
 
@@ -117,12 +188,13 @@ def evaluate_scores(
     """Return one model's held-out metrics and the curves for its plots."""
     if task == CLASSIFICATION:
         calibration = calibration_bins(y, score)
-        metrics = classification_metrics(y, score, threshold)
+        curve = BinaryCurve.of(y, score)
+        metrics = classification_metrics(y, score, threshold, curve)
         metrics["calibration_error"] = expected_calibration_error(calibration)
         return {
             "metrics": metrics,
-            "roc": roc_points(y, score),
-            "pr": pr_points(y, score),
+            "roc": roc_points(y, score, curve=curve),
+            "pr": pr_points(y, score, curve=curve),
             "confusion": confusion(y, score, threshold),
             "calibration": calibration,
         }
@@ -242,16 +314,9 @@ def segment_metrics(
         mask = which == index
         ys, scores = y[mask], score[mask]
         if task == CLASSIFICATION:
+            every = classification_metrics(ys, scores, threshold)
             metrics: dict[str, Any] = {
-                "roc_auc": _clean(skm.roc_auc_score(ys, scores))
-                if len(np.unique(ys)) == 2
-                else None,
-                "log_loss": _clean(
-                    skm.log_loss(ys, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])
-                ),
-                "accuracy": float(np.mean((scores >= threshold) == ys)),
-                "f1": float(skm.f1_score(ys, scores >= threshold, zero_division=0)),
-                "positive_rate": float(np.mean(ys)),
+                k: every[k] for k in ("roc_auc", "log_loss", "accuracy", "f1", "positive_rate")
             }
         else:
             metrics = regression_metrics(ys, scores)

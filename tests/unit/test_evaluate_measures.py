@@ -102,3 +102,42 @@ def test_psi_is_zero_for_the_same_distribution_and_flags_a_shift() -> None:
     today = pd.DataFrame({"x": base + 2, "c": np.array(["a", "b"] * 10000, dtype=object)})
     result = drift(window, today, ["x"], ["c"], threshold=0.2)
     assert result["x"]["drifted"] and not result["c"]["drifted"]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_one_sort_curve_gives_scikit_learn_s_numbers(ties: bool) -> None:
+    from nightshift.evaluate import BinaryCurve, classification_metrics, log_loss
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(20_000) < 0.3).astype("float64")
+    score = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(scale=0.2, size=y.size), 0, 1)
+    if ties:
+        score = score.round(2)  # many rows share a score
+    curve = BinaryCurve.of(y, score)
+    assert curve is not None
+    assert curve.auc() == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
+    assert curve.average_precision() == pytest.approx(
+        skm.average_precision_score(y, score), abs=1e-12
+    )
+    precision, recall, _ = skm.precision_recall_curve(y, score)
+    np.testing.assert_allclose(curve.precision_recall(), (precision, recall))
+    fpr, tpr, _ = skm.roc_curve(y, score, drop_intermediate=False)
+    np.testing.assert_allclose(curve.roc(), (fpr, tpr))
+    assert log_loss(y, score) == pytest.approx(
+        skm.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7)), abs=1e-12
+    )
+    got = classification_metrics(y, score, 0.4)
+    predicted = score >= 0.4
+    assert got["f1"] == pytest.approx(skm.f1_score(y, predicted))
+    assert got["precision"] == pytest.approx(skm.precision_score(y, predicted))
+    assert got["recall"] == pytest.approx(skm.recall_score(y, predicted))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+
+
+def test_one_class_has_no_curve_and_nan_scores_are_refused() -> None:
+    from nightshift.evaluate import BinaryCurve, classification_metrics
+
+    assert BinaryCurve.of(np.ones(5), np.linspace(0, 1, 5)) is None
+    assert classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)["roc_auc"] is None
+    with pytest.raises(ValueError, match="NaN"):
+        classification_metrics(np.array([0.0, 1.0]), np.array([0.1, np.nan]), 0.5)
