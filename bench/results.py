@@ -40,9 +40,16 @@ def write_results() -> str:
 
 def _measured(name: str, r: dict) -> str:
     if name == "p1":
+        each = (
+            f", the fastest of nightly {_seconds(r['nightly_walls_s'])} and script "
+            f"{_seconds(r['script_walls_s'])}"
+            if "nightly_walls_s" in r
+            else ""
+        )
         return (
             f"{r['ratio']:.2f}x ({r['nightly_wall_s']:.0f} s nightly vs {r['script_wall_s']:.0f} s "
-            f"script; {r['rows_per_day']:,} rows/day, {r['window_days']}-day window); AUC xgboost "
+            f"script{each}; {r['rows_per_day']:,} rows/day, {r['window_days']}-day window); "
+            "AUC xgboost "
             f"{r['nightly_auc']['xgboost']:.4f} vs {r['script_auc']['xgboost']:.4f}, sgd "
             f"{r['nightly_auc']['sgd_logistic']:.4f} vs {r['script_auc']['sgd_logistic']:.4f}"
         )
@@ -66,6 +73,10 @@ def _measured(name: str, r: dict) -> str:
         return measured + ")"
     waiting = _waiting(r["task_spans_s"])
     return measured + f"; {waiting:.0f} s of it with no task running)"
+
+
+def _seconds(values: list[float]) -> str:
+    return " / ".join(f"{v:.0f}" for v in values) + " s"
 
 
 def _waiting(spans: dict[str, list[float]]) -> float:

@@ -5,7 +5,8 @@
     .venv/bin/python bench/scale.py p1 --rows 1000000
 
 Each benchmark writes bench/out/<name>.json; ``bench/results.py`` turns them into
-bench/RESULTS.md. P1 and P4 share one nightly run under the real Airflow scheduler.
+bench/RESULTS.md. P4 is the overhead of P1's fastest nightly run under the real Airflow
+scheduler.
 """
 
 from __future__ import annotations
@@ -82,8 +83,15 @@ def _bench_home(prefix: str, rows: int, window: int) -> tuple[Path, dict[str, An
     return home, data
 
 
+# P1 measures each side this many times, alternating, and compares the fastest of each: on a
+# shared machine noise only ever adds time (the same script took 135 s and 163 s in two
+# runs of the same morning), and the fastest run is the one least disturbed.
+P1_REPEATS = 2
+
+
 def p1_p4(rows: int, window: int) -> None:
-    """P1: the nightly run under the real scheduler vs the hand-written script. P4: overhead.
+    """P1: the nightly run under the real scheduler vs the hand-written script, each run
+    ``P1_REPEATS`` times, alternating. P4: the overhead of the fastest nightly run.
     Then the same night in one process under the profiler (bench/out/profile/)."""
     import baseline_script
 
@@ -94,17 +102,47 @@ def p1_p4(rows: int, window: int) -> None:
     os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
     pipeline = parse_pipeline(data, "bench_conversion.yaml")
     _process_window(pipeline, rows, window)
-
-    run, bodies, spans = _nightly_under_airflow(home)
-    wall = _since(run, run["end_date"])
-    critical = critical_path(bodies)
+    nights, scripts = [], []
+    for attempt in range(1, P1_REPEATS + 1):
+        # The same date again, on the same lake: the first night's model is trained on the
+        # run date itself, so it is never scored as a champion, and the work is the same.
+        nights.append(_nightly_under_airflow(home, f"airflow-{attempt}"))
+        print(f"P1 nightly {attempt}: {_since(nights[-1][0], nights[-1][0]['end_date'])} s")
+        # The script runs with the services stopped, on the same (now idle) machine.
+        scripts.append(baseline_script.run(pipeline, DAY, training_paths(pipeline, DAY)[0]))
+        print(f"P1 script {attempt}: {scripts[-1]['seconds']:.1f} s", flush=True)
+    walls = [_since(run, run["end_date"]) for run, _, _ in nights]
+    _, bodies, spans = nights[walls.index(min(walls))]
+    script = min(scripts, key=lambda s: s["seconds"])
+    wall = min(walls)
+    _save_p4(wall, bodies, spans)
     report_dir = home / "project/data/reports/bench_conversion" / DAY.isoformat()
     metrics = json.loads((report_dir / "metrics.json").read_text())
-    nightly_auc = {
-        name: model["metrics"]["roc_auc"]
-        for name, model in metrics["models"].items()
-        if name in ("xgboost", "sgd_logistic")
-    }
+    save(
+        "p1",
+        {
+            "target": "<= 1.2",
+            "rows_per_day": rows,
+            "window_days": window,
+            "nightly_wall_s": wall,
+            "script_wall_s": script["seconds"],
+            "ratio": wall / script["seconds"],
+            "nightly_walls_s": walls,
+            "script_walls_s": [round(s["seconds"], 3) for s in scripts],
+            "nightly_auc": {
+                name: model["metrics"]["roc_auc"]
+                for name, model in metrics["models"].items()
+                if name in ("xgboost", "sgd_logistic")
+            },
+            "script_auc": script["auc"],
+            "script_steps_s": script["steps"],
+            "nightly_bodies_s": bodies,
+        },
+    )
+    _profile_night(pipeline)
+
+
+def _save_p4(wall: float, bodies: dict[str, float], spans: dict[str, tuple]) -> None:
     save(
         "p4",
         {
@@ -117,29 +155,10 @@ def p1_p4(rows: int, window: int) -> None:
             # Seconds from the run's start to each task's start and end: the gaps between one
             # task's end and the next one's start are the scheduler's part of the overhead.
             "task_spans_s": spans,
-            "critical_path_bodies_s": critical,
-            "overhead_fraction": (wall - critical) / wall,
+            "critical_path_bodies_s": critical_path(bodies),
+            "overhead_fraction": (wall - critical_path(bodies)) / wall,
         },
     )
-    # The script runs after the nightly run is saved, on the same (now idle) machine.
-    paths, _ = training_paths(pipeline, DAY)
-    script = baseline_script.run(pipeline, DAY, paths)
-    save(
-        "p1",
-        {
-            "target": "<= 1.2",
-            "rows_per_day": rows,
-            "window_days": window,
-            "nightly_wall_s": wall,
-            "script_wall_s": script["seconds"],
-            "ratio": wall / script["seconds"],
-            "nightly_auc": nightly_auc,
-            "script_auc": script["auc"],
-            "script_steps_s": script["steps"],
-            "nightly_bodies_s": bodies,
-        },
-    )
-    _profile_night(pipeline)
 
 
 def _process_window(pipeline: Any, rows: int, window: int) -> None:
@@ -156,15 +175,15 @@ def _process_window(pipeline: Any, rows: int, window: int) -> None:
 
 
 def _nightly_under_airflow(
-    home: Path, on_trigger: Callable[[], None] | None = None
+    home: Path, name: str = "airflow", on_trigger: Callable[[], None] | None = None
 ) -> tuple[dict, dict[str, float], dict[str, tuple[float, float]]]:
-    """Trigger DAY's run under the real scheduler; return the run, task bodies, and each
-    task's start and end in seconds from the run's start. ``on_trigger`` is called with the
-    services up, just before the run is triggered."""
+    """Trigger DAY's run under the real scheduler (a fresh Airflow in ``home / name``); return
+    the run, task bodies, and each task's start and end in seconds from the run's start.
+    ``on_trigger`` is called with the services up, just before the run is triggered."""
     from nightshift.ops.local_airflow import fresh
 
     airflow = fresh(
-        home / "airflow",
+        home / name,
         extra_env={
             "NIGHTSHIFT_PIPELINES_DIR": str(home / "pipelines"),
             "NIGHTSHIFT_HOME": str(home / "project"),
