@@ -88,7 +88,7 @@ def night_point(rows: int, window: int) -> dict[str, Any]:
     _process_window(parse_pipeline(data, "bench_conversion.yaml"), rows, window)
     memory = PeakMemory()
     try:
-        run, bodies, _ = _nightly_under_airflow(home, on_trigger=memory.mark)
+        [(run, bodies, _)] = _nightly_under_airflow(home, on_trigger=memory.mark)
     finally:
         memory.close()
     wall = _since(run, run["end_date"])
