@@ -67,16 +67,21 @@ class BinaryCurve:
 
 
 def classification_metrics(
-    y: np.ndarray, score: np.ndarray, threshold: float, curve: BinaryCurve | None = None
+    y: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    curve: BinaryCurve | None = None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Return ROC AUC, log loss and accuracy / F1 / precision / recall at ``threshold``.
 
-    ``curve``: the scores' :class:`BinaryCurve`, when the caller already has it.
+    ``curve`` and ``counts``: the scores' :class:`BinaryCurve` and :func:`confusion`, when the
+    caller already has them.
     """
     if not np.isfinite(score).all():
         raise ValueError("the model's scores contain NaN or infinity: no metric is defined")
     curve = curve or BinaryCurve.of(y, score)
-    counts = confusion(y, score, threshold)
+    counts = counts or confusion(y, score, threshold)
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     return {
         "roc_auc": _clean(curve.auc()) if curve else None,
@@ -188,14 +193,14 @@ def evaluate_scores(
     """Return one model's held-out metrics and the curves for its plots."""
     if task == CLASSIFICATION:
         calibration = calibration_bins(y, score)
-        curve = BinaryCurve.of(y, score)
-        metrics = classification_metrics(y, score, threshold, curve)
+        curve, counts = BinaryCurve.of(y, score), confusion(y, score, threshold)
+        metrics = classification_metrics(y, score, threshold, curve, counts)
         metrics["calibration_error"] = expected_calibration_error(calibration)
         return {
             "metrics": metrics,
             "roc": roc_points(y, score, curve=curve),
             "pr": pr_points(y, score, curve=curve),
-            "confusion": confusion(y, score, threshold),
+            "confusion": counts,
             "calibration": calibration,
         }
     return {

@@ -518,14 +518,13 @@ def _held_out(pipeline: Pipeline, paths: list[str]) -> HeldOut:
 
 
 def _start_reads(
-    io: ThreadPoolExecutor, pipeline: Pipeline, window_paths: list[str]
+    io: ThreadPoolExecutor, pipeline: Pipeline, window_paths: list[str], columns: list[str]
 ) -> tuple[Future[pd.DataFrame], Future[Any] | None]:
-    """Start reading the window sample for drift and opening the registry on ``io``: they
-    wait on files and imports while the models score (XGBoost releases the GIL)."""
+    """Start reading the window sample of ``columns`` for drift and opening the registry on
+    ``io``: they wait on files and imports while the models score (XGBoost releases the GIL)."""
     from nightshift import tracking
 
-    numeric, categorical = _drift_columns(pipeline)
-    window = io.submit(_window_sample, pipeline, window_paths, [*numeric, *categorical])
+    window = io.submit(_window_sample, pipeline, window_paths, columns)
     learns = any(spec.kind != "baseline" for spec in pipeline.models)
     return window, io.submit(tracking.client, pipeline) if learns else None
 
@@ -544,7 +543,8 @@ def evaluate(
     with _timed(result, Stage.EVALUATE), ThreadPoolExecutor(1, "evaluate-io") as io:
         lake = lake_for(pipeline)
         inputs = night_inputs(pipeline, partition_date, features_version)
-        window, registry = _start_reads(io, pipeline, inputs.window_paths)
+        numeric, categorical = _drift_columns(pipeline)
+        window, registry = _start_reads(io, pipeline, inputs.window_paths, [*numeric, *categorical])
         held_out = _held_out(
             pipeline, inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
         )
@@ -555,7 +555,6 @@ def evaluate(
         champions, deltas = _score_champions(
             pipeline, partition_date, held_out, scores, learned, registry and registry.result()
         )
-        numeric, categorical = _drift_columns(pipeline)
         metric, higher_is_better = pipeline.metric
         evaluation = NightEvaluation(
             models,
