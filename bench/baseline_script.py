@@ -74,9 +74,7 @@ def run(pipeline: Pipeline, day: dt.date, window_paths: list[str]) -> dict[str, 
     step("train_sgd")
 
     y = labels(held_out)
-    xgb_auc = roc_auc_score(
-        y, booster.predict(xgb.DMatrix(to_tree_frame(held_out, stats), enable_categorical=True))
-    )
+    xgb_auc = roc_auc_score(y, booster.inplace_predict(to_tree_frame(held_out, stats)))
     sgd_auc = roc_auc_score(y, model.predict_proba(to_linear_matrix(held_out, stats))[:, 1])
     step("evaluate")
     return {

@@ -26,7 +26,7 @@ import pandas as pd
 from nightshift import __version__
 from nightshift.champion import trained_before
 from nightshift.config import LABEL, Pipeline, SGDModel, Stage, XGBoostModel
-from nightshift.features import FeatureStats, fit_stats, labels
+from nightshift.features import FeatureStats, labels, stats_from, stats_graph
 from nightshift.ingest import ingest_date
 from nightshift.lake import (
     PROCESSED,
@@ -36,6 +36,7 @@ from nightshift.lake import (
     PartitionMissing,
     read_bytes,
     write_bytes_atomic,
+    write_parquet,
 )
 from nightshift.profiling import dask_report, profiled
 from nightshift.records import (
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 FEATURES = "features"
 EVALUATION = "evaluation"
 INPUTS_FILE = "inputs.json"  # in the features partition: what the night trains and scores on
+DRIFT_SAMPLE = "drift-sample.parquet"  # in the features partition too: the window, for drift
+DRIFT_SAMPLE_ROWS = 200_000
 
 
 def model_stage(name: str) -> str:
@@ -230,13 +233,18 @@ class NightInputs:
     window: list[str]  # ISO dates
     window_paths: list[str]
     held_out_paths: list[str] | None  # None: not processed when the features were fitted
+    drift_sample: str | None = None  # None: fitted before fit_features drew it
 
 
-def _record_inputs(window: list[Partition], held_out: Partition | None) -> bytes:
-    """Serialise the inputs of a night: each partition's files, relative to the partition."""
+def _record_inputs(
+    window: list[Partition], held_out: Partition | None, drift_sample: str | None
+) -> bytes:
+    """Serialise the inputs of a night: each partition's files, relative to the partition,
+    and the features partition's file of the window sample for drift, if it has one."""
     record = {
         "window": {p.partition_date.isoformat(): p.files for p in window},
         "held_out": None if held_out is None else held_out.files,
+        "drift_sample": drift_sample,
     }
     return json.dumps(record, sort_keys=True).encode()
 
@@ -266,6 +274,7 @@ def night_inputs(
 
     window: dict[str, list[str]] = record["window"]
     held_out = record["held_out"]
+    drift_sample = record.get("drift_sample")
     return NightInputs(
         version=version,
         stats=stats,
@@ -273,11 +282,31 @@ def night_inputs(
         window=sorted(window),
         window_paths=[path for day in sorted(window) for path in recorded(day, window[day])],
         held_out_paths=None if held_out is None else recorded(partition_date.isoformat(), held_out),
+        drift_sample=None
+        if drift_sample is None
+        else lake.version_file(FEATURES, partition_date, version, drift_sample),
     )
 
 
+def _drift_sample(pipeline: Pipeline, frame: Any, window: list[Partition]) -> Any:
+    """Return about :data:`DRIFT_SAMPLE_ROWS` rows of ``frame``'s drift columns (lazily, a
+    fixed seed), or None where a window partition has no row counts to size it from."""
+    counts = [partition.meta.get("rows_per_batch") for partition in window]
+    if not counts or any(count is None for count in counts):
+        return None
+    rows = sum(sum(count) for count in counts) * pipeline.training.sample_fraction
+    numeric, categorical = _drift_columns(pipeline)
+    columns = frame[[*numeric, *categorical]]
+    if rows <= DRIFT_SAMPLE_ROWS:
+        return columns
+    return columns.sample(frac=DRIFT_SAMPLE_ROWS / rows, random_state=pipeline.training.seed)
+
+
 def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Fit imputation, scaling and vocabularies on the training window; save them."""
+    """Fit imputation, scaling and vocabularies on the training window; save them, with the
+    window's sample for drift."""
+    import dask
+
     from nightshift.cluster import dask_client
     from nightshift.preprocess import processed_frame
 
@@ -292,11 +321,17 @@ def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         dates = [partition.partition_date.isoformat() for partition in window]
         with dask_client() as client:
             frame = processed_frame(paths, pipeline)
-            stats = fit_stats(frame, pipeline)
+            # One read of the window for both; the sample spares evaluate reading it again.
+            lazy, sample = stats_graph(frame, pipeline), _drift_sample(pipeline, frame, window)
+            computed, drift_rows = dask.compute(lazy, sample)
+            stats = stats_from(computed, pipeline)
             del client
         with lake.writer(FEATURES, partition_date) as writer:
             writer.write_bytes("features.json", stats.to_json())
-            writer.write_bytes(INPUTS_FILE, _record_inputs(window, held_out))
+            if drift_rows is not None:
+                writer.write_bytes(DRIFT_SAMPLE, write_parquet(drift_rows))
+            drift_sample = None if drift_rows is None else DRIFT_SAMPLE
+            writer.write_bytes(INPUTS_FILE, _record_inputs(window, held_out, drift_sample))
             writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
         result.update(
             {
@@ -388,11 +423,15 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
     return model, files
 
 
-def _window_sample(pipeline: Pipeline, paths: list[str], columns: list[str]) -> pd.DataFrame:
-    """Return up to 200,000 rows of the training window's processed batches (fixed seed)."""
+def _window_sample(pipeline: Pipeline, inputs: NightInputs, columns: list[str]) -> pd.DataFrame:
+    """Return the sample of the training window ``fit_features`` drew; where it drew none,
+    up to :data:`DRIFT_SAMPLE_ROWS` rows of the window's batches (fixed seed)."""
+    if inputs.drift_sample is not None:
+        return pd.read_parquet(inputs.drift_sample, columns=columns)
+    paths = inputs.window_paths
     frame = pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
-    if len(frame) > 200_000:
-        frame = frame.sample(n=200_000, random_state=pipeline.training.seed)
+    if len(frame) > DRIFT_SAMPLE_ROWS:
+        frame = frame.sample(n=DRIFT_SAMPLE_ROWS, random_state=pipeline.training.seed)
     return frame
 
 
@@ -518,13 +557,13 @@ def _held_out(pipeline: Pipeline, paths: list[str]) -> HeldOut:
 
 
 def _start_reads(
-    io: ThreadPoolExecutor, pipeline: Pipeline, window_paths: list[str], columns: list[str]
+    io: ThreadPoolExecutor, pipeline: Pipeline, inputs: NightInputs, columns: list[str]
 ) -> tuple[Future[pd.DataFrame], Future[Any] | None]:
     """Start reading the window sample of ``columns`` for drift and opening the registry on
     ``io``: they wait on files and imports while the models score (XGBoost releases the GIL)."""
     from nightshift import tracking
 
-    window = io.submit(_window_sample, pipeline, window_paths, columns)
+    window = io.submit(_window_sample, pipeline, inputs, columns)
     learns = any(spec.kind != "baseline" for spec in pipeline.models)
     return window, io.submit(tracking.client, pipeline) if learns else None
 
@@ -544,7 +583,7 @@ def evaluate(
         lake = lake_for(pipeline)
         inputs = night_inputs(pipeline, partition_date, features_version)
         numeric, categorical = _drift_columns(pipeline)
-        window, registry = _start_reads(io, pipeline, inputs.window_paths, [*numeric, *categorical])
+        window, registry = _start_reads(io, pipeline, inputs, [*numeric, *categorical])
         held_out = _held_out(
             pipeline, inputs.held_out_paths or lake.read(PROCESSED, partition_date).paths()
         )

@@ -7,6 +7,7 @@ training data from another.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -28,13 +29,18 @@ def _trained(pipeline) -> list[bytes]:
     return [read_bytes(p) for p in lake.read(stages.model_stage("sgd_logistic"), DAY).paths()]
 
 
+def _processed(pipeline) -> None:
+    """Ingest, validate and process DAY and its window."""
+    dates = [dt.date.fromisoformat(d) for d in stages.ingest(pipeline, DAY)["dates"]]
+    valid = [dt.date.fromisoformat(d) for d in stages.validate(pipeline, dates, DAY)["dates"]]
+    stages.preprocess(pipeline, valid)
+
+
 def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     project: Path,
 ) -> None:
     pipeline = find_pipeline("retail_conversion")
-    dates = [dt.date.fromisoformat(d) for d in stages.ingest(pipeline, DAY)["dates"]]
-    valid = [dt.date.fromisoformat(d) for d in stages.validate(pipeline, dates, DAY)["dates"]]
-    stages.preprocess(pipeline, valid)
+    _processed(pipeline)
     fitted = stages.fit_features(pipeline, DAY)
     lake = stages.lake_for(pipeline)
     stages.train_incremental(pipeline, DAY, fitted["version"])
@@ -56,3 +62,26 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     assert recorded.window == fitted["window"]
     assert set(old.paths()) <= set(recorded.window_paths)
     assert not set(lake.read(PROCESSED, replaced).paths()) & set(recorded.window_paths)
+
+
+def test_fit_features_draws_the_window_sample_for_drift_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = find_pipeline("retail_conversion")
+    _processed(pipeline)
+    monkeypatch.setattr(stages, "DRIFT_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
+    inputs = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    numeric, categorical = stages._drift_columns(pipeline)
+    assert inputs.drift_sample is not None
+    sample = pd.read_parquet(inputs.drift_sample)
+    assert list(sample.columns) == [*numeric, *categorical]
+    assert 1700 <= len(sample) <= 2300, len(sample)
+    # Drawn with the pipeline's seed: fitted again, the same rows.
+    again = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    assert again.version != inputs.version
+    pd.testing.assert_frame_equal(pd.read_parquet(again.drift_sample), sample)
+    assert stages._window_sample(pipeline, inputs, numeric).equals(sample[numeric])
+
+    # Features fitted before the sample was drawn: evaluate reads the window itself.
+    older = dataclasses.replace(inputs, drift_sample=None)
+    assert len(stages._window_sample(pipeline, older, numeric)) == 2000
