@@ -58,7 +58,7 @@ down:  ## stop everything `make up` started, by pid
 status: setup  ## list the running services and their pids
 	.venv/bin/nightshift status
 
-bench: setup  ## P1-P4 against baselines measured in the same run, then the cost curves (about 2.5 h on 2 cores); writes bench/RESULTS.md
+bench: setup  ## P1-P4 against baselines measured in the same run, then the cost curves (about 85 min on 2 cores); writes bench/RESULTS.md
 	$(PY) -u bench/scale.py all
 	$(PY) -u bench/curves.py
 	$(PY) bench/results.py
