@@ -291,10 +291,9 @@ def night_inputs(
 def _drift_sample(pipeline: Pipeline, frame: Any, window: list[Partition]) -> Any:
     """Return about :data:`DRIFT_SAMPLE_ROWS` rows of ``frame``'s drift columns (lazily, a
     fixed seed), or None where a window partition has no row counts to size it from."""
-    counts: list[list[int] | None] = [p.meta.get("rows_per_batch") for p in window]
-    if not counts or any(count is None for count in counts):
+    if not window or any("rows_per_batch" not in p.meta for p in window):
         return None
-    rows = sum(sum(count or []) for count in counts) * pipeline.training.sample_fraction
+    rows = sum(sum(p.meta["rows_per_batch"]) for p in window) * pipeline.training.sample_fraction
     numeric, categorical = _drift_columns(pipeline)
     columns = frame[[*numeric, *categorical]]
     if rows <= DRIFT_SAMPLE_ROWS:
