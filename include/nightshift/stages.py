@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 FEATURES = "features"
 EVALUATION = "evaluation"
 INPUTS_FILE = "inputs.json"  # in the features partition: what the night trains and scores on
-DRIFT_SAMPLE = "drift-sample.parquet"  # in the features partition too: the window, for drift
-DRIFT_SAMPLE_ROWS = 200_000
+# In the features partition too: a sample of the window, for drift and the training curve.
+WINDOW_SAMPLE = "window-sample.parquet"
+WINDOW_SAMPLE_ROWS = 200_000
 
 
 def model_stage(name: str) -> str:
@@ -233,18 +234,18 @@ class NightInputs:
     window: list[str]  # ISO dates
     window_paths: list[str]
     held_out_paths: list[str] | None  # None: not processed when the features were fitted
-    drift_sample: str | None = None  # None: fitted before fit_features drew it
+    window_sample: str | None = None  # None: fitted before fit_features drew it
 
 
 def _record_inputs(
-    window: list[Partition], held_out: Partition | None, drift_sample: str | None
+    window: list[Partition], held_out: Partition | None, window_sample: str | None
 ) -> bytes:
     """Serialise the inputs of a night: each partition's files, relative to the partition,
-    and the features partition's file of the window sample for drift, if it has one."""
+    and the features partition's file of the window sample, if it has one."""
     record = {
         "window": {p.partition_date.isoformat(): p.files for p in window},
         "held_out": None if held_out is None else held_out.files,
-        "drift_sample": drift_sample,
+        "window_sample": window_sample,
     }
     return json.dumps(record, sort_keys=True).encode()
 
@@ -274,7 +275,7 @@ def night_inputs(
 
     window: dict[str, list[str]] = record["window"]
     held_out = record["held_out"]
-    drift_sample = record.get("drift_sample")
+    window_sample = record.get("window_sample")
     return NightInputs(
         version=version,
         stats=stats,
@@ -282,28 +283,28 @@ def night_inputs(
         window=sorted(window),
         window_paths=[path for day in sorted(window) for path in recorded(day, window[day])],
         held_out_paths=None if held_out is None else recorded(partition_date.isoformat(), held_out),
-        drift_sample=None
-        if drift_sample is None
-        else lake.version_file(FEATURES, partition_date, version, drift_sample),
+        window_sample=None
+        if window_sample is None
+        else lake.version_file(FEATURES, partition_date, version, window_sample),
     )
 
 
-def _drift_sample(pipeline: Pipeline, frame: Any, window: list[Partition]) -> Any:
-    """Return about :data:`DRIFT_SAMPLE_ROWS` rows of ``frame``'s drift columns (lazily, a
-    fixed seed), or None where a window partition has no row counts to size it from."""
+def _sample_graph(pipeline: Pipeline, frame: Any, window: list[Partition]) -> Any:
+    """Return about :data:`WINDOW_SAMPLE_ROWS` rows of ``frame``'s features and label (lazily,
+    a fixed seed), or None where a window partition has no row counts to size it from."""
     if not window or any("rows_per_batch" not in p.meta for p in window):
         return None
     rows = sum(sum(p.meta["rows_per_batch"]) for p in window) * pipeline.training.sample_fraction
-    numeric, categorical = _drift_columns(pipeline)
-    columns = frame[[*numeric, *categorical]]
-    if rows <= DRIFT_SAMPLE_ROWS:
+    features = pipeline.features
+    columns = frame[[*features.numeric, *features.time, *features.categorical, LABEL]]
+    if rows <= WINDOW_SAMPLE_ROWS:
         return columns
-    return columns.sample(frac=DRIFT_SAMPLE_ROWS / rows, random_state=pipeline.training.seed)
+    return columns.sample(frac=WINDOW_SAMPLE_ROWS / rows, random_state=pipeline.training.seed)
 
 
 def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
-    """Fit imputation, scaling and vocabularies on the training window; save them, with the
-    window's sample for drift."""
+    """Fit imputation, scaling and vocabularies on the training window; save them, with a
+    sample of the window for drift and the training curve."""
     import dask
 
     from nightshift.cluster import dask_client
@@ -320,17 +321,18 @@ def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         dates = [partition.partition_date.isoformat() for partition in window]
         with dask_client() as client:
             frame = processed_frame(paths, pipeline)
-            # One read of the window for both; the sample spares evaluate reading it again.
-            lazy, sample = stats_graph(frame, pipeline), _drift_sample(pipeline, frame, window)
-            computed, drift_rows = dask.compute(lazy, sample)
+            # One read of the window for both; the sample spares evaluate and the training
+            # curve reading it again.
+            lazy, sample = stats_graph(frame, pipeline), _sample_graph(pipeline, frame, window)
+            computed, sample_rows = dask.compute(lazy, sample)
             stats = stats_from(computed, pipeline)
             del client
         with lake.writer(FEATURES, partition_date) as writer:
             writer.write_bytes("features.json", stats.to_json())
-            if drift_rows is not None:
-                writer.write_bytes(DRIFT_SAMPLE, write_parquet(drift_rows))
-            drift_sample = None if drift_rows is None else DRIFT_SAMPLE
-            writer.write_bytes(INPUTS_FILE, _record_inputs(window, held_out, drift_sample))
+            if sample_rows is not None:
+                writer.write_bytes(WINDOW_SAMPLE, write_parquet(sample_rows))
+            window_sample = None if sample_rows is None else WINDOW_SAMPLE
+            writer.write_bytes(INPUTS_FILE, _record_inputs(window, held_out, window_sample))
             writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
         result.update(
             {
@@ -372,14 +374,26 @@ def train_distributed(
             with dask_client() as client, dask_report(Stage.TRAIN_DISTRIBUTED.value):
                 device = accelerators(client).xgboost_device
                 result["device"] = device
+                curve_rows = _curve_rows(inputs)
                 for spec in specs:
                     trained = train_xgboost(
-                        client, pipeline, spec, inputs.window_paths, inputs.stats, device
+                        client,
+                        pipeline,
+                        spec,
+                        inputs.window_paths,
+                        inputs.stats,
+                        device,
+                        curve_rows,
                     )
                     result["models"][spec.name] = _save_model(
                         pipeline, partition_date, trained, inputs.stats_json
                     )
     return result
+
+
+def _curve_rows(inputs: NightInputs) -> pd.DataFrame | None:
+    """The window sample the training curve is measured on, where ``fit_features`` drew one."""
+    return None if inputs.window_sample is None else pd.read_parquet(inputs.window_sample)
 
 
 def train_incremental(
@@ -423,14 +437,14 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
 
 
 def _window_sample(pipeline: Pipeline, inputs: NightInputs, columns: list[str]) -> pd.DataFrame:
-    """Return the sample of the training window ``fit_features`` drew; where it drew none,
-    up to :data:`DRIFT_SAMPLE_ROWS` rows of the window's batches (fixed seed)."""
-    if inputs.drift_sample is not None:
-        return pd.read_parquet(inputs.drift_sample, columns=columns)
+    """Return ``columns`` of the sample of the training window ``fit_features`` drew; where it
+    drew none, up to :data:`WINDOW_SAMPLE_ROWS` rows of the window's batches (fixed seed)."""
+    if inputs.window_sample is not None:
+        return pd.read_parquet(inputs.window_sample, columns=columns)
     paths = inputs.window_paths
     frame = pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
-    if len(frame) > DRIFT_SAMPLE_ROWS:
-        frame = frame.sample(n=DRIFT_SAMPLE_ROWS, random_state=pipeline.training.seed)
+    if len(frame) > WINDOW_SAMPLE_ROWS:
+        frame = frame.sample(n=WINDOW_SAMPLE_ROWS, random_state=pipeline.training.seed)
     return frame
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from nightshift import stages
-from nightshift.config import find_pipeline
+from nightshift.config import LABEL, find_pipeline
 from nightshift.lake import PROCESSED, read_bytes, write_parquet
 
 pytestmark = pytest.mark.e2e
@@ -64,24 +64,26 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     assert not set(lake.read(PROCESSED, replaced).paths()) & set(recorded.window_paths)
 
 
-def test_fit_features_draws_the_window_sample_for_drift_once(
+def test_fit_features_draws_the_window_sample_once(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = find_pipeline("retail_conversion")
     _processed(pipeline)
-    monkeypatch.setattr(stages, "DRIFT_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
+    monkeypatch.setattr(stages, "WINDOW_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
     inputs = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
     numeric, categorical = stages._drift_columns(pipeline)
-    assert inputs.drift_sample is not None
-    sample = pd.read_parquet(inputs.drift_sample)
-    assert list(sample.columns) == [*numeric, *categorical]
+    assert inputs.window_sample is not None
+    sample = pd.read_parquet(inputs.window_sample)
+    # Every feature and the label: drift's columns, and the training curve's.
+    assert {*numeric, *categorical} < set(sample.columns)
+    assert {*pipeline.features.time, LABEL} <= set(sample.columns)
     assert 1700 <= len(sample) <= 2300, len(sample)
     # Drawn with the pipeline's seed: fitted again, the same rows.
     again = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
     assert again.version != inputs.version
-    pd.testing.assert_frame_equal(pd.read_parquet(again.drift_sample), sample)
+    pd.testing.assert_frame_equal(pd.read_parquet(again.window_sample), sample)
     assert stages._window_sample(pipeline, inputs, numeric).equals(sample[numeric])
 
     # Features fitted before the sample was drawn: evaluate reads the window itself.
-    older = dataclasses.replace(inputs, drift_sample=None)
+    older = dataclasses.replace(inputs, window_sample=None)
     assert len(stages._window_sample(pipeline, older, numeric)) == 2000

@@ -64,6 +64,11 @@ def test_a_large_window_s_training_curve_is_measured_on_a_fixed_sample(
     assert 1500 < first.history["train_rows"] < 2500 < window
     assert first.history["train"] == second.history["train"]  # the same rows every night
     assert len(first.history["train"]) == 5
+    # fit_features' sample of the window, where it drew one: the curve's rows, not the model's.
+    rows = pd.read_parquet(paths[0]).head(700)
+    given = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats, curve_rows=rows)
+    assert given.history["train_rows"] == 700
+    assert given.payload == first.payload
 
 
 @pytest.mark.parametrize(
@@ -118,6 +123,31 @@ def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> No
     scores = model.predict(held_out)
     assert ((scores >= 0) & (scores <= 1)).all()
     assert classification_metrics(labels(held_out), scores, 0.5)["roc_auc"] > 0.6
+
+
+def test_sgd_keeps_the_batch_matrices_that_fit_its_budget_and_learns_the_same(
+    trained_inputs, monkeypatch
+) -> None:
+    import nightshift.train
+
+    pipeline, paths, stats = trained_inputs
+    spec = SGDModel(kind="sgd", epochs=3)
+    built = []
+    real = nightshift.train.to_linear_matrix
+    monkeypatch.setattr(
+        nightshift.train, "to_linear_matrix", lambda *a: built.append(1) or real(*a)
+    )
+    rebuilt = train_sgd(pipeline, spec, paths[:-1], stats, budget=0)
+    assert len(built) == 3 * len(paths[:-1])
+    one = nightshift.train.LinearBatches(pipeline, paths, stats, 1 << 40)[0]
+    built.clear()
+    half = train_sgd(pipeline, spec, paths[:-1], stats, budget=one[0].nbytes + one[1].nbytes)
+    assert len(paths[:-1]) < len(built) < 3 * len(paths[:-1])  # some kept, the others rebuilt
+    built.clear()
+    kept = train_sgd(pipeline, spec, paths[:-1], stats)
+    assert len(built) == len(paths[:-1])
+    assert kept.payload == half.payload == rebuilt.payload
+    assert kept.history == rebuilt.history
 
 
 def test_a_pickle_where_a_model_should_be_is_refused(trained_inputs) -> None:
