@@ -224,11 +224,16 @@ class NightTasks:
     def train_incremental(
         self, ingested: dict[str, Any], features: dict[str, Any]
     ) -> dict[str, Any]:
-        """Train the batch-wise models and the baseline on the recorded inputs."""
+        """Train the batch-wise models and the baseline on the recorded inputs; beside
+        train_distributed, on the cores its workers leave idle where they share this machine."""
         from nightshift import stages
+        from nightshift.cluster import current_plan, on_idle_cores, shares_this_machine
 
         day = dt.date.fromisoformat(ingested["partition_date"])
-        return stages.train_incremental(self.current(), day, features.get("version"))
+        args = (self.current(), day, features.get("version"))
+        if shares_this_machine(current_plan()):
+            return on_idle_cores(stages.train_incremental, *args)
+        return stages.train_incremental(*args)
 
     def evaluate(
         self,

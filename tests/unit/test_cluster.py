@@ -19,7 +19,9 @@ from nightshift.cluster import (
     airflow_connection_address,
     combine_accelerators,
     dask_client,
+    on_idle_cores,
     plan_cluster,
+    shares_this_machine,
     visible_gpus,
 )
 
@@ -189,3 +191,81 @@ def test_the_cluster_host_ends_when_its_task_is_killed() -> None:
             return
         time.sleep(1)
     pytest.fail(f"the cluster at {address} outlived its killed task by 60 s")
+
+
+@pytest.mark.parametrize(
+    ("mode", "address", "shared"),
+    [
+        ("local", "", True),
+        ("external", "tcp://127.0.0.1:8786", True),  # make up's scheduler, on this machine
+        ("external", "tcp://localhost:8786", True),
+        pytest.param("external", "tls://[::1]:8786", True, id="external-ipv6-loopback"),
+        ("external", "tcp://dask-scheduler:8786", False),  # docker-compose's service
+        ("external", "tcp://10.1.2.3:8786", False),
+    ],
+)
+def test_workers_share_this_machine_on_a_local_cluster_or_a_scheduler_on_this_host(
+    mode: str, address: str, shared: bool
+) -> None:
+    assert shares_this_machine(ClusterPlan(mode, "test", address=address or None)) is shared
+
+
+def _where_it_ran(value: int) -> dict[str, object]:
+    autogroup = Path("/proc/self/autogroup")
+    return {
+        "value": value * 2,
+        "pid": os.getpid(),
+        "session": os.getsid(0),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "autogroup": autogroup.read_text() if autogroup.exists() else None,
+    }
+
+
+def test_work_on_idle_cores_runs_in_a_session_of_its_own_at_the_lowest_priority() -> None:
+    seen = on_idle_cores(_where_it_ran, 21)
+    assert seen["value"] == 42
+    assert seen["pid"] != os.getpid() and seen["session"] == seen["pid"]
+    assert seen["nice"] == 19
+    if seen["autogroup"] is not None:  # Linux's autogroup scheduling: the session's share
+        assert str(seen["autogroup"]).strip().endswith("nice 19")
+    assert os.getpriority(os.PRIO_PROCESS, 0) != 19  # this process is untouched
+
+
+def _fails() -> None:
+    raise ValueError("bad batch in batch-00003.parquet")
+
+
+def _dies() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_work_on_idle_cores_fails_with_its_own_error_or_says_it_died() -> None:
+    with pytest.raises(ValueError, match=r"batch-00003\.parquet"):
+        on_idle_cores(_fails)
+    with pytest.raises(RuntimeError, match="_dies died in its lowest-priority process"):
+        on_idle_cores(_dies)
+
+
+def test_work_on_idle_cores_ends_when_its_task_is_killed() -> None:
+    script = (
+        "import os, time\n"
+        "from nightshift.cluster import on_idle_cores\n"
+        "def work() -> None:\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(600)\n"
+        "on_idle_cores(work)\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert task.stdout is not None
+    child = int(task.stdout.readline())
+    os.kill(task.pid, signal.SIGKILL)  # as Airflow does when a task times out hard
+    task.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail(f"the lowest-priority child {child} outlived its killed task by 30 s")
