@@ -248,6 +248,12 @@ def on_idle_cores(fn: Callable[..., T], *args: Any) -> T:
                 f"{getattr(fn, '__name__', fn)} died in its lowest-priority process "
                 "(killed, or out of memory); see the task log"
             ) from None
+        except BaseException:
+            # Stopped meanwhile (Airflow's SIGTERM raises here): leaving the pool would wait
+            # for the work to end. The pool has no public way to stop a running call.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+            raise
 
 
 def _lowest_priority() -> None:

@@ -269,3 +269,27 @@ def test_work_on_idle_cores_ends_when_its_task_is_killed() -> None:
         time.sleep(0.2)
     os.kill(child, signal.SIGKILL)
     pytest.fail(f"the lowest-priority child {child} outlived its killed task by 30 s")
+
+
+def test_work_on_idle_cores_stops_when_its_task_is_told_to_stop() -> None:
+    script = (
+        "import os, signal, sys, time\n"
+        "from nightshift.cluster import on_idle_cores\n"
+        "def stop(*_):\n"
+        "    raise KeyboardInterrupt  # as Airflow's task runner raises on SIGTERM\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "def work() -> None:\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(600)\n"
+        "try:\n"
+        "    on_idle_cores(work)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(3)\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert task.stdout is not None
+    child = int(task.stdout.readline())
+    task.send_signal(signal.SIGTERM)
+    assert task.wait(timeout=30) == 3
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
