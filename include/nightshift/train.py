@@ -167,16 +167,7 @@ def train_xgboost(
     else:
         sample = _tree_training_frame(curve_rows, stats)
     metric = params["eval_metric"]
-    curve = training_curve(booster, sample[features], sample[LABEL], metric)
-    log.info(
-        "%s: %d rounds, train %s %.4f -> %.4f (%d rows)",
-        spec.name,
-        len(curve),
-        metric,
-        curve[0],
-        curve[-1],
-        len(sample),
-    )
+    curve = _logged_curve(spec.name, booster, sample[features], sample[LABEL], metric)
     return TrainedModel(
         name=spec.name,
         kind="xgboost",
@@ -184,6 +175,22 @@ def train_xgboost(
         payload=bytes(booster.save_raw("ubj")),
         history={"metric": metric, "train": curve, "train_rows": len(sample), "params": params},
     )
+
+
+def _logged_curve(
+    name: str, booster: Any, x: pd.DataFrame, y: pd.Series, metric: str
+) -> list[float]:
+    curve = training_curve(booster, x, y, metric)
+    log.info(
+        "%s: %d rounds, train %s %.4f -> %.4f (%d rows)",
+        name,
+        len(curve),
+        metric,
+        curve[0],
+        curve[-1],
+        len(x),
+    )
+    return curve
 
 
 def curve_sample(training: dd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

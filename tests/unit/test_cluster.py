@@ -246,18 +246,25 @@ def test_work_on_idle_cores_fails_with_its_own_error_or_says_it_died() -> None:
         on_idle_cores(_dies)
 
 
-def test_work_on_idle_cores_ends_when_its_task_is_killed() -> None:
-    script = (
-        "import os, time\n"
+def _task_with_work_on_idle_cores(script: str) -> tuple[subprocess.Popen[str], int]:
+    """Start a task process that defines ``work`` (prints its pid, sleeps) and runs
+    ``script``, which hands ``work`` to ``on_idle_cores``; return it and the child's pid."""
+    prelude = (
+        "import os, signal, sys, time\n"
         "from nightshift.cluster import on_idle_cores\n"
         "def work() -> None:\n"
         "    print(os.getpid(), flush=True)\n"
         "    time.sleep(600)\n"
-        "on_idle_cores(work)\n"
     )
-    task = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    task = subprocess.Popen(
+        [sys.executable, "-c", prelude + script], stdout=subprocess.PIPE, text=True
+    )
     assert task.stdout is not None
-    child = int(task.stdout.readline())
+    return task, int(task.stdout.readline())
+
+
+def test_work_on_idle_cores_ends_when_its_task_is_killed() -> None:
+    task, child = _task_with_work_on_idle_cores("on_idle_cores(work)\n")
     os.kill(task.pid, signal.SIGKILL)  # as Airflow does when a task times out hard
     task.wait()
     deadline = time.monotonic() + 30
@@ -272,23 +279,15 @@ def test_work_on_idle_cores_ends_when_its_task_is_killed() -> None:
 
 
 def test_work_on_idle_cores_stops_when_its_task_is_told_to_stop() -> None:
-    script = (
-        "import os, signal, sys, time\n"
-        "from nightshift.cluster import on_idle_cores\n"
+    task, child = _task_with_work_on_idle_cores(
         "def stop(*_):\n"
         "    raise KeyboardInterrupt  # as Airflow's task runner raises on SIGTERM\n"
         "signal.signal(signal.SIGTERM, stop)\n"
-        "def work() -> None:\n"
-        "    print(os.getpid(), flush=True)\n"
-        "    time.sleep(600)\n"
         "try:\n"
         "    on_idle_cores(work)\n"
         "except KeyboardInterrupt:\n"
         "    sys.exit(3)\n"
     )
-    task = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert task.stdout is not None
-    child = int(task.stdout.readline())
     task.send_signal(signal.SIGTERM)
     assert task.wait(timeout=30) == 3
     with pytest.raises(ProcessLookupError):
