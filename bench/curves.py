@@ -88,17 +88,23 @@ def night_point(rows: int, window: int) -> dict[str, Any]:
     _process_window(parse_pipeline(data, "bench_conversion.yaml"), rows, window)
     memory = PeakMemory()
     try:
-        [(run, bodies, _)] = _nightly_under_airflow(home, on_trigger=memory.mark)
+        [night] = _nightly_under_airflow(home, on_trigger=memory.mark)
     finally:
         memory.close()
-    wall = _since(run, run["end_date"])
+    wall = _since(night.run, night.run["end_date"])
     point = {
         "rows_per_day": rows,
         "window_days": window,
         "wall_s": round(wall, 1),
-        "stages_s": bodies,
+        "stages_s": night.bodies,
+        # The CPU seconds of each task's own process: for the cluster stages only the
+        # driver's part; for train_incremental, which computes in its process, its cost.
+        "cpu_s": {task: r.get("cpu_seconds", 0.0) for task, r in night.results.items()},
         "peak_gib": round(memory.peak / 2**30, 2),
         "idle_gib": round(memory.idle / 2**30, 2),
+        # SGD's batch matrices kept across epochs: capped at an eighth of memory, so left
+        # out of what the model takes to grow with the window's rows.
+        "kept_gib": round(night.results["train_incremental"]["kept_bytes"] / 2**30, 2),
     }
     print("curve point:", point, flush=True)
     return point
@@ -159,15 +165,26 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
 
 # -- what the points say ----------------------------------------------------------------------
 
-# The rows each stage's cost follows: the run date's rows, or the whole window's.
+# The rows each stage's cost grows with: the run date's rows, or the whole window's.
 WINDOW_STAGES = ("fit_features", "train_distributed", "train_incremental")
 # Stages whose work Dask spreads over the workers; the others run in one task process.
 CLUSTER_STAGES = ("preprocess", "fit_features", "train_distributed")
+# Stages whose cost is the CPU seconds of their own task process, not their wall seconds: on
+# a machine shared with the workers train_incremental runs at the lowest priority on the
+# cores XGBoost leaves idle, so its wall seconds are mostly waiting.
+OWN_CPU_STAGES = ("train_incremental",)
 
 
 def driver_rows(stage: str, rows: int, window: int) -> float:
     """Return the rows ``stage``'s cost grows with."""
     return float(rows * window if stage in WINDOW_STAGES else rows)
+
+
+def stage_cost(point: dict[str, Any], stage: str) -> float:
+    """Return the seconds ``stage`` cost in the measured night ``point`` (see OWN_CPU_STAGES)."""
+    if stage in OWN_CPU_STAGES and stage in point.get("cpu_s", {}):
+        return float(point["cpu_s"][stage])
+    return float(point["stages_s"][stage])
 
 
 def series(points: list[dict[str, Any]], axis: str) -> list[dict[str, Any]]:
@@ -179,17 +196,23 @@ def series(points: list[dict[str, Any]], axis: str) -> list[dict[str, Any]]:
 
 
 def growth(points: list[dict[str, Any]], axis: str) -> dict[str, float]:
-    """Return, per stage and for the night, the power its time grows by between the two
-    largest points along ``axis`` (1.0: linear); the smaller points carry start-up costs."""
+    """Return, per stage (its :func:`stage_cost`) and for the night, the power its time grows
+    by between the two largest points along ``axis`` (1.0: linear); the smaller points carry
+    start-up costs."""
     ordered = series(points, axis)[-2:]
     if len(ordered) < 2:
         return {}
     small, large = ordered
     scale = math.log(large[axis] / small[axis])
-    powers = {
-        stage: round(math.log(large["stages_s"][stage] / small["stages_s"][stage]) / scale, 2)
+    costs = {
+        stage: (stage_cost(small, stage), stage_cost(large, stage))
         for stage in large["stages_s"]
-        if small["stages_s"].get(stage, 0) > 0 and large["stages_s"][stage] > 0
+        if stage in small["stages_s"]
+    }
+    powers = {
+        stage: round(math.log(after / before) / scale, 2)
+        for stage, (before, after) in costs.items()
+        if before > 0 and after > 0
     }
     powers["night"] = round(math.log(large["wall_s"] / small["wall_s"]) / scale, 2)
     return powers
@@ -197,15 +220,15 @@ def growth(points: list[dict[str, Any]], axis: str) -> dict[str, float]:
 
 def fit_costs(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Return each stage's fixed seconds and seconds per million driver rows (least squares
-    with neither below zero, over the measured nights), and the night's mean seconds outside
-    the task bodies."""
+    with neither below zero, over the measured nights' :func:`stage_cost`), and the night's
+    mean seconds outside the task bodies."""
     import numpy as np
     from scipy.optimize import nnls
 
     costs: dict[str, dict[str, float]] = {}
     for stage in points[0]["stages_s"]:
         x = np.array([driver_rows(stage, p["rows_per_day"], p["window_days"]) for p in points])
-        y = np.array([p["stages_s"][stage] for p in points])
+        y = np.array([stage_cost(p, stage) for p in points])
         (fixed, per_million), _ = nnls(np.column_stack([np.ones_like(x), x / 1e6]), y)
         costs[stage] = {"fixed_s": round(float(fixed), 2)}
         costs[stage]["per_million_rows_s"] = round(float(per_million), 3)
@@ -265,14 +288,17 @@ def capacity(costs: dict[str, dict[str, float]], points: list[dict]) -> dict:
     rows, window = TEAM["rows_per_day"], TEAM["window_days"]
     stages = predict(costs, rows, window, speedup=TEAM["workers"])
     night = stages.pop("night")
-    # Memory above the idle services grows with the window's rows (the training data).
+    # Memory above the idle services grows with the window's rows (the training data), but
+    # for SGD's kept batch matrices: capped at an eighth of its task's machine, they stop
+    # growing with the window, and live in that task's process, not on the workers.
     x = np.array([p["rows_per_day"] * p["window_days"] / 1e6 for p in points])
-    y = np.array([p["peak_gib"] - p["idle_gib"] for p in points])
+    y = np.array([p["peak_gib"] - p["idle_gib"] - p.get("kept_gib", 0.0) for p in points])
     per_million = float(np.polyfit(x, y, 1)[0]) if len(points) > 1 else float(y[0] / x[0])
     window_millions = rows * window / 1e6
     return {
         **TEAM,
-        "assumed": "each worker a machine like this one; cluster stages scale with workers",
+        "assumed": "each worker a machine like this one, the cluster stages spread over the "
+        "workers; train_incremental on a core of its own, at the CPU seconds it measured",
         "stages_s": stages,
         "night_s": night,
         "bottleneck": max(stages, key=stages.get),  # type: ignore[arg-type]
@@ -302,6 +328,9 @@ def draw(points: list[dict], backfill: dict | None, folder: Path) -> list[Path]:
         time_ax.plot(xs, [p["wall_s"] for p in along], "o-", color="black", label="night")
         for stage in along[0]["stages_s"]:
             time_ax.plot(xs, [p["stages_s"][stage] for p in along], ".--", label=stage)
+        for stage in (s for s in OWN_CPU_STAGES if s in along[0].get("cpu_s", {})):
+            cpu = [p["cpu_s"][stage] for p in along]
+            time_ax.plot(xs, cpu, "x:", color="grey", label=f"{stage} (CPU s)")
         time_ax.set(
             xlabel=label, ylabel="seconds", title=f"wall time ({other} = {along[0][other]:,})"
         )

@@ -126,12 +126,17 @@ def _curves(path: Path) -> str:
     if not path.exists():
         return "Not run yet: `bench/curves.py` (part of `make bench`) writes it."
     found = json.loads(path.read_text())
-    rows = ["| rows/day | window days | night s | peak GiB | services idle GiB | model s | error |"]
-    rows.append("|---|---|---|---|---|---|---|")
+    rows = [
+        "| rows/day | window days | night s | SGD CPU s | peak GiB | services idle GiB "
+        "| SGD kept GiB | model s | error |"
+    ]
+    rows.append("|---|---|---|---|---|---|---|---|---|")
     for point, check in zip(found["points"], found["model_check"], strict=True):
         rows.append(
             f"| {point['rows_per_day']:,} | {point['window_days']} | {point['wall_s']:.0f} | "
-            f"{point['peak_gib']:.2f} | {point['idle_gib']:.2f} | {check['predicted_s']:.0f} | "
+            f"{point.get('cpu_s', {}).get('train_incremental', float('nan')):.0f} | "
+            f"{point['peak_gib']:.2f} | {point['idle_gib']:.2f} | "
+            f"{point.get('kept_gib', float('nan')):.2f} | {check['predicted_s']:.0f} | "
             f"{check['error']:+.0%} |"
         )
     figures = " · ".join(f"[{Path(f).name}]({Path(f).name})" for f in found["figures"])

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -112,8 +112,8 @@ def p1_p4(rows: int, window: int) -> None:
     for attempt in range(1, P1_REPEATS + 1):
         scripts.append(baseline_script.run(pipeline, DAY, training_paths(pipeline, DAY)[0]))
         print(f"P1 script {attempt}: {scripts[-1]['seconds']:.1f} s", flush=True)
-    walls = [_since(run, run["end_date"]) for run, _, _ in nights]
-    _, bodies, spans = nights[walls.index(min(walls))]
+    walls = [_since(night.run, night.run["end_date"]) for night in nights]
+    _, bodies, spans, _ = nights[walls.index(min(walls))]
     script = min(scripts, key=lambda s: s["seconds"])
     wall = min(walls)
     _save_p4(wall, bodies, spans)
@@ -176,7 +176,14 @@ def _process_window(pipeline: Any, rows: int, window: int) -> None:
     print(f"setup: {window} days of {rows:,} rows processed in {time.perf_counter() - t0:.0f}s")
 
 
-Night = tuple[dict, dict[str, float], dict[str, tuple[float, float]]]
+class Night(NamedTuple):
+    """One nightly run under the scheduler: the run as the REST API shows it, each task's
+    body seconds, its start and end in seconds from the run's start, and what it returned."""
+
+    run: dict[str, Any]
+    bodies: dict[str, float]
+    spans: dict[str, tuple[float, float]]
+    results: dict[str, dict[str, Any]]
 
 
 def _nightly_under_airflow(
@@ -216,6 +223,7 @@ def _one_night(airflow: Any, dag_id: str) -> Night:
     assert run["state"] == "success", run
     bodies: dict[str, float] = {}
     spans: dict[str, tuple[float, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     runs = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances"
     for ti in airflow.api("GET", runs)["task_instances"]:
         xcom = airflow.api(
@@ -223,10 +231,11 @@ def _one_night(airflow: Any, dag_id: str) -> Night:
         )
         value = xcom["value"]
         value = json.loads(value) if isinstance(value, str) else value
+        results[ti["task_id"]] = value
         bodies[ti["task_id"]] = float(value["seconds"])
         spans[ti["task_id"]] = (_since(run, ti["start_date"]), _since(run, ti["end_date"]))
     print(f"nightly run {run_id}: {_since(run, run['end_date'])} s", flush=True)
-    return run, bodies, spans
+    return Night(run, bodies, spans, results)
 
 
 def _since(run: dict[str, Any], when: str) -> float:

@@ -88,11 +88,14 @@ def dates_to_prepare(pipeline: Pipeline, partition_date: dt.date) -> list[dt.dat
 
 @contextmanager
 def _timed(result: dict[str, Any], stage: Stage) -> Iterator[None]:
-    """Time the block into ``result["seconds"]``; profile it when profiling is on."""
-    start = time.perf_counter()
+    """Time the block into ``result["seconds"]``, and the CPU seconds of the process that ran
+    it (all its threads; not the Dask workers') into ``result["cpu_seconds"]``; profile it
+    when profiling is on."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     with profiled(stage.value):
         yield
     result["seconds"] = round(time.perf_counter() - start, 3)
+    result["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
 
 
 def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
@@ -403,7 +406,7 @@ def train_incremental(
     ``fit_features`` recorded (as :func:`train_distributed`)."""
     from nightshift.train import train_baseline, train_sgd
 
-    result: dict[str, Any] = {"models": {}}
+    result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
     with _timed(result, Stage.TRAIN_INCREMENTAL):
         inputs = night_inputs(pipeline, partition_date, features_version)
         for spec in pipeline.models:
@@ -413,6 +416,7 @@ def train_incremental(
                 trained = train_sgd(pipeline, spec, inputs.window_paths, inputs.stats)
             else:
                 trained = train_baseline(pipeline, spec, inputs.stats)
+            result["kept_bytes"] += trained.kept_bytes
             result["models"][spec.name] = _save_model(
                 pipeline, partition_date, trained, inputs.stats_json
             )

@@ -34,6 +34,7 @@ class TrainedModel:
     filename: str
     payload: bytes
     history: dict[str, Any] = field(default_factory=dict)
+    kept_bytes: int = 0  # the batch matrices training held in memory at its end (SGD's)
 
 
 def xgboost_params(pipeline: Pipeline, spec: XGBoostModel, device: str = "cpu") -> dict[str, Any]:
@@ -346,6 +347,7 @@ def train_sgd(
         filename="model.json",
         payload=linear_to_json(model),
         history={"epoch_loss": epochs, "batches": len(paths), "epochs": spec.epochs},
+        kept_bytes=keep - batches.left,
     )
 
 

@@ -148,6 +148,8 @@ def test_sgd_keeps_the_batch_matrices_that_fit_its_budget_and_learns_the_same(
     assert len(built) == len(paths[:-1])
     assert kept.payload == half.payload == rebuilt.payload
     assert kept.history == rebuilt.history
+    assert kept.kept_bytes > half.kept_bytes > 0
+    assert rebuilt.kept_bytes == 0
 
 
 def test_a_pickle_where_a_model_should_be_is_refused(trained_inputs) -> None:
