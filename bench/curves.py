@@ -280,21 +280,34 @@ def check_model(costs: dict[str, dict[str, float]], points: list[dict[str, Any]]
 TEAM = {"rows_per_day": 50_000_000, "window_days": 30, "workers": 4, "backfill_nights": 90}
 
 
-def capacity(costs: dict[str, dict[str, float]], points: list[dict]) -> dict:
-    """Predict TEAM's night, its bottleneck, its memory per worker and its backfill's hours,
-    from the fitted costs; each of TEAM's workers is taken to be a machine like this one."""
+def memory_per_million(points: list[dict]) -> float:
+    """Return the GiB of memory above the idle services per million window rows (the
+    training data), fitted over the points. SGD's kept batch matrices are left out: capped
+    at an eighth of its task's machine, they stop growing with the window, and they live in
+    that task's process, not on the workers."""
     import numpy as np
 
-    rows, window = TEAM["rows_per_day"], TEAM["window_days"]
-    stages = predict(costs, rows, window, speedup=TEAM["workers"])
-    night = stages.pop("night")
-    # Memory above the idle services grows with the window's rows (the training data), but
-    # for SGD's kept batch matrices: capped at an eighth of its task's machine, they stop
-    # growing with the window, and live in that task's process, not on the workers.
     x = np.array([p["rows_per_day"] * p["window_days"] / 1e6 for p in points])
     y = np.array([p["peak_gib"] - p["idle_gib"] - p.get("kept_gib", 0.0) for p in points])
-    per_million = float(np.polyfit(x, y, 1)[0]) if len(points) > 1 else float(y[0] / x[0])
-    window_millions = rows * window / 1e6
+    return float(np.polyfit(x, y, 1)[0]) if len(points) > 1 else float(y[0] / x[0])
+
+
+def capacity(
+    costs: dict[str, dict[str, float]], points: list[dict], machine_gib: float | None = None
+) -> dict:
+    """Predict TEAM's night, its bottleneck, its memory per worker and its backfill's hours,
+    from the fitted costs; each of TEAM's workers is taken to be a machine like this one (of
+    ``machine_gib``, default this one's memory). Where the window does not fit TEAM's workers'
+    memory, also the workers it takes and the night on that many."""
+    import psutil
+
+    machine_gib = machine_gib or psutil.virtual_memory().total / 2**30
+    rows, window, workers = TEAM["rows_per_day"], TEAM["window_days"], TEAM["workers"]
+    stages = predict(costs, rows, window, speedup=workers)
+    night = stages.pop("night")
+    per_million = memory_per_million(points)
+    window_gib = per_million * rows * window / 1e6
+    needed = max(workers, math.ceil(window_gib / machine_gib))
     return {
         **TEAM,
         "assumed": "each worker a machine like this one, the cluster stages spread over the "
@@ -303,7 +316,10 @@ def capacity(costs: dict[str, dict[str, float]], points: list[dict]) -> dict:
         "night_s": night,
         "bottleneck": max(stages, key=stages.get),  # type: ignore[arg-type]
         "memory_gib_per_million_window_rows": round(per_million, 4),
-        "memory_gib_per_worker": round(per_million * window_millions / TEAM["workers"], 1),
+        "memory_gib_per_worker": round(window_gib / workers, 1),
+        "machine_gib": round(machine_gib, 1),
+        "workers_to_hold_window": needed,
+        "night_s_on_those_workers": predict(costs, rows, window, speedup=needed)["night"],
         "backfill_hours": round(TEAM["backfill_nights"] * night / 3600, 1),
     }
 

@@ -167,7 +167,9 @@ def _curves(path: Path) -> str:
         f"{team['window_days']}-day window, {team['workers']} workers: a night of "
         f"{team['night_s'] / 3600:.1f} h, bottleneck `{team['bottleneck']}`, "
         f"{team['memory_gib_per_worker']} GiB per worker, a {team['backfill_nights']}-night "
-        f"backfill {team['backfill_hours']} h."
+        f"backfill {team['backfill_hours']} h. Holding the window takes "
+        f"{team['workers_to_hold_window']} workers of {team['machine_gib']} GiB, on which a "
+        f"night is {team['night_s_on_those_workers'] / 3600:.1f} h."
     )
     return "\n\n".join(parts)
 

@@ -88,7 +88,7 @@ def test_fitted_costs_reproduce_linear_stages_and_check_every_point(curves) -> N
 
 def test_capacity_scales_the_cluster_stages_with_the_workers(curves) -> None:
     costs = curves.fit_costs(POINTS)
-    team = curves.capacity(costs, POINTS)
+    team = curves.capacity(costs, POINTS, machine_gib=1000.0)
     window_millions = 50 * 30
     assert team["stages_s"]["train_distributed"] == pytest.approx(1 + 3 * window_millions / 4, 0.01)
     assert team["stages_s"]["train_incremental"] == pytest.approx(1 + 1.5 * window_millions, 0.01)
@@ -96,6 +96,11 @@ def test_capacity_scales_the_cluster_stages_with_the_workers(curves) -> None:
     assert team["bottleneck"] == "train_incremental"
     assert team["memory_gib_per_worker"] == pytest.approx(0.5 * window_millions / 4, 0.01)
     assert team["backfill_hours"] == pytest.approx(90 * team["night_s"] / 3600, 0.01)
+    assert team["workers_to_hold_window"] == 4
+    # On machines of 24 GiB the window's 750 GiB takes 32 of them, and the night shortens.
+    small = curves.capacity(costs, POINTS, machine_gib=24.0)
+    assert small["workers_to_hold_window"] == 32
+    assert small["night_s_on_those_workers"] < small["night_s"]
 
 
 def test_figures_are_written_for_each_axis_and_the_backfill(curves, tmp_path: Path) -> None:
@@ -138,7 +143,7 @@ def test_results_show_the_curves_the_check_and_the_prediction(curves, tmp_path: 
         "model_check": curves.check_model(costs, POINTS),
         "growth": {"rows_per_day": curves.growth(POINTS, "rows_per_day")},
         "faster_than_linear": ["evaluate (power 1.68 along rows_per_day)"],
-        "capacity": curves.capacity(costs, POINTS),
+        "capacity": curves.capacity(costs, POINTS, machine_gib=24.0),
         "backfill": None,
         "figures": ["bench/curves-rows.svg"],
     }
@@ -149,6 +154,7 @@ def test_results_show_the_curves_the_check_and_the_prediction(curves, tmp_path: 
     assert "[curves-rows.svg](curves-rows.svg)" in text
     assert "Faster than linear: evaluate (power 1.68 along rows_per_day)." in text
     assert "bottleneck `train_incremental`" in text
+    assert "Holding the window takes 32 workers of 24.0 GiB" in text
     path.write_text(json.dumps({**found, "capacity": None}))
     assert "not predicted, a measured night is off by more than 25%" in results._curves(path)
 
