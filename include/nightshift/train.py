@@ -270,7 +270,7 @@ class LinearBatches:
         self, pipeline: Pipeline, paths: list[str], stats: FeatureStats, budget: int
     ) -> None:
         self.pipeline, self.paths, self.stats = pipeline, paths, stats
-        self.left = budget
+        self.budget = self.left = budget
         self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -287,6 +287,22 @@ class LinearBatches:
             self.kept[index] = x, y
             self.left -= x.nbytes + y.nbytes
         return x, y
+
+    @property
+    def kept_bytes(self) -> int:
+        """The bytes of the matrices kept for the next epochs."""
+        return self.budget - self.left
+
+    def log_kept(self, name: str) -> None:
+        """Log how many of the batches were built once, and the memory they took."""
+        log.info(
+            "%s: %d of %d batch matrices built once (%.2f GiB kept, of %.2f GiB allowed)",
+            name,
+            len(self.kept),
+            len(self.paths),
+            self.kept_bytes / 2**30,
+            self.budget / 2**30,
+        )
 
 
 def train_sgd(
@@ -333,21 +349,14 @@ def train_sgd(
             spec.epochs,
             f"{epochs[-1]:.4f}" if losses else "n/a (first batch)",
         )
-    log.info(
-        "%s: %d of %d batch matrices built once (%.2f GiB kept, of %.2f GiB allowed)",
-        spec.name,
-        len(batches.kept),
-        len(paths),
-        (keep - batches.left) / 2**30,
-        keep / 2**30,
-    )
+    batches.log_kept(spec.name)
     return TrainedModel(
         name=spec.name,
         kind="sgd",
         filename="model.json",
         payload=linear_to_json(model),
         history={"epoch_loss": epochs, "batches": len(paths), "epochs": spec.epochs},
-        kept_bytes=keep - batches.left,
+        kept_bytes=batches.kept_bytes,
     )
 
 
