@@ -1,7 +1,9 @@
 # nightshift: every command a user needs. `make help` lists them.
 SHELL := /bin/bash
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo "$(shell python3 -c 'import sys; print(sys.prefix)')/bin/uv")
+# uv on PATH if there is one; else a pinned uv that tools/get_uv.py fetches with the standard
+# library alone (a distribution's python3 refuses `pip install`, PEP 668, or has no pip).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
 .PHONY: help setup demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean
 
@@ -9,7 +11,7 @@ help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(UV):
-	python3 -m pip install --quiet "uv>=0.9"
+	python3 tools/get_uv.py $(dir $(UV))
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
@@ -41,13 +43,13 @@ compose-images:  ## build local stand-ins for Docker Hub's images (Postgres, S3,
 	bash compose/stand-ins/build.sh
 
 lint: setup  ## ruff (lint + format check) and mypy on include/
-	.venv/bin/ruff check include dags plugins tests bench compose
-	.venv/bin/ruff format --check include dags plugins tests bench compose
+	.venv/bin/ruff check include dags plugins tests bench compose tools
+	.venv/bin/ruff format --check include dags plugins tests bench compose tools
 	.venv/bin/mypy
 
 format: setup  ## apply ruff's formatting and safe fixes
-	.venv/bin/ruff check --fix include dags plugins tests bench compose
-	.venv/bin/ruff format include dags plugins tests bench compose
+	.venv/bin/ruff check --fix include dags plugins tests bench compose tools
+	.venv/bin/ruff format include dags plugins tests bench compose tools
 
 up: setup  ## start Airflow (api-server, scheduler, dag-processor, triggerer) and Dask locally
 	.venv/bin/nightshift up
@@ -67,4 +69,4 @@ bench-stages: setup  ## seconds per stage of one in-process nightly run (bench/s
 	$(PY) -u bench/stages.py
 
 clean: down  ## remove the local Airflow home, data and virtualenv
-	rm -rf .airflow data .venv
+	rm -rf .airflow data .venv .tools

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,59 @@ os.environ.setdefault("NIGHTSHIFT_HOME", "/tmp/nightshift-tests-default-home")
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 
 
+# A tier whose tool this machine lacks is left out with one line saying how to run it, unless
+# the variable says it is required (.ci/run sets both: there a missing tool fails the run).
+NEEDS = {
+    "compose": (
+        "NIGHTSHIFT_REQUIRE_DOCKER",
+        "the compose tier needs a running Docker daemon and docker-compose "
+        "(apt-get install docker.io docker-compose); then: make test-compose",
+    ),
+    "browser": (
+        "NIGHTSHIFT_REQUIRE_BROWSER",
+        "the browser tests need Debian's chromium (apt-get install chromium; "
+        "Playwright downloads no browser); then: make test",
+    ),
+}
+_left_out: list[str] = []
+
+
+def missing_tool(marker: str) -> bool:
+    """Whether this machine lacks what the tests marked ``marker`` need."""
+    if marker == "browser":
+        return not Path(os.environ.get("NIGHTSHIFT_CHROMIUM", "/usr/bin/chromium")).exists()
+    if not (shutil.which("docker") and shutil.which("docker-compose")):
+        return True
+    try:
+        answered = subprocess.run(["docker", "info"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return answered.returncode != 0
+
+
+def leave_out_what_cannot_run(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tiers whose tool is missing, unless required or all that was asked for."""
+    for marker, (required, how) in NEEDS.items():
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if not marked or len(marked) == len(items) or os.environ.get(required) == "1":
+            continue  # asked for alone (make test-compose): run, and fail saying why
+        if missing_tool(marker):
+            config.hook.pytest_deselected(items=marked)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
+            _left_out.append(f"{len(marked)} tests not run: {how}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say, one line each, which tiers were left out and how to run them."""
+    for line in _left_out:
+        terminalreporter.write_line(f"nightshift: {line}", yellow=True)
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep the steps of a scenario module in file order, wherever the order put the module.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out what this machine cannot run (above); keep a scenario module's steps in order.
+
+    Each step of a scenario module stays in file order, wherever the order put the module.
 
     pytest-randomly shuffles modules and the tests inside them; its seed is printed in the
     header, ``--randomly-seed=N`` repeats an order and ``-p no:randomly`` keeps file order. A
@@ -31,6 +83,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     its steps keep their order in the slots the shuffle gave them. Every other test passes in
     any order.
     """
+    leave_out_what_cannot_run(config, items)
     slots: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         if getattr(getattr(item, "module", None), "SCENARIO", False):

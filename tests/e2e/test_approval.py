@@ -96,6 +96,7 @@ def _champion(airflow: LocalAirflow) -> dict:
     return dict(json.loads(out))
 
 
+@pytest.mark.browser
 def test_a_rejected_promotion_keeps_the_champion(approval: tuple[LocalAirflow, Path]) -> None:
     airflow, project = approval
     run_id = _awaiting(airflow, REJECTED)
@@ -123,6 +124,7 @@ def test_a_rejected_promotion_keeps_the_champion(approval: tuple[LocalAirflow, P
     print(f"rejected: {entry}")
 
 
+@pytest.mark.browser
 def test_an_approved_promotion_moves_the_alias(approval: tuple[LocalAirflow, Path]) -> None:
     airflow, project = approval
     run_id = _awaiting(airflow, APPROVED)

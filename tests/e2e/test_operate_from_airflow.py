@@ -201,6 +201,7 @@ def _launch(playwright):
     )
 
 
+@pytest.mark.browser
 def test_browser_trigger_form_run_and_report(airflow_with_dask) -> None:
     from playwright.sync_api import expect, sync_playwright
 

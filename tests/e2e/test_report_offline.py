@@ -39,6 +39,7 @@ def published(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("page_name", ["2026-06-02/report.html", "index.html"])
+@pytest.mark.browser
 def test_a_report_from_disk_makes_no_network_request(published: Path, page_name: str) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -93,6 +93,7 @@ def test_every_plugin_response_forbids_script_and_sniffing(api_server: LocalAirf
             assert headers.get("x-content-type-options") == "nosniff", (route, headers)
 
 
+@pytest.mark.browser
 def test_hostile_reports_inside_the_airflow_ui_run_no_script(api_server: LocalAirflow) -> None:
     from playwright.sync_api import expect, sync_playwright
 

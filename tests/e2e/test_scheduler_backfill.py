@@ -30,6 +30,7 @@ def _digest(partition: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.browser
 def test_backfill_three_dates_then_reprocess_one(
     airflow_project: tuple[LocalAirflow, Path],
 ) -> None:
