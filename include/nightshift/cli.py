@@ -362,12 +362,39 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return 1
     options = ["--max-active-runs", str(args.max_active_runs), "--reprocess-behavior", args.rerun]
     options += ["--run-backwards"] if args.backwards else []
+    if args.dry_run:
+        print(f"{pipeline.dag_id}: {len(dates)} nights, {dates[0]} to {dates[-1]} (dry run)")
+        print(airflow.backfill_dry_run(pipeline.dag_id, dates[0], dates[-1], *options))
+        return 0
+    if not _unpaused_for_backfill(airflow, pipeline.dag_id, args.unpause):
+        return 1
     print(f"backfilling {pipeline.dag_id}: {len(dates)} nights, {dates[0]} to {dates[-1]}")
     result = backfill.backfill(airflow, pipeline, dates, options, _print_flushed)
     for day, state in result.states.items():
         report = pipeline.reports_dir(dt.date.fromisoformat(day))
         print(f"  {day}: {state or 'not run'}  {report}")
     return 0 if all(state == "success" for state in result.states.values()) else 1
+
+
+def _unpaused_for_backfill(airflow: Any, dag_id: str, unpause: bool) -> bool:
+    """Whether ``dag_id`` is unpaused (made so if ``unpause``): Airflow starts no run of a
+    paused DAG, so a backfill of one would wait forever. Say what was done or what to do."""
+    if not airflow.api("GET", f"dags/{dag_id}")["is_paused"]:
+        return True
+    if unpause:
+        airflow.unpause(dag_id)
+        print(
+            f"unpaused {dag_id} for the backfill; it now also runs on its nightly schedule "
+            f"(pause it again in the UI, or: airflow dags pause {dag_id})"
+        )
+        return True
+    print(
+        f"error: {dag_id} is paused (pipelines start paused), and Airflow starts no run of a "
+        "paused DAG: the backfill would wait forever. Add --unpause to unpause it (it then "
+        f"also runs nightly), or unpause it in the UI, or: airflow dags unpause {dag_id}",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _print_flushed(line: str) -> None:
@@ -451,6 +478,14 @@ def _backfill_command(sub: Any) -> None:
     )
     backfill.add_argument("--max-active-runs", type=int, default=1)
     backfill.add_argument("--backwards", action="store_true", help="newest date first")
+    backfill.add_argument(
+        "--unpause",
+        action="store_true",
+        help="unpause the pipeline's DAG if it is paused (a paused DAG's runs never start)",
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="list the nights it would create, create none"
+    )
     backfill.set_defaults(func=cmd_backfill)
 
 

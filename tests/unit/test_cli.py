@@ -101,3 +101,109 @@ def test_backfill_takes_dates_and_says_what_is_wrong_before_asking_airflow(
     states = {"2026-11-01": "success", "2026-11-02": "running", "2026-11-03": "queued"}
     assert Nights(states).line() == "  1/3 nights done; running: 2026-11-02"
     assert not Nights(states).finished
+
+
+class PausedAirflow:
+    """A LocalAirflow stand-in: a scheduler runs, the DAG's pause flag and pools are scripted."""
+
+    home = Path("/airflow-home")
+
+    def __init__(self, paused: bool, open_slots: int = 4, healthy: bool = True) -> None:
+        self.paused, self.open_slots, self.healthy = paused, open_slots, healthy
+        self.unpaused: list[str] = []
+        self.created: list[tuple[str, ...]] = []
+
+    def running(self) -> dict[str, int]:
+        return {"scheduler": 1}
+
+    def api(self, method: str, path: str, body: object = None) -> dict:
+        if path == "monitor/health":
+            status = "healthy" if self.healthy else "unhealthy"
+            return {"scheduler": {"status": status, "latest_scheduler_heartbeat": "2026-12-01"}}
+        if path == "pools":
+            return {"pools": [{"name": "default_pool", "slots": 4, "open_slots": self.open_slots}]}
+        if path.startswith("backfills?"):
+            return {"backfills": [{"completed_at": "2026-12-01"}]}
+        return {"is_paused": self.paused}
+
+    def unpause(self, dag_id: str) -> None:
+        self.unpaused.append(dag_id)
+        self.paused = False
+
+    def backfill_dry_run(self, dag_id: str, *args: str) -> str:
+        return f"dry run of {dag_id} {' '.join(args)}"
+
+    def backfill(self, *args: str) -> str:
+        self.created.append(args)
+        return "created"
+
+
+def _backfill_cli(monkeypatch, airflow: PausedAirflow, *extra: str) -> int:
+    from nightshift import cli
+    from nightshift.ops import local_airflow
+
+    monkeypatch.setattr(local_airflow, "LocalAirflow", lambda: airflow)
+    dates = ["--from", "2013-03-04", "--to", "2013-03-06"]
+    return cli.main(["backfill", "--pipeline", "retail_conversion", *dates, *extra])
+
+
+def test_a_backfill_of_a_paused_dag_is_refused_at_once_with_what_to_run(
+    monkeypatch, capsys
+) -> None:
+    airflow = PausedAirflow(paused=True)
+    assert _backfill_cli(monkeypatch, airflow) == 1
+    err = capsys.readouterr().err
+    assert "nightshift_retail_conversion is paused" in err
+    assert "--unpause" in err
+    assert "airflow dags unpause nightshift_retail_conversion" in err
+    assert airflow.created == [] and airflow.unpaused == []
+
+
+def test_unpause_lets_the_backfill_run_and_says_so(monkeypatch, capsys) -> None:
+    from nightshift.ops import backfill
+
+    airflow = PausedAirflow(paused=True)
+    finished = backfill.Nights(dict.fromkeys(["2013-03-04", "2013-03-05", "2013-03-06"], "success"))
+    monkeypatch.setattr(backfill, "backfill", lambda *args: finished)
+    assert _backfill_cli(monkeypatch, airflow, "--unpause") == 0
+    out = capsys.readouterr().out
+    assert airflow.unpaused == ["nightshift_retail_conversion"]
+    assert "unpaused nightshift_retail_conversion for the backfill" in out
+    assert "2013-03-06: success" in out
+
+
+def test_dry_run_lists_the_nights_and_creates_none(monkeypatch, capsys) -> None:
+    airflow = PausedAirflow(paused=True)
+    assert _backfill_cli(monkeypatch, airflow, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "3 nights, 2013-03-04 to 2013-03-06 (dry run)" in out
+    assert "dry run of nightshift_retail_conversion 2013-03-04 2013-03-06" in out
+    assert airflow.created == [] and airflow.unpaused == []
+
+
+def test_nights_queued_for_long_say_why(monkeypatch) -> None:
+    from nightshift.config import find_pipeline
+    from nightshift.ops import backfill
+
+    clock = iter(range(0, 100_000, 30))
+    monkeypatch.setattr(backfill.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(backfill.time, "sleep", lambda seconds: None)
+    queued = backfill.Nights({"2013-03-04": "queued", "2013-03-05": "queued"})
+    done = backfill.Nights({"2013-03-04": "success", "2013-03-05": "success"})
+    polls = iter([queued] * 6 + [done])
+    monkeypatch.setattr(backfill, "nights", lambda *args: next(polls))
+    airflow = PausedAirflow(paused=False, open_slots=0)
+    lines: list[str] = []
+    pipeline = find_pipeline("retail_conversion")
+    backfill.backfill(airflow, pipeline, ["2013-03-04", "2013-03-05"], [], lines.append)  # type: ignore[arg-type]
+    reasons = [line for line in lines if "queued for" in line]
+    assert len(reasons) == 1, lines  # said once, not on every poll
+    assert "no free slot in pool default_pool (4 slots)" in reasons[0]
+
+
+def test_why_queued_names_a_paused_dag_and_a_dead_scheduler() -> None:
+    from nightshift.ops.backfill import why_queued
+
+    assert "d is paused" in why_queued(PausedAirflow(paused=True), "d")  # type: ignore[arg-type]
+    dead = why_queued(PausedAirflow(paused=False, healthy=False), "d")  # type: ignore[arg-type]
+    assert "scheduler's last heartbeat is 2026-12-01" in dead

@@ -3,7 +3,7 @@
 Airflow's ``backfill create`` takes a range of logical dates, and a nightly run's logical
 date is its cron time on the day it processes; this asks for exactly the nights of D1..D2
 (the pipeline's timezone, both inclusive), then follows them: one line each time a night
-starts or ends, not one per poll.
+starts or ends, not one per poll; and when the nights sit queued, says why.
 """
 
 from __future__ import annotations
@@ -45,6 +45,38 @@ class Nights:
         """Whether every night has ended."""
         return all(state in FINISHED for state in self.states.values())
 
+    @property
+    def waiting(self) -> bool:
+        """Whether nights are queued while none runs (the backfill is not moving)."""
+        states = self.states.values()
+        return "queued" in states and "running" not in states
+
+
+# Queued this long with nothing running, a backfill is stuck, not slow: say why.
+QUEUED_FOR_LONG = 60.0
+
+
+def why_queued(airflow: LocalAirflow, dag_id: str) -> str:
+    """Return why a DAG's queued runs do not start: paused, no scheduler, or no free slot."""
+    if airflow.api("GET", f"dags/{dag_id}")["is_paused"]:
+        return (
+            f"{dag_id} is paused, and Airflow starts no run of a paused DAG: "
+            f"`airflow dags unpause {dag_id}` (it then also runs nightly)"
+        )
+    if "scheduler" not in airflow.running():
+        return f"no scheduler is running from {airflow.home}: `make up` starts one"
+    health = airflow.api("GET", "monitor/health").get("scheduler", {})
+    if health.get("status") != "healthy":
+        return (
+            f"the scheduler's last heartbeat is {health.get('latest_scheduler_heartbeat')}: "
+            f"it is not working (see {airflow.home / 'run' / 'scheduler.log'})"
+        )
+    full = [p for p in airflow.api("GET", "pools")["pools"] if p["open_slots"] == 0]
+    if full:
+        names = ", ".join(f"{p['name']} ({p['slots']} slots)" for p in full)
+        return f"no free slot in pool {names}: other tasks hold them"
+    return "the scheduler has not started them yet (other runs of this DAG may be active)"
+
 
 def night_dates(first: dt.date, last: dt.date) -> list[str]:
     """Every date from ``first`` to ``last``, both inclusive, as ISO strings."""
@@ -82,12 +114,17 @@ def backfill(
     ``report`` with a line each time it changes (a night started or ended)."""
     airflow.backfill(pipeline.dag_id, dates[0], dates[-1], *options)
     deadline = time.monotonic() + timeout
-    said = ""
+    said, moved, explained = "", time.monotonic(), ""
     while time.monotonic() < deadline:
         now = nights(airflow, pipeline, dates)
         if now.line() != said:
-            said = now.line()
+            said, moved = now.line(), time.monotonic()
             report(said)
+        if now.waiting and time.monotonic() - moved > QUEUED_FOR_LONG:
+            why = why_queued(airflow, pipeline.dag_id)
+            if why != explained:
+                explained = why
+                report(f"  queued for {time.monotonic() - moved:.0f} s: {why}")
         backfills = airflow.api("GET", f"backfills?dag_id={pipeline.dag_id}")["backfills"]
         # A re-run's nights show their old state until the backfill queues them again.
         if now.finished and all(b["completed_at"] for b in backfills):

@@ -300,6 +300,10 @@ class LocalAirflow(AirflowAPI):
         path = self.home / "run" / f"{service}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
+    def backfill_dry_run(self, dag_id: str, first: str, last: str, *extra: str) -> str:
+        """Return what ``backfill create --dry-run`` lists for the dates ``first`` to ``last``."""
+        return self.airflow(*_backfill_command(dag_id, first, last), *extra, "--dry-run")
+
     def backfill(
         self,
         dag_id: str,
@@ -326,17 +330,7 @@ class LocalAirflow(AirflowAPI):
         become failed, which ``completed`` re-processes) and is created again: at that rate,
         20 attempts all failing is rarer than one in 100,000.
         """
-        command = [
-            "backfill",
-            "create",
-            "--dag-id",
-            dag_id,
-            "--from-date",
-            f"{dt.date.fromisoformat(first)}T00:00:00",
-            "--to-date",
-            f"{dt.date.fromisoformat(last)}T23:59:59",
-            *extra,
-        ]
+        command = [*_backfill_command(dag_id, first, last), *extra]
         was_paused = bool(self.api("GET", f"dags/{dag_id}")["is_paused"])
         self.pause(dag_id)
         try:
@@ -365,6 +359,20 @@ class LocalAirflow(AirflowAPI):
                 # Off the beat of the scheduler's 5-second heartbeat writes.
                 time.sleep(1 + 3 * random.random())
         raise AssertionError("unreachable")
+
+
+def _backfill_command(dag_id: str, first: str, last: str) -> list[str]:
+    """Airflow's ``backfill create`` of the nights of ``first`` to ``last`` (YYYY-MM-DD)."""
+    return [
+        "backfill",
+        "create",
+        "--dag-id",
+        dag_id,
+        "--from-date",
+        f"{dt.date.fromisoformat(first)}T00:00:00",
+        "--to-date",
+        f"{dt.date.fromisoformat(last)}T23:59:59",
+    ]
 
 
 # The scheduler can die on a transient database race (seen here on SQLite at the start of a
