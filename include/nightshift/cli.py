@@ -1,4 +1,9 @@
-"""The ``nightshift`` command: run a date in-process, or drive the local Airflow services."""
+"""nightshift: nightly ETL and training pipelines on Airflow, Dask, XGBoost and scikit-learn.
+
+Run a date in this process (run), drive the local Airflow services (up, demo, backfill, down),
+check pipeline YAMLs (check, init), and look after models (champion, promote, rollback) and
+held input (quarantine). "nightshift COMMAND --help" says more about each.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,39 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import ConfigError, Stage, find_pipeline, load_pipelines
+from nightshift.config import (
+    ConfigError,
+    Pipeline,
+    Stage,
+    find_pipeline,
+    load_pipelines,
+    pipeline_files,
+    pipelines_dir,
+)
 from nightshift.quarantine import NoHold
 from nightshift.tracking import RegistryError
+
+
+class CommandError(ValueError):
+    """A command-line option is wrong; the message names the option."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+
+
+def pipeline_named(name: str | None) -> Pipeline:
+    """Return the pipeline ``--pipeline`` names, or the only one when it names none."""
+    names = [path.stem for path in pipeline_files()]
+    where = f"in {pipelines_dir()}"
+    if not names:
+        raise CommandError("--pipeline", f"no pipeline YAML {where}: `nightshift init` writes one")
+    if name is None:
+        if len(names) > 1:
+            raise CommandError("--pipeline", f"which pipeline? one of: {', '.join(names)}")
+        name = names[0]
+    if name not in names:
+        raise CommandError("--pipeline", f"no pipeline '{name}' {where} (have: {', '.join(names)})")
+    return find_pipeline(name)
 
 
 def _date(value: str) -> dt.date:
@@ -43,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run every stage of one date in this process (no Airflow); print the report path."""
     from nightshift.stages import run_nightly
 
-    pipeline = find_pipeline(args.pipeline)
+    pipeline = pipeline_named(args.pipeline)
     total = len(Stage)
 
     def done(stage: str, outcome: dict[str, Any]) -> None:
@@ -64,12 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace) -> tuple[Any, str]:
     from nightshift import tracking
 
-    pipeline = find_pipeline(args.pipeline)
+    pipeline = pipeline_named(args.pipeline)
     known = [m.name for m in pipeline.models if m.kind != "baseline"]
     if args.model not in known:
-        raise ConfigError(
-            pipeline.source_file, "models", f"no registered model '{args.model}'; one of {known}"
-        )
+        raise CommandError("--model", f"no model '{args.model}' in {pipeline.name}; one of {known}")
     return tracking.client(pipeline), tracking.registered_name(pipeline.name, args.model)
 
 
@@ -115,15 +148,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     source = Path(args.sample)
     if not source.is_file():
-        raise ConfigError(source, "--from", "no such file")
+        raise CommandError("--from", f"{source}: no such file")
     try:
         frame = read_sample(source)
     except ValueError as exc:
-        raise ConfigError(source, "--from", str(exc)) from None
+        raise CommandError("--from", f"{source}: {exc}") from None
     name = args.name or pipeline_name(source)
     target = Path(args.out) if args.out else pipelines_dir() / f"{name}.yaml"
     if target.exists() and not args.force:
-        raise ConfigError(target, "--out", "already exists; choose another --out or --force")
+        raise CommandError("--out", f"{target} already exists; choose another --out or --force")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(starter_yaml(name, source, infer(frame)))
     print(f"wrote {target} ({len(frame.columns)} columns from {len(frame):,} sample rows)")
@@ -136,7 +169,7 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from nightshift.lake import Lake
     from nightshift.quarantine import held_dates, holds
 
-    pipelines = [find_pipeline(args.pipeline)] if args.pipeline else load_pipelines()[0]
+    pipelines = [pipeline_named(args.pipeline)] if args.pipeline else load_pipelines()[0]
     print("pipeline\tdate\tstate\tstage\tfolder\twhy")
     for pipeline in pipelines:
         lake = Lake(pipeline.lake_root(), pipeline.name)
@@ -158,7 +191,7 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
     from nightshift.lake import Lake
     from nightshift.quarantine import release
 
-    pipeline = find_pipeline(args.pipeline)
+    pipeline = pipeline_named(args.pipeline)
     lake = Lake(pipeline.lake_root(), pipeline.name)
     hold = release(lake, args.date, args.reason, by=getpass.getuser())
     print(
@@ -281,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start the services, run one nightly DAG run under the real scheduler, print the report."""
     from nightshift.ops.local_airflow import LocalAirflow
 
-    pipeline = find_pipeline(args.pipeline)
+    pipeline = pipeline_named(args.pipeline)
     airflow = LocalAirflow()
     already_up = bool(airflow.running())
     started = time.monotonic()
@@ -349,7 +382,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from nightshift.ops import backfill
     from nightshift.ops.local_airflow import LocalAirflow
 
-    pipeline = find_pipeline(args.pipeline)
+    pipeline = pipeline_named(args.pipeline)
     if args.last < args.first:
         print(f"error: --to {args.last} is before --from {args.first}", file=sys.stderr)
         return 2
@@ -409,15 +442,29 @@ def _print_task_progress(task_id: str, line: str) -> None:
     print(f"    {task_id}: {line}", flush=True)
 
 
+def _add_pipeline(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """Add ``--pipeline``: the only pipeline by default, or ``default`` when given."""
+    shown = f"default: {default}" if default else "default: the only one there is"
+    parser.add_argument(
+        "--pipeline",
+        default=default,
+        metavar="NAME",
+        help=f"the pipeline's name (its YAML's file name); {shown}",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per ``cmd_*`` function."""
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more; tracebacks too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one date of a pipeline in this process")
-    run.add_argument("--pipeline", default="retail_conversion")
-    run.add_argument("--date", type=_date, default=_yesterday())
+    run = sub.add_parser("run", help="run one date of a pipeline in this process (no Airflow)")
+    _add_pipeline(run)
+    run.add_argument(
+        "--date", type=_date, default=_yesterday(), metavar="DATE", help="default: yesterday"
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate every pipeline YAML")
@@ -428,10 +475,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_validate_config)
 
-    env = sub.add_parser("env", help="print the environment of the local Airflow (eval it)")
+    env = sub.add_parser("env", help="print the local Airflow's environment (eval it)")
     env.set_defaults(func=cmd_env)
 
-    up = sub.add_parser("up", help="start Airflow (and a Dask cluster) on this machine")
+    up = sub.add_parser("up", help="start Airflow and a Dask cluster on this machine")
     up.add_argument(
         "--no-dask", action="store_true", help="let each task start its own local Dask cluster"
     )
@@ -441,42 +488,74 @@ def _parser() -> argparse.ArgumentParser:
         "roles", help="create the team roles the pipelines' access: names (FAB auth manager)"
     ).set_defaults(func=cmd_roles)
     sub.add_parser("down", help="stop everything 'up' started").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="list running services").set_defaults(func=cmd_status)
-
+    sub.add_parser("status", help="list the running services").set_defaults(func=cmd_status)
     _backfill_command(sub)
-    demo = sub.add_parser("demo", help="one nightly run under the real scheduler")
-    demo.add_argument("--pipeline", default="retail_conversion")
-    demo.add_argument(
-        "--date", type=_date, default=None, help="default: the scheduler's latest complete night"
-    )
-    demo.add_argument("--keep-running", action="store_true")
-    demo.set_defaults(func=cmd_demo)
+    _demo_command(sub)
     _registry_commands(sub)
     _quarantine_commands(sub)
+    _init_command(sub)
+    return parser
+
+
+def _demo_command(sub: Any) -> None:
+    """Add ``demo``: start the services, one night under the real scheduler, the report."""
+    demo = sub.add_parser("demo", help="one nightly run under the real scheduler (make demo)")
+    _add_pipeline(demo, default="retail_conversion")
+    demo.add_argument(
+        "--date",
+        type=_date,
+        default=None,
+        metavar="DATE",
+        help="the night to run; default: the scheduler's latest complete night",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave Airflow and Dask running to look at the run in the UI (stop: make down)",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+
+def _init_command(sub: Any) -> None:
+    """Add ``init``: a starter pipeline YAML from a sample of the user's data."""
     init = sub.add_parser("init", help="write a starter pipeline YAML from a sample file")
-    init.add_argument("--from", dest="sample", required=True, help="a CSV or Parquet sample")
-    init.add_argument("--name", default=None, help="default: from the file or folder name")
-    init.add_argument("--out", default=None, help="default: <pipelines folder>/<name>.yaml")
+    init.add_argument(
+        "--from", dest="sample", required=True, metavar="FILE", help="a CSV or Parquet sample"
+    )
+    init.add_argument(
+        "--name", default=None, help="the pipeline's name; default: from the file or folder name"
+    )
+    init.add_argument(
+        "--out", default=None, metavar="FILE", help="default: <pipelines folder>/<name>.yaml"
+    )
     init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     init.set_defaults(func=cmd_init)
-    return parser
 
 
 def _backfill_command(sub: Any) -> None:
     """Add ``backfill``: the nights of a range of dates, under the local Airflow."""
     from nightshift.ops.backfill import REPROCESS
 
-    backfill = sub.add_parser("backfill", help="run the nights of a range of dates (make up)")
-    backfill.add_argument("--pipeline", default="retail_conversion")
-    backfill.add_argument("--from", dest="first", type=_date, required=True)
-    backfill.add_argument("--to", dest="last", type=_date, required=True, help="inclusive")
+    backfill = sub.add_parser(
+        "backfill", help="run the nights of a range of dates under the local Airflow (make up)"
+    )
+    _add_pipeline(backfill)
+    backfill.add_argument(
+        "--from", dest="first", type=_date, required=True, metavar="DATE", help="the first date"
+    )
+    backfill.add_argument(
+        "--to", dest="last", type=_date, required=True, metavar="DATE", help="the last date"
+    )
     backfill.add_argument(
         "--rerun",
         choices=REPROCESS,
         default="none",
-        help="none: skip dates already run; failed: re-run the failed ones; completed: all",
+        help="none: skip dates already run; failed: re-run the failed ones; completed: all "
+        "(default: none)",
     )
-    backfill.add_argument("--max-active-runs", type=int, default=1)
+    backfill.add_argument(
+        "--max-active-runs", type=int, default=1, metavar="N", help="nights at once (default: 1)"
+    )
     backfill.add_argument("--backwards", action="store_true", help="newest date first")
     backfill.add_argument(
         "--unpause",
@@ -492,14 +571,14 @@ def _backfill_command(sub: Any) -> None:
 def _quarantine_commands(sub: Any) -> None:
     """Add ``quarantine list`` and ``quarantine release``."""
     quarantine = sub.add_parser("quarantine", help="list or release held input").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     listing = quarantine.add_parser("list", help="every quarantined date and why")
-    listing.add_argument("--pipeline", default=None, help="default: every pipeline")
+    listing.add_argument("--pipeline", default=None, metavar="NAME", help="default: every pipeline")
     listing.set_defaults(func=cmd_quarantine_list)
     release = quarantine.add_parser("release", help="read a date's held file again next run")
-    release.add_argument("--pipeline", required=True)
-    release.add_argument("--date", type=_date, required=True)
+    _add_pipeline(release)
+    release.add_argument("--date", type=_date, required=True, metavar="DATE", help="the held date")
     release.add_argument("--reason", required=True, help="recorded beside the hold")
     release.set_defaults(func=cmd_quarantine_release)
 
@@ -510,9 +589,13 @@ def _registry_commands(sub: Any) -> None:
     promote = sub.add_parser("promote", help="make a registered model version the champion")
     rollback = sub.add_parser("rollback", help="put the previous champion back")
     for command in (champion, promote, rollback):
-        command.add_argument("--pipeline", default="retail_conversion")
-        command.add_argument("--model", required=True, help="the model's name in the YAML")
-    promote.add_argument("--version", type=int, required=True)
+        _add_pipeline(command)
+        command.add_argument(
+            "--model", required=True, metavar="NAME", help="the model's name in the YAML"
+        )
+    promote.add_argument(
+        "--version", type=int, required=True, metavar="N", help="the registered model version"
+    )
     for command in (promote, rollback):
         command.add_argument("--reason", required=True, help="recorded in the registry")
     champion.set_defaults(func=cmd_champion)
@@ -526,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logging(args.verbose)
     try:
         return int(args.func(args))
-    except (ConfigError, RegistryError, NoHold) as exc:
+    except (ConfigError, CommandError, RegistryError, NoHold) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:

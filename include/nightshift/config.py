@@ -468,7 +468,7 @@ class Pipeline(_Strict):
         schema = self.schema_.model_copy(update={"columns": kept})
         problems += [
             *schema.role_problems(),
-            *_feature_problems(self.features, schema),
+            *_feature_problems(self.features, schema, dropped=set(self.drop)),
             *_evaluation_problems(self.evaluation, schema, self.features),
         ]
         names = {c.name for c in self.schema_.columns}
@@ -579,13 +579,17 @@ class Pipeline(_Strict):
         return _resolve(location)
 
 
-def _feature_problems(features: Features, schema: Schema) -> list[str]:
+def _feature_problems(
+    features: Features, schema: Schema, dropped: set[str] | None = None
+) -> list[str]:
     """Return each way a feature does not fit the schema, naming the key."""
     names = {c.name for c in schema.columns}
     problems = []
     for group in ("numeric", "categorical", "log1p"):
         for feature in getattr(features, group):
-            if feature not in names:
+            if feature in (dropped or set()):
+                problems.append(f"features.{group}: '{feature}' is dropped by `drop`")
+            elif feature not in names:
                 problems.append(f"features.{group}: '{feature}' is not a schema column")
             elif feature == schema.label:
                 problems.append(f"features.{group}: '{feature}' is the label")
@@ -773,4 +777,5 @@ def find_pipeline(name: str, directory: Path | None = None) -> Pipeline:
         if path.stem == name:
             return load_pipeline(path)
     directory = directory or pipelines_dir()
-    raise ConfigError(directory / f"{name}.yaml", "<file>", "no such pipeline YAML")
+    have = ", ".join(path.stem for path in pipeline_files(directory)) or "none"
+    raise ConfigError(directory, "pipeline", f"no pipeline '{name}' (have: {have})")
