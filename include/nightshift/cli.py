@@ -151,6 +151,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CommandError("--from", f"{source}: no such file")
     try:
         frame = read_sample(source)
+        columns = infer(frame)
     except ValueError as exc:
         raise CommandError("--from", f"{source}: {exc}") from None
     name = args.name or pipeline_name(source)
@@ -158,7 +159,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         raise CommandError("--out", f"{target} already exists; choose another --out or --force")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(starter_yaml(name, source, infer(frame)))
+    target.write_text(starter_yaml(name, source, columns))
     print(f"wrote {target} ({len(frame.columns)} columns from {len(frame):,} sample rows)")
     print("next: fill in its TODOs (label, features, timezone), then `nightshift check`")
     return 0

@@ -216,6 +216,12 @@ def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
     assert data["schema"]["timestamp"] == "dep_time"
     # The data has its own 'hour': the starter's time features leave it out (no clash).
     assert data["features"]["time"] == ["day_of_week"]
+    # An ID (a different value on every row) is no feature; the timestamp is not one either.
+    assert data["features"]["numeric"] == ["distance", "dep_delay", "arr_delay", "hour"]
+    assert "(an ID): [\"flight_id\"]" in out.read_text()
+    # The sample's date is the first night: an end_date after it is accepted as printed.
+    assert data["schedule"]["start_date"] == DAY
+    data["schedule"]["end_date"] = dt.date(2024, 3, 31)
     assert "arr_delay" in out.read_text() and "% empty in the sample" in out.read_text()
     # The TODOs are what `nightshift check` then asks for, by name.
     with pytest.raises(ConfigError, match="label 'TODO' is not one of the columns"):
@@ -233,6 +239,29 @@ def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
     assert parse_pipeline(data, out).data_schema.column("delayed").type == "bool"
     # It never overwrites a pipeline by accident.
     assert main(["init", "--from", str(sample), "--name", "flights", "--out", str(out)]) == 2
+
+
+def test_init_writes_column_names_as_data_never_as_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from nightshift.cli import main
+
+    sample = tmp_path / f"{DAY}.csv"
+    hostile = "ok, type: bool} hook: subprocess:call #"
+    pd.DataFrame({hostile: [1, 2], "x": [0.5, 1.5]}).to_csv(sample, index=False)
+    out = tmp_path / "p.yaml"
+    assert main(["init", "--from", str(sample), "--name", "p", "--out", str(out)]) == 0
+    data = yaml.safe_load(out.read_text())
+    assert "hook" not in data
+    assert [c["name"] for c in data["schema"]["columns"]] == [hostile, "x"]
+    assert data["features"]["numeric"] == [hostile, "x"]
+    # A name with a line break would start a key of its own: refused, named.
+    sample.write_text('"ok, type: bool}\nhook: subprocess:call\n#",x\n1,2\n')
+    assert main(["init", "--from", str(sample), "--out", str(tmp_path / "q.yaml")]) == 2
+    assert "control characters" in capsys.readouterr().err
+    assert not (tmp_path / "q.yaml").exists()
 
 
 def test_z_timestamps_of_a_file_cut_at_local_midnight_name_the_zone(tmp_path: Path) -> None:
