@@ -218,7 +218,7 @@ def test_init_writes_a_starter_yaml_that_only_needs_its_todos(
     assert data["features"]["time"] == ["day_of_week"]
     # An ID (a different value on every row) is no feature; the timestamp is not one either.
     assert data["features"]["numeric"] == ["distance", "dep_delay", "arr_delay", "hour"]
-    assert "(an ID): [\"flight_id\"]" in out.read_text()
+    assert '(an ID): ["flight_id"]' in out.read_text()
     # The sample's date is the first night: an end_date after it is accepted as printed.
     assert data["schedule"]["start_date"] == DAY
     data["schedule"]["end_date"] = dt.date(2024, 3, 31)
