@@ -14,13 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from nightshift import stages
-from nightshift.config import ConfigError, parse_pipeline
+from nightshift.config import ConfigError, YamlLoader, parse_pipeline
 from nightshift.ingest import SourceError
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
+EXAMPLE = REPO / "include" / "pipelines" / "examples" / "flight_delays.yaml"
 DAY = dt.date(2024, 3, 8)
 CARRIERS = ["AA", "DL", "UA", "WN", "B6"]
 
@@ -52,50 +55,24 @@ def flights(day: dt.date, rows: int = 900) -> pd.DataFrame:
 
 
 def pipeline_yaml(root: Path) -> dict:
-    return {
-        "name": "flight_delays",
-        "source": {"kind": "files", "path": str(root / "landing" / "{date}.csv"), "format": "csv"},
-        "schema": {
-            "task": "binary_classification",
-            "label": "delayed",  # derived below: nothing upstream has it
-            "key": "flight_id",
-            "timestamp": "dep_time",
-            "columns": [
-                {"name": "flight_id", "type": "int", "nullable": False},
-                {"name": "dep_time", "type": "timestamp", "nullable": False},
-                {"name": "carrier", "type": "string"},
-                {"name": "origin", "type": "string"},
-                {"name": "distance", "type": "float"},
-                {"name": "dep_delay", "type": "float"},
-                {"name": "arr_delay", "type": "float"},
-                {"name": "hour", "type": "int"},
-            ],
-        },
-        "derive": {
-            "delayed": "arr_delay > 15",
-            "miles_per_delay_minute": "distance / (abs(dep_delay) + 1)",
-        },
-        "filter": ["arr_delay is not None"],  # cancelled: no label to learn from
-        "drop": ["arr_delay"],  # the label's source: never a feature
-        "features": {
-            "numeric": ["distance", "dep_delay", "hour", "miles_per_delay_minute"],
-            "categorical": ["carrier", "origin"],
-            "time": ["day_of_week"],
-        },
-        "training": {"window_days": 3, "batch_size": 400},
-        "models": [
-            {"kind": "xgboost", "num_boost_round": 30},
-            {"kind": "sgd", "epochs": 2},
-            {"kind": "baseline"},
-        ],
-        "evaluation": {"segment": "carrier", "min_segment_rows": 50, "bootstrap_samples": 50},
-        "schedule": {"timezone": "America/New_York", "start_date": "2024-03-01"},
-        "output": {
-            "lake": str(root / "lake"),
-            "reports": str(root / "reports"),
-            "mlflow": str(root / "mlflow"),
-        },
+    """The shipped example (include/pipelines/examples/flight_delays.yaml) as a test runs it:
+    files under ``root``, a short window and small models."""
+    data = yaml.load(EXAMPLE.read_text(), Loader=YamlLoader)
+    data["source"]["path"] = str(root / "landing" / "{date}.csv")
+    data["training"] = {"window_days": 3, "batch_size": 400}
+    data["models"] = [
+        {"kind": "xgboost", "num_boost_round": 30},
+        {"kind": "sgd", "epochs": 2},
+        {"kind": "baseline"},
+    ]
+    data["evaluation"].update(min_segment_rows=50, bootstrap_samples=50)
+    data.pop("alerts")  # no webhook connection here
+    data["output"] = {
+        "lake": str(root / "lake"),
+        "reports": str(root / "reports"),
+        "mlflow": str(root / "mlflow"),
     }
+    return data
 
 
 def _landing(root: Path) -> dict[str, str]:

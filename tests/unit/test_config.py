@@ -117,3 +117,24 @@ def test_every_problem_of_a_file_is_reported_at_once(
     assert main(["check"]) == 1
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error")]
     assert len(printed) == 3 and all("clash.yaml" in line for line in printed)
+
+
+def test_the_shipped_file_based_example_parses() -> None:
+    from tests.conftest import REPO
+
+    example = load_pipeline(REPO / "include" / "pipelines" / "examples" / "flight_delays.yaml")
+    assert example.drop == ["arr_delay"] and example.filters == ["arr_delay is not None"]
+    assert example.data_schema.column("delayed").type == "bool"
+    assert example.alerts.on == ["failed", "quarantined", "regressed", "drifted"]
+
+
+def test_yaml_on_and_no_are_words_not_booleans(tmp_path: Path) -> None:
+    """YAML 1.1 reads the key `on:` as True; a pipeline YAML reads it as the word."""
+    path = tmp_path / "retail_conversion.yaml"
+    text = EXAMPLE.read_text().replace(
+        "    - {name: channel, type: string}", "    - {name: channel, type: string, nullable: no}"
+    )
+    path.write_text(text + "alerts:\n  on: [failed]\n")
+    pipeline = load_pipeline(path)
+    assert pipeline.alerts.on == ["failed"]
+    assert pipeline.schema_.column("channel").nullable is False
