@@ -2,13 +2,14 @@
 # scheduler, dag-processor and triggerer, the Dask scheduler and the CPU or GPU Dask workers,
 # and the MLflow server.
 #   docker compose build                                  # CPU image
-#   docker compose build --build-arg EXTRAS="postgres mlflow-server fab gpu"  # + dask-cuda
+#   docker compose build --build-arg EXTRAS="postgres mlflow-server fab gpu"  # CUDA XGBoost, dask-cuda
 # BASE_IMAGE: any Debian-like image with Python 3.11 or 3.12 and pip; where Docker Hub is out
 # of reach, compose/stand-ins/build.sh builds nightshift-stand-in/python:3.11 from Debian.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
-ARG EXTRAS="postgres mlflow-server fab"
+# cpu or gpu: which XGBoost build (pyproject's extras; the CPU one carries no CUDA or NCCL).
+ARG EXTRAS="postgres mlflow-server fab cpu"
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \

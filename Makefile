@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # library alone (a distribution's python3 refuses `pip install`, PEP 668, or has no pip).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean
+.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -13,41 +13,49 @@ help:  ## list the commands
 $(UV):
 	python3 tools/get_uv.py $(dir $(UV))
 
+# What runs nightshift (CPU XGBoost: the `cpu` extra), then the test and lint tools beside it
+# for the targets that need them: `make demo` downloads no test tools.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra cpu --no-dev
 	@# uv compiles the dependencies' bytecode (pyproject's [tool.uv]); this compiles nightshift's.
 	$(PY) -m compileall -q include dags plugins
 	@touch $@
 
+.venv/.synced-dev: .venv/.synced
+	$(UV) sync --frozen --extra cpu
+	@touch $@
+
 setup: .venv/.synced  ## create .venv from uv.lock (Airflow home goes in .airflow/, ignored by git)
+
+setup-dev: .venv/.synced-dev  ## setup, plus the test and lint tools
 
 demo: setup  ## one complete nightly run under the real Airflow scheduler; prints the report path
 	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE))
 
-test: setup  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
+test: setup-dev  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
 	$(PY) -m pytest
 
-test-fast: setup  ## everything except the slow real-scheduler and compose tiers
+test-fast: setup-dev  ## everything except the slow real-scheduler and compose tiers
 	$(PY) -m pytest -m "not slow and not compose"
 
-test-slow: setup  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
+test-slow: setup-dev  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
 	$(PY) -m pytest -m slow
 
-test-replay: setup  ## only the 30-date backfill forward, again and backwards (part of test-slow)
+test-replay: setup-dev  ## only the 30-date backfill forward, again and backwards (part of test-slow)
 	$(PY) -m pytest -m replay
 
-test-compose: setup  ## only the compose tier: docker-compose.yaml started for real (needs Docker)
+test-compose: setup-dev  ## only the compose tier: docker-compose.yaml started for real (needs Docker)
 	$(PY) -m pytest -m compose
 
 compose-images:  ## build local stand-ins for Docker Hub's images (Postgres, S3, Python base)
 	bash compose/stand-ins/build.sh
 
-lint: setup  ## ruff (lint + format check) and mypy on include/
+lint: setup-dev  ## ruff (lint + format check) and mypy on include/
 	.venv/bin/ruff check include dags plugins tests bench compose tools
 	.venv/bin/ruff format --check include dags plugins tests bench compose tools
 	.venv/bin/mypy
 
-format: setup  ## apply ruff's formatting and safe fixes
+format: setup-dev  ## apply ruff's formatting and safe fixes
 	.venv/bin/ruff check --fix include dags plugins tests bench compose tools
 	.venv/bin/ruff format include dags plugins tests bench compose tools
 
@@ -60,12 +68,12 @@ down:  ## stop everything `make up` started, by pid
 status: setup  ## list the running services and their pids
 	.venv/bin/nightshift status
 
-bench: setup  ## P1-P4 against baselines measured in the same run, then the cost curves (about 85 min on 2 cores); writes bench/RESULTS.md
+bench: setup-dev  ## P1-P4 against baselines measured in the same run, then the cost curves (about 85 min on 2 cores); writes bench/RESULTS.md
 	$(PY) -u bench/scale.py all
 	$(PY) -u bench/curves.py
 	$(PY) bench/results.py
 
-bench-stages: setup  ## seconds per stage of one in-process nightly run (bench/stages.py)
+bench-stages: setup-dev  ## seconds per stage of one in-process nightly run (bench/stages.py)
 	$(PY) -u bench/stages.py
 
 clean: down  ## remove the local Airflow home, data and virtualenv
