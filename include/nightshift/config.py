@@ -733,9 +733,23 @@ _UNION_TAGS = {"generator", "files", "xgboost", "sgd", "baseline"}
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's booleans: only true and false. YAML 1.1 also
-    reads on/off/yes/no/y/n as booleans, which makes the key ``alerts.on`` the boolean True
-    (values are unaffected: the config reads "no" as false where it wants a boolean)."""
+    """PyYAML's safe loader with YAML 1.2's booleans (only true and false: YAML 1.1 also
+    reads on/off/yes/no/y/n as booleans, which makes the key ``alerts.on`` the boolean True;
+    the config still reads "no" as false where it wants a boolean), refusing a key given twice
+    in one mapping (PyYAML keeps the last silently: a pasted second ``schedule:`` would drop
+    the first one's keys)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Return the mapping; raise a YAML error naming the line of a repeated key."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.yaml_implicit_resolvers = {

@@ -138,3 +138,12 @@ def test_yaml_on_and_no_are_words_not_booleans(tmp_path: Path) -> None:
     pipeline = load_pipeline(path)
     assert pipeline.alerts.on == ["failed"]
     assert pipeline.schema_.column("channel").nullable is False
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A pasted second `schedule:` would silently replace the first one's keys."""
+    path = tmp_path / "retail_conversion.yaml"
+    path.write_text(EXAMPLE.read_text() + "schedule:\n  timezone: UTC\n")
+    with pytest.raises(ConfigError, match="key 'schedule' appears twice") as caught:
+        load_pipeline(path)
+    assert f"line {len(EXAMPLE.read_text().splitlines()) + 1}" in str(caught.value)
