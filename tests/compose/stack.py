@@ -51,9 +51,9 @@ def docker_ready() -> str | None:
 
 
 def readme_steps() -> list[str]:
-    """Return the commands of the README's "Without Docker Hub" block, comments dropped: the
+    """Return the commands of docs/deployment.md's "Without Docker Hub" block, comments dropped: the
     steps a new user follows, which the compose tests follow too."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "deployment.md").read_text()
     block = text[text.index(NO_DOCKER_HUB) :].split("```bash\n", 1)[1].split("```", 1)[0]
     return [re.sub(r"\s+#.*$", "", line) for line in block.splitlines() if line.strip()]
 
