@@ -241,8 +241,9 @@ class Schedule(_Strict):
     @classmethod
     def _timezone_exists(cls, value: str) -> str:
         try:
+            # A folder of the tz database ('Europe') or an over-long name raises OSError.
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(
                 f"'{value}' is not an IANA timezone (e.g. 'Europe/Amsterdam')"
             ) from None
@@ -761,11 +762,36 @@ YamlLoader.add_implicit_resolver(
 )
 
 
+# A pipeline is a page of YAML. Aliases (*name) share one value between places, so ten
+# nested ones make 10**10 values for whatever walks the document (pydantic does).
+MAX_YAML_VALUES = 100_000
+
+
+def _refuse_huge(data: Any) -> None:
+    """Raise a YAML error if ``data`` holds more than MAX_YAML_VALUES values, aliases expanded
+    (counted without recursion, stopping at the bound)."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise yaml.YAMLError(
+                f"the document expands to more than {MAX_YAML_VALUES:,} values "
+                "(aliases repeating aliases?)"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def load_pipeline(path: Path | str) -> Pipeline:
     """Read and validate one pipeline YAML."""
     path = Path(path)
     try:
         data = yaml.load(path.read_text(), Loader=YamlLoader)  # a SafeLoader
+        _refuse_huge(data)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "<document>"
@@ -798,6 +824,8 @@ def load_pipelines(directory: Path | None = None) -> tuple[list[Pipeline], list[
             pipelines.append(load_pipeline(path))
         except ConfigError as exc:
             errors.append(exc)
+        except Exception as exc:  # any other failure is still this file's alone
+            errors.append(ConfigError(path, "<file>", f"{type(exc).__name__}: {exc}"))
     return pipelines, errors
 
 

@@ -84,13 +84,71 @@ class Expression:
         return type(column)([values] * len(frame), index=frame.index)
 
 
+# A column formula is a line, not a program: past these it is refused when read, before the
+# typer and evaluator recurse through it (500 terms of `+` exhausted Python's stack).
+MAX_LENGTH = 2_000
+MAX_DEPTH = 100
+# `x ** 2` and `x ** 0.5` are formulas; `10 ** 10 ** 7` is a big integer that takes minutes.
+MAX_EXPONENT = 64
+
+
 def parse(text: str) -> Expression:
-    """Parse ``text``; raise ExpressionError for syntax outside the allowed subset."""
+    """Parse ``text``; raise ExpressionError for syntax outside the allowed subset, and for
+    a formula too long, too deeply nested, or raising to a power that is not a small number."""
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(
+            f"'{text[:60]}…' is too long or too deeply nested ({len(text)} characters; "
+            f"at most {MAX_LENGTH}): use a hook for logic this size"
+        )
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"'{text}' is not a valid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"'{text[:60]}…' is too long or too deeply nested") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(
+            f"'{text[:60]}…' is too long or too deeply nested (more than {MAX_DEPTH} levels): "
+            "use a hook for logic this size"
+        )
+    _check_nodes(text, tree)
+    return Expression(text, tree)
+
+
+def _depth(tree: ast.AST) -> int:
+    """The nesting depth of ``tree``, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _small_exponent(node: ast.expr) -> bool:
+    """Whether ``node`` is a number literal no larger than MAX_EXPONENT (sign allowed)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        node = node.operand
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+        and abs(node.value) <= MAX_EXPONENT
+    )
+
+
+def _check_nodes(text: str, tree: ast.expr) -> None:
+    """Raise ExpressionError for the first node outside the allowed subset."""
     for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Pow)
+            and not _small_exponent(node.right)
+        ):
+            raise ExpressionError(
+                f"'{text}': the exponent of ** must be a number from -{MAX_EXPONENT} to "
+                f"{MAX_EXPONENT}"
+            )
         if not isinstance(node, _ALLOWED):
             raise ExpressionError(f"'{text}': {type(node).__name__} is not allowed here")
         if isinstance(node, ast.Call) and not (
@@ -99,7 +157,6 @@ def parse(text: str) -> Expression:
             raise ExpressionError(
                 f"'{text}': only these functions may be called: {sorted(FUNCTIONS)}"
             )
-    return Expression(text, tree)
 
 
 _ALLOWED = (

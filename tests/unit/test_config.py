@@ -147,3 +147,64 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="key 'schedule' appears twice") as caught:
         load_pipeline(path)
     assert f"line {len(EXAMPLE.read_text().splitlines()) + 1}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("timezone", "Europe", "'Europe' is not an IANA timezone"),
+        ("timezone", "Europe/" + "x" * 300, "is not an IANA timezone"),
+        ("derive", " + ".join(["page_views"] * 500), "too long or too deeply nested"),
+        ("derive", "abs(" * 150 + "page_views" + ")" * 150, "too long or too deeply nested"),
+    ],
+    ids=["tz-folder", "tz-300-chars", "derive-500-terms", "derive-150-deep"],
+)
+def test_one_bad_yaml_never_hides_the_good_ones(
+    tmp_path: Path, key: str, value: str, fragment: str
+) -> None:
+    """A value that makes a library raise something else than ValueError is still a config
+    error of that file: the other pipelines load (README: one bad YAML takes down no other)."""
+    write_pipeline(tmp_path, small_pipeline_dict(), name="good")
+    bad = small_pipeline_dict()
+    if key == "timezone":
+        bad["schedule"]["timezone"] = value
+    else:
+        bad["derive"] = {"busy": value}
+    write_pipeline(tmp_path, bad, name="bad")
+    pipelines, errors = load_pipelines(tmp_path)
+    assert [p.name for p in pipelines] == ["good"]
+    assert len(errors) == 1 and fragment in str(errors[0]), errors
+    assert str(errors[0]).startswith(str(tmp_path / "bad.yaml"))
+
+
+def test_any_other_failure_of_one_file_is_that_file_s_error(tmp_path: Path, monkeypatch) -> None:
+    from nightshift import config
+
+    write_pipeline(tmp_path, small_pipeline_dict(), name="good")
+    write_pipeline(tmp_path, small_pipeline_dict(), name="bad")
+    real = config.parse_pipeline
+
+    def crashes_on_bad(data, source_file):
+        if data["name"] == "bad":
+            raise KeyError("an unforeseen failure")
+        return real(data, source_file)
+
+    monkeypatch.setattr(config, "parse_pipeline", crashes_on_bad)
+    pipelines, errors = load_pipelines(tmp_path)
+    assert [p.name for p in pipelines] == ["good"]
+    assert "KeyError" in str(errors[0]) and "an unforeseen failure" in str(errors[0])
+
+
+@pytest.mark.timeout(120)  # expanded, it would not end
+def test_yaml_aliases_that_expand_without_bound_are_refused(tmp_path: Path) -> None:
+    """Ten nested aliases would make 10**10 values for pydantic to validate."""
+    laughs = ['a0: &a0 ["x"]'] + [
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)
+    ]
+    text = EXAMPLE.read_text()
+    block = "\n".join(f"    {line}" for line in laughs)
+    text = text.replace("source:\n", f"source:\n  storage_options:\n{block}\n", 1)
+    path = tmp_path / "retail_conversion.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values"):
+        load_pipeline(path)

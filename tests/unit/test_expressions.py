@@ -83,3 +83,15 @@ def test_values_with_nulls_stay_unknown_and_date_parts_follow_the_timezone() -> 
     assert parse("fillna(arr_delay, 0.0)").evaluate(frame).tolist() == [20.0, 0.0, 3.0, -4.0]
     assert parse("not (flights > 2)").evaluate(frame).tolist() == [True, True, False, False]
     assert parse("0 < flights <= 3").evaluate(frame).tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize("text", ["10 ** 10 ** 7", "page_views ** 1000", "2 ** page_views"])
+def test_powers_are_small_numbers_only(text: str) -> None:
+    """A big-integer power took 30 s (10**10**7) or never ended (10**10**10)."""
+    with pytest.raises(ExpressionError, match=r"exponent of \*\* must be a number"):
+        parse(text)
+
+
+def test_the_usual_powers_parse() -> None:
+    for text in ("x ** 2", "x ** 0.5", "x ** -1", "(x + 1) ** 3"):
+        assert parse(text).text == text
