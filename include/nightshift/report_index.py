@@ -58,13 +58,15 @@ def pipeline_reports_root(pipeline: Pipeline) -> Path:
 
 
 def summarise(metrics: dict[str, Any]) -> RunSummary:
-    """Return the index entry of one run's metrics JSON."""
+    """Return the index entry of one run's metrics JSON; raise ValueError, KeyError or
+    TypeError for one that is not nightshift's (a date that is not YYYY-MM-DD, say)."""
     metric = metrics["headline_metric"]
     best = metrics["best"]
     champion = metrics.get("champion") or {}
+    partition_date = dt.date.fromisoformat(metrics["partition_date"]).isoformat()
     return RunSummary(
         pipeline=metrics["pipeline"],
-        partition_date=metrics["partition_date"],
+        partition_date=partition_date,
         run_id=metrics["run_id"],
         best=best,
         metric=metric,
@@ -137,8 +139,14 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def list_runs(pipeline: Pipeline) -> list[RunSummary]:
-    """Return the published runs of ``pipeline`` whose reports are on this machine's disk."""
-    if not pipeline_reports_root(pipeline).is_dir():
+    """Return the published runs of ``pipeline`` whose reports are on this machine's disk;
+    none (logged) for a pipeline that publishes elsewhere, which the page cannot serve."""
+    try:
+        root = pipeline_reports_root(pipeline)
+    except UnsafePath as exc:
+        log.warning("Model reports page: %s; its runs are not listed", exc)
+        return []
+    if not root.is_dir():
         return []
     return published_runs(pipeline)
 

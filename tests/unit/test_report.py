@@ -252,3 +252,35 @@ def test_a_constant_models_precision_recall_is_its_base_rate_not_a_diagonal() ->
     svg = pr_figure({"base_rate": constant, "xgboost": {"pr": pr_points(Y, SCORES["xgboost"])}})
     assert "base_rate: base rate" in svg and "xgboost (AP" in svg
     assert "base_rate (AP" not in svg
+
+
+def test_one_pipeline_on_an_object_store_or_one_bad_metrics_file_breaks_no_index(
+    tmp_path, caplog
+) -> None:
+    """The Model reports page lists local reports; a pipeline publishing to s3:// is left out
+    (logged), and a metrics.json whose date is not ISO is skipped, not a broken trend."""
+    import json
+
+    from nightshift.config import parse_pipeline
+    from nightshift.report_index import list_runs
+    from tests.conftest import small_pipeline_dict
+
+    local = small_pipeline_dict()
+    local["output"] = {"reports": str(tmp_path / "reports")}
+    pipeline = parse_pipeline(local, "demo.yaml")
+    remote = small_pipeline_dict()
+    remote["output"] = {"reports": "s3://bucket/reports"}
+    on_s3 = parse_pipeline(remote, "demo.yaml")
+    good, bad = fixed_results(), fixed_results()
+    bad.update(partition_date="03/06/2026")
+    for day, metrics in (("2026-06-02", good), ("2026-06-03", bad)):
+        folder = tmp_path / "reports" / pipeline.name / day
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert list_runs(on_s3) == []
+    assert "not on this machine's disk" in caplog.text
+    runs = list_runs(pipeline)
+    assert [run.partition_date for run in runs] == ["2026-06-02"]
+    assert "not a readable nightshift metrics file" in caplog.text
+    html = render_index({"local": (pipeline, runs), "remote": (on_s3, list_runs(on_s3))})
+    assert 'data-points="1"' in html
