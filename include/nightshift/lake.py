@@ -10,20 +10,21 @@ A writer puts its files in a fresh version folder, then replaces the manifest in
 they see the old partition or the new one, never a mix. Re-running a date replaces that date's
 partition and touches no other.
 
-Versions that are no longer current (replaced, or left by a writer that died) stay on disk for
-a grace period, because a concurrent run may still be reading the files it listed a moment ago;
-the next write of that partition after the grace period removes them.
+Versions that are no longer current stay on disk for a grace period, because a concurrent run
+may still be reading the files it listed a moment ago: a replaced version for STALE_AFTER from
+its replacement (the manifest records when), one a writer left behind (it died) for
+STALE_AFTER from its creation. The next write of that partition after that removes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,11 @@ FIRST_DATA_ROW = 2
 RAW = "raw"
 PROCESSED = "processed"
 STALE_AFTER = dt.timedelta(hours=1)
+
+
+def _now() -> dt.datetime:
+    """The current time in UTC (one place, so tests can move the clock)."""
+    return dt.datetime.now(dt.UTC)
 
 
 class PartitionMissing(FileNotFoundError):
@@ -79,20 +85,38 @@ def _join(uri: str, *parts: str) -> str:
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` so that readers see the old or the new bytes, never part."""
+    """Write ``data`` to ``uri`` so that readers see the old or the new bytes, never part,
+    and, on local disk, so that they are on the disk before anything names them."""
     fs, path = _fs(uri)
     if isinstance(fs, LocalFileSystem):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        _write_durably(path, data)
+    else:
+        # A single PUT replaces an object atomically on S3-compatible stores.
+        fs.pipe_file(path, data)
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """Write a temporary file beside ``path``, fsync it, rename it over ``path`` and fsync the
+    folder (after a power cut a manifest never names an empty file); on any failure (a full
+    disk) remove the temporary file and leave ``path`` as it was."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    else:
-        # A single PUT replaces an object atomically on S3-compatible stores.
-        fs.pipe_file(path, data)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    folder = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -165,7 +189,7 @@ class Lake:
                 found.append(dt.date.fromisoformat(name.removeprefix("date=")))
         return sorted(found)
 
-    @contextmanager
+    @contextlib.contextmanager
     def writer(self, stage: str, partition_date: dt.date) -> Iterator[PartitionWriter]:
         """Yield a writer for a new version of the partition; commit it if the block succeeds."""
         writer = PartitionWriter(self.partition_uri(stage, partition_date), partition_date)
@@ -185,7 +209,7 @@ class PartitionWriter:
         self.partition_date = partition_date
         # The creation time in the name lets a later writer tell abandoned versions from ones
         # another writer is still filling.
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = _now().strftime("%Y%m%dT%H%M%S")
         self.version = f"v-{stamp}-{uuid.uuid4().hex[:8]}"
         self.dir = _join(uri, self.version)
         self.files: list[str] = []
@@ -201,10 +225,10 @@ class PartitionWriter:
         return _join(self.dir, name)
 
     def write_bytes(self, name: str, data: bytes) -> str:
-        """Write file ``name`` of this version; return its path."""
+        """Write file ``name`` of this version (durably: before the manifest names it);
+        return its path."""
         target = self.path(name)
-        fs, path = _fs(target)
-        fs.pipe_file(path, data)
+        write_bytes_atomic(target, data)
         return target
 
     def abort(self) -> None:
@@ -214,17 +238,27 @@ class PartitionWriter:
             fs.rm(path, recursive=True)
 
     def commit(self) -> Partition:
-        """Make this version the partition (one manifest write); return it."""
+        """Make this version the partition (one manifest write); return it.
+
+        The manifest also records when each replaced version was replaced: a reader that
+        listed its files a moment before (a night's ``inputs.json``) reads them for
+        STALE_AFTER from then, however old the version itself is."""
+        now = _now()
+        replaced = self._replaced_until_now(now)
+        expired = {
+            v for v, at in replaced.items() if dt.datetime.fromisoformat(at) < now - STALE_AFTER
+        }
         manifest = {
             "partition_date": self.partition_date.isoformat(),
             "version": self.version,
             "files": [f"{self.version}/{name}" for name in self.files],
             "meta": self.meta,
+            "replaced": {v: at for v, at in sorted(replaced.items()) if v not in expired},
         }
         write_bytes_atomic(
             _join(self.uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode()
         )
-        self._remove_stale_versions()
+        self._remove_stale_versions(expired, set(manifest["replaced"]), now)
         log.info("committed %s (%d files)", self.uri, len(self.files))
         return Partition(
             uri=self.uri,
@@ -234,15 +268,28 @@ class PartitionWriter:
             version=self.version,
         )
 
-    def _remove_stale_versions(self) -> None:
-        """Remove versions, other than the one just committed, created over STALE_AFTER ago."""
-        cutoff = (dt.datetime.now(dt.UTC) - STALE_AFTER).strftime("%Y%m%dT%H%M%S")
+    def _replaced_until_now(self, now: dt.datetime) -> dict[str, str]:
+        """Return {version: replaced at} of the versions this commit leaves behind: those the
+        current manifest lists as replaced, and its own version, replaced now."""
+        try:
+            current = json.loads(read_bytes(_join(self.uri, MANIFEST)))
+        except FileNotFoundError:
+            return {}
+        replaced = {str(v): str(at) for v, at in current.get("replaced", {}).items()}
+        if current.get("version"):
+            replaced[str(current["version"])] = now.isoformat()
+        return replaced
+
+    def _remove_stale_versions(self, expired: set[str], kept: set[str], now: dt.datetime) -> None:
+        """Remove the versions replaced over STALE_AFTER ago, and those never committed (a
+        writer that died) created over STALE_AFTER ago; keep this one and ``kept``."""
+        cutoff = (now - STALE_AFTER).strftime("%Y%m%dT%H%M%S")
         fs, path = _fs(self.uri)
         for entry in fs.ls(path, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if not name.startswith("v-") or name == self.version:
+            if not name.startswith("v-") or name == self.version or name in kept:
                 continue
-            if name.split("-")[1] < cutoff:
+            if name in expired or name.split("-")[1] < cutoff:
                 fs.rm(entry, recursive=True)
 
 

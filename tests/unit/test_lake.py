@@ -90,3 +90,69 @@ def test_file_names_are_plain(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path), "demo")
     with pytest.raises(ValueError, match="plain names"), lake.writer("raw", DAY) as writer:
         writer.path("../escape.parquet")
+
+
+def test_a_replaced_version_is_kept_for_the_grace_period_from_its_replacement(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A night that recorded a window partition's files (inputs.json) still reads them when
+    a backfill replaces that partition under it, however old the partition was."""
+    from nightshift import lake as lake_module
+
+    lake = Lake(str(tmp_path), "demo")
+    now = dt.datetime.now(dt.UTC)
+    monkeypatch.setattr(lake_module, "_now", lambda: now - dt.timedelta(days=2))
+    with lake.writer("raw", DAY) as writer:
+        writer.write_bytes("batch-00000.parquet", b"two days old")
+    held = lake.read("raw", DAY).paths()  # what tonight's fit_features recorded
+    monkeypatch.setattr(lake_module, "_now", lambda: now)
+    with lake.writer("raw", DAY) as writer:  # a backfill re-processes the day
+        writer.write_bytes("batch-00000.parquet", b"replaced")
+    assert [Path(p).read_bytes() for p in held] == [b"two days old"]
+    # Past the grace period from the replacement, the next commit removes it.
+    later = now + lake_module.STALE_AFTER + dt.timedelta(minutes=1)
+    monkeypatch.setattr(lake_module, "_now", lambda: later)
+    with lake.writer("raw", DAY) as writer:
+        writer.write_bytes("batch-00000.parquet", b"again")
+    assert not any(Path(p).exists() for p in held)
+    assert [Path(p).read_bytes() for p in lake.read("raw", DAY).paths()] == [b"again"]
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_write_that_fails_half_way_leaves_the_old_partition_and_no_temp_file(
+    tmp_path: Path, monkeypatch, failing: str
+) -> None:
+    """A full disk (ENOSPC) at any step of a data file's or the manifest's write: the old
+    manifest and files are as they were, and no .tmp-* file is left behind."""
+    import errno
+    import os
+
+    from nightshift import lake as lake_module
+
+    lake = Lake(str(tmp_path), "demo")
+    with lake.writer("raw", DAY) as writer:
+        writer.write_bytes("batch-00000.parquet", b"good")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real = getattr(os, failing)
+
+    def full_disk(*args):
+        if failing == "fsync" or str(args[1]).endswith(("batch-00000.parquet", "_MANIFEST.json")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args)
+
+    for step in ("data file", "manifest"):
+        writer = lake_module.PartitionWriter(lake.partition_uri("raw", DAY), DAY)
+        if step == "manifest":
+            writer.write_bytes("batch-00000.parquet", b"new")
+        monkeypatch.setattr(lake_module.os, failing, full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            if step == "data file":
+                writer.write_bytes("batch-00000.parquet", b"new")
+            else:
+                writer.commit()
+        monkeypatch.setattr(lake_module.os, failing, real)
+        assert not [p for p in tmp_path.rglob(".tmp-*")], step
+        writer.abort()  # as Lake.writer does when its block raises
+    assert [Path(p).read_bytes() for p in lake.read("raw", DAY).paths()] == [b"good"]
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
