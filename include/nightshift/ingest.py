@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -34,27 +35,51 @@ class SourceError(ValueError):
         self.final = final
 
 
-def read_source(
+@dataclass(frozen=True)
+class SourceFile:
+    """The bytes of a date's source file as ingest read them, once: where from, and their
+    SHA-256. Quarantine copies these bytes, never a second read of a file that may have
+    changed since (an upload that finished)."""
+
+    location: str
+    payload: bytes
+    checksum: str
+
+
+def fetch_source(
     pipeline: Pipeline, partition_date: dt.date, lake: Lake | None = None
-) -> tuple[pd.DataFrame, str, str | None]:
-    """Return the date's source rows, where they came from and the file's SHA-256.
+) -> SourceFile | None:
+    """Return the date's source file (None for the generator).
 
     With ``lake``, a file held in quarantine for the date (the same bytes that were refused
     before) is refused again at once, naming the hold; a changed file is read as usual.
     """
     source = pipeline.source
     if isinstance(source, GeneratorSource):
-        frame = generate_day(partition_date, rows=source.rows_per_day, seed=source.seed)
-        return frame, f"generator(seed={source.seed}, date={partition_date})", None
+        return None
     assert isinstance(source, FileSource)
     payload, location = _fetch(source, partition_date)
     checksum = sha256(payload)
     hold = holding(lake, partition_date, checksum) if lake is not None else None
     if hold is not None:
         raise SourceError(_held_message(pipeline, partition_date, location, hold), final=True)
-    if not payload:
-        raise SourceError(f"{location}: the file is empty (0 bytes)", location)
-    return _parse(payload, location, source.format), location, checksum
+    return SourceFile(location, payload, checksum)
+
+
+def read_source(
+    pipeline: Pipeline, partition_date: dt.date, fetched: SourceFile | None
+) -> tuple[pd.DataFrame, str, str | None]:
+    """Return the date's source rows, where they came from and the file's SHA-256."""
+    source = pipeline.source
+    if fetched is None:
+        assert isinstance(source, GeneratorSource)
+        frame = generate_day(partition_date, rows=source.rows_per_day, seed=source.seed)
+        return frame, f"generator(seed={source.seed}, date={partition_date})", None
+    assert isinstance(source, FileSource)
+    if not fetched.payload:
+        raise SourceError(f"{fetched.location}: the file is empty (0 bytes)", fetched.location)
+    frame = _parse(fetched.payload, fetched.location, source.format)
+    return frame, fetched.location, fetched.checksum
 
 
 def source_location(source: FileSource, partition_date: dt.date) -> str:
@@ -225,16 +250,19 @@ def ingest_date(pipeline: Pipeline, lake: Lake, partition_date: dt.date) -> Part
     A file that cannot be read or does not fit the schema is copied to quarantine (the file
     itself is never touched) and refused, and stays refused until it changes.
     """
+    fetched = fetch_source(pipeline, partition_date, lake)
     try:
-        frame, origin, checksum = read_source(pipeline, partition_date, lake)
+        frame, origin, checksum = read_source(pipeline, partition_date, fetched)
         extra = extra_columns(frame, pipeline.schema_)
         frame = conform(frame, pipeline.schema_, origin)
         frame, filtered = transform(pipeline, frame, origin)
     except SourceError as exc:
-        if exc.location is None:
+        if exc.location is None or fetched is None:
             raise
         failure = {"kind": "schema", "severity": "block", "check": "readable", "message": str(exc)}
-        where = quarantine(pipeline, lake, partition_date, None, [failure], "ingest", exc.location)
+        where = quarantine(
+            pipeline, lake, partition_date, None, [failure], "ingest", exc.location, fetched
+        )
         release = release_command(pipeline.name, partition_date)
         raise SourceError(
             f"{exc}\nA copy is held in quarantine at {where} (the file itself is untouched); "

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 
@@ -88,18 +88,22 @@ def quarantine(
     failures: list[dict[str, Any]],
     stage: str,
     source: str | None = None,
+    read: SourceBytes | None = None,
 ) -> str:
     """Copy the refused input to ``<lake>/<pipeline>/quarantine/date=D/<stamp>/``; return it.
 
-    The source file (for file sources) is copied, never moved; the raw batches, if any, are
-    copied; ``reason.json`` says which stage found what, and the source's checksum.
+    ``read``: the bytes ingest read (the copy and checksum are of them, not of a second read
+    of a file that may have changed since). Without them (a later stage), the source file is
+    read again with the pipeline's storage options and copied only if it is still the file
+    ingest read (its checksum). The source is copied, never moved; the raw batches, if any,
+    are copied; ``reason.json`` says which stage found what, and the source's checksum.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")  # a record, never read back
     folder = f"{lake.partition_uri(QUARANTINE, partition_date)}/{stamp}"
     origin = source or (str(raw.meta.get("origin")) if raw is not None else None)
-    copied, checksum = _copy_source(origin, folder)
+    ingested = raw.meta.get("source_sha256") if raw is not None else None
+    copied, checksum = _copy_source(pipeline, origin, folder, read, ingested)
     if raw is not None:
-        checksum = raw.meta.get("source_sha256") or checksum  # what ingest read and checked
         for name, path in zip(raw.files, raw.paths(), strict=True):
             write_bytes_atomic(f"{folder}/raw/{name.rsplit('/', 1)[-1]}", read_bytes(path))
     reason = {
@@ -116,15 +120,42 @@ def quarantine(
     return folder
 
 
-def _copy_source(origin: str | None, folder: str) -> tuple[str | None, str | None]:
-    """Copy the source file into the hold's folder; return the copy and the file's checksum."""
+class SourceBytes(Protocol):
+    """The bytes of a source file as ingest read them (``ingest.SourceFile``)."""
+
+    @property
+    def payload(self) -> bytes:
+        """The file's bytes."""
+
+    @property
+    def checksum(self) -> str:
+        """Their SHA-256."""
+
+
+def _copy_source(
+    pipeline: Pipeline,
+    origin: str | None,
+    folder: str,
+    read: SourceBytes | None,
+    ingested: str | None,
+) -> tuple[str | None, str | None]:
+    """Copy the source file into the hold's folder; return the copy and its checksum."""
     if not origin or origin.startswith("generator("):
         return None, None
-    fs, path = fsspec.core.url_to_fs(origin)
-    if not fs.exists(path):
-        return None, None
-    payload = fs.cat_file(path)
     target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
+    if read is not None:
+        write_bytes_atomic(target, read.payload)
+        return target, read.checksum
+    options = getattr(pipeline.source, "storage_options", {})
+    try:
+        fs, path = fsspec.core.url_to_fs(origin, **options)
+        payload = fs.cat_file(path)
+    except (FileNotFoundError, OSError) as exc:
+        log.warning("%s: not copied to quarantine (%s); its raw batches are", origin, exc)
+        return None, ingested
+    if ingested is not None and sha256(payload) != ingested:
+        log.warning("%s changed since ingest read it: not copied; its raw batches are", origin)
+        return None, ingested
     write_bytes_atomic(target, payload)
     return target, sha256(payload)
 

@@ -467,3 +467,34 @@ def test_nightshift_run_names_each_finding_without_a_traceback(
     assert rounds[-1] == f"{pipeline.name} xgboost: round 30/30 (100%)" and len(rounds) <= 10
     assert any(f"{DAY} preprocess: batch " in line for line in said), said
     assert any(line.endswith("(100%)") and "sgd" in line for line in said), said
+
+
+def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A file still being uploaded is read half, refused and held; the upload then finishes.
+    The hold must record the half file ingest read (not the complete file a second read
+    finds), so the retry reads the complete file as usual instead of refusing it."""
+    from nightshift import quarantine as quarantine_module
+
+    pipeline = _pipeline(tmp_path)
+    source = _write(tmp_path / "in" / f"{DAY}.csv", _day())
+    complete = source.read_bytes()
+    _cut(source, 0.6)  # ingest reads the file mid-upload
+    real_quarantine = quarantine_module.quarantine
+
+    def upload_finishes_then_quarantine(*args, **kwargs):
+        source.write_bytes(complete)
+        return real_quarantine(*args, **kwargs)
+
+    monkeypatch.setattr("nightshift.ingest.quarantine", upload_finishes_then_quarantine)
+    with pytest.raises(SourceError, match="possibly truncated CSV"):
+        _run(pipeline)
+    reason = _quarantine(tmp_path)
+    half = complete[: int(len(complete) * 0.6)]
+    assert reason["source_sha256"] == hashlib.sha256(half).hexdigest()
+    assert Path(reason["copied_source_to"]).read_bytes() == half
+    monkeypatch.undo()
+    assert _run(pipeline)["rows"] > 0  # the retry ingests the complete file
+    raw = Lake(pipeline.lake_root(), pipeline.name).read("raw", DAY)
+    assert raw.meta["source_sha256"] == hashlib.sha256(complete).hexdigest()
