@@ -84,18 +84,24 @@ def _join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
+# Lake files and reports hold the data's values: readable by the owner and its group (the
+# services' user), never by every user of the machine, whatever the umask.
+PRIVATE = 0o640
+
+
+def write_bytes_atomic(uri: str, data: bytes, mode: int = PRIVATE) -> None:
     """Write ``data`` to ``uri`` so that readers see the old or the new bytes, never part,
-    and, on local disk, so that they are on the disk before anything names them."""
+    and, on local disk, so that they are on the disk before anything names them, created
+    with ``mode`` (less the umask) from the start."""
     fs, path = _fs(uri)
     if isinstance(fs, LocalFileSystem):
-        _write_durably(path, data)
+        _write_durably(path, data, mode)
     else:
         # A single PUT replaces an object atomically on S3-compatible stores.
         fs.pipe_file(path, data)
 
 
-def _write_durably(path: str, data: bytes) -> None:
+def _write_durably(path: str, data: bytes, mode: int) -> None:
     """Write a temporary file beside ``path``, fsync it, rename it over ``path`` and fsync the
     folder (after a power cut a manifest never names an empty file); on any failure (a full
     disk) remove the temporary file and leave ``path`` as it was."""
@@ -103,7 +109,7 @@ def _write_durably(path: str, data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,7 +145,7 @@ def _copy_source(
         return None, None
     target = f"{folder}/source/{origin.rstrip('/').rsplit('/', 1)[-1]}"
     if read is not None:
-        write_bytes_atomic(target, read.payload)
+        write_bytes_atomic(target, read.payload, _mode_of(origin))
         return target, read.checksum
     options = getattr(pipeline.source, "storage_options", {})
     try:
@@ -156,8 +157,19 @@ def _copy_source(
     if ingested is not None and sha256(payload) != ingested:
         log.warning("%s changed since ingest read it: not copied; its raw batches are", origin)
         return None, ingested
-    write_bytes_atomic(target, payload)
+    write_bytes_atomic(target, payload, _mode_of(origin))
     return target, sha256(payload)
+
+
+def _mode_of(origin: str) -> int:
+    """The mode for a copy of ``origin``: no more open than the source file, if it is local,
+    nor than the lake's files."""
+    from nightshift.lake import PRIVATE
+
+    try:
+        return os.stat(origin.removeprefix("file://")).st_mode & PRIVATE
+    except OSError:
+        return PRIVATE
 
 
 def holds(lake: Lake, partition_date: dt.date) -> list[Hold]:

@@ -498,3 +498,21 @@ def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
     assert _run(pipeline)["rows"] > 0  # the retry ingests the complete file
     raw = Lake(pipeline.lake_root(), pipeline.name).read("raw", DAY)
     assert raw.meta["source_sha256"] == hashlib.sha256(complete).hexdigest()
+
+
+def test_a_quarantine_copy_is_no_more_readable_than_the_source(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    pipeline = _pipeline(tmp_path)
+    source = _write(tmp_path / "in" / f"{DAY}.csv", _day())
+    _cut(source, 0.6)
+    source.chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        with pytest.raises(SourceError):
+            _run(pipeline)
+    finally:
+        os.umask(old)
+    copied = Path(_quarantine(tmp_path)["copied_source_to"])
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600

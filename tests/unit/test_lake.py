@@ -156,3 +156,22 @@ def test_a_write_that_fails_half_way_leaves_the_old_partition_and_no_temp_file(
     assert [Path(p).read_bytes() for p in lake.read("raw", DAY).paths()] == [b"good"]
     assert not [p for p in tmp_path.rglob(".tmp-*")]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_lake_files_are_created_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Raw batches and reports show example values: never world-readable, from creation on."""
+    import os
+    import stat
+
+    from nightshift.lake import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        lake = Lake(str(tmp_path), "demo")
+        with lake.writer("raw", DAY) as writer:
+            writer.write_bytes("batch-00000.parquet", b"values")
+        write_bytes_atomic(str(tmp_path / "reports" / "report.html"), b"<html>")
+    finally:
+        os.umask(old)
+    for path in [*lake.read("raw", DAY).paths(), str(tmp_path / "reports" / "report.html")]:
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0, path

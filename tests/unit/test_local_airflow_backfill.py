@@ -88,3 +88,21 @@ def test_it_gives_up_after_the_last_attempt() -> None:
         airflow.backfill("d", "2026-09-01", "2026-09-02", attempts=3)
     assert len([c for c in airflow.calls if c[0] == "cli"]) == 3
     assert airflow.paused is False
+
+
+def test_secrets_are_created_private_not_made_so_after(tmp_path: Path, monkeypatch) -> None:
+    """The Fernet key, JWT secret and admin password never exist world-readable, even for the
+    moment between a write and a chmod."""
+    import os
+    import stat
+
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)  # no fixing up afterwards
+    old = os.umask(0o022)
+    try:
+        airflow = LocalAirflow(home=tmp_path)
+        airflow.password()
+        airflow._secret("fernet_key", lambda: "k")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "simple_auth_manager_passwords.json", tmp_path / "secrets/fernet_key"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

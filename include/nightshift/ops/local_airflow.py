@@ -35,6 +35,14 @@ AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner alone from the start (a secret is never, even
+    for a moment, a file the umask left readable), and write ``text``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,9 +85,7 @@ class LocalAirflow(AirflowAPI):
     def _secret(self, name: str, make: Any) -> str:
         path = self.home / "secrets" / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(make())
-            path.chmod(0o600)
+            _write_private(path, make())
         return path.read_text().strip()
 
     def credentials(self) -> tuple[str, str]:
@@ -94,9 +100,7 @@ class LocalAirflow(AirflowAPI):
         """Return the admin password, creating the login on first use."""
         passwords = self.home / "simple_auth_manager_passwords.json"
         if not passwords.exists():
-            passwords.parent.mkdir(parents=True, exist_ok=True)
-            passwords.write_text(json.dumps({USERNAME: secrets.token_urlsafe(12)}))
-            passwords.chmod(0o600)
+            _write_private(passwords, json.dumps({USERNAME: secrets.token_urlsafe(12)}))
         return str(json.loads(passwords.read_text())[USERNAME])
 
     def env(self, with_dask: bool = False) -> dict[str, str]:
