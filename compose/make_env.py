@@ -41,6 +41,10 @@ def secret() -> str:
     return value
 
 
+# Settings whose empty value means something (no hook package allowed), not "generate one".
+EMPTY_ON_PURPOSE = {"NIGHTSHIFT_HOOK_PACKAGES"}
+
+
 def filled(example: str, free_ports: bool, extra: dict[str, str]) -> str:
     """Return ``example`` (the text of .env.example) with every value a deployment needs."""
     values = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, flags=re.M))
@@ -51,7 +55,7 @@ def filled(example: str, free_ports: bool, extra: dict[str, str]) -> str:
     for name, value in values.items():
         if name == "AIRFLOW_FERNET_KEY":
             values[name] = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        elif value == "":
+        elif value == "" and name not in EMPTY_ON_PURPOSE:
             values[name] = secret()
     values.update(extra)
     lines = [

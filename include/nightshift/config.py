@@ -436,6 +436,15 @@ class Pipeline(_Strict):
     derive: dict[str, str] = Field(default_factory=dict)
     filters: list[str] = Field(default_factory=list, alias="filter")
     hook: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+    @field_validator("hook")
+    @classmethod
+    def _hook_allowed(cls, value: str | None) -> str | None:
+        refusal = hook_refusal(value) if value is not None else None
+        if refusal:
+            raise ValueError(refusal)
+        return value
+
     drop: list[str] = Field(default_factory=list)
     features: Features
     training: Training = Training()
@@ -731,6 +740,24 @@ def _problems(error: Any) -> list[tuple[str, str]]:
 
 
 _UNION_TAGS = {"generator", "files", "xgboost", "sgd", "baseline"}
+
+
+# A hook imports and runs code: where this names packages (comma-separated), a hook must be
+# in one of them; set and empty, no hook may run (compose's default). Unset: any.
+HOOK_PACKAGES = "NIGHTSHIFT_HOOK_PACKAGES"
+
+
+def hook_refusal(hook: str) -> str | None:
+    """Return why ``hook`` may not run here (NIGHTSHIFT_HOOK_PACKAGES), or None."""
+    allowed = os.environ.get(HOOK_PACKAGES)
+    if allowed is None:
+        return None
+    packages = sorted({name.strip() for name in allowed.split(",") if name.strip()})
+    package = hook.partition(":")[0].split(".")[0]
+    if package in packages:
+        return None
+    named = f"only {', '.join(packages)}" if packages else "none"
+    return f"'{hook}': package '{package}' is not allowed to run here ({HOOK_PACKAGES}: {named})"
 
 
 class YamlLoader(yaml.SafeLoader):

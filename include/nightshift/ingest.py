@@ -13,7 +13,14 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from nightshift.config import PANDAS_DTYPES, FileSource, GeneratorSource, Pipeline, Schema
+from nightshift.config import (
+    PANDAS_DTYPES,
+    FileSource,
+    GeneratorSource,
+    Pipeline,
+    Schema,
+    hook_refusal,
+)
 from nightshift.generator import generate_day
 from nightshift.lake import FIRST_DATA_ROW, RAW, SOURCE_ROW, Lake, Partition, write_parquet
 from nightshift.quarantine import Hold, holding, quarantine, release_command, sha256
@@ -223,6 +230,9 @@ def _run_hook(hook: str, frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Call the user's ``module:function`` on the day's frame; it returns the new frame."""
     import importlib
 
+    refusal = hook_refusal(hook)
+    if refusal:  # checked when the YAML was read, and again where the code would run
+        raise SourceError(f"hook {refusal}")
     module_name, _, function_name = hook.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)

@@ -208,3 +208,35 @@ def test_yaml_aliases_that_expand_without_bound_are_refused(tmp_path: Path) -> N
     path.write_text(text)
     with pytest.raises(ConfigError, match="expands to more than 100,000 values"):
         load_pipeline(path)
+
+
+def test_hooks_only_from_the_allowed_packages(monkeypatch) -> None:
+    """NIGHTSHIFT_HOOK_PACKAGES: unset, any hook; a list, only those packages; empty, none
+    (compose's default), refused when the YAML is read, naming the setting."""
+    data = small_pipeline_dict()
+    data["hook"] = "subprocess:call"
+    monkeypatch.delenv("NIGHTSHIFT_HOOK_PACKAGES", raising=False)
+    assert parse_pipeline(data, "p.yaml").hook == "subprocess:call"
+    monkeypatch.setenv("NIGHTSHIFT_HOOK_PACKAGES", "acme_prep, other")
+    with pytest.raises(ConfigError, match="package 'subprocess' is not allowed to run here"):
+        parse_pipeline(data, "p.yaml")
+    assert parse_pipeline({**data, "hook": "acme_prep.clean:fix"}, "p.yaml").hook
+    monkeypatch.setenv("NIGHTSHIFT_HOOK_PACKAGES", "")
+    with pytest.raises(ConfigError, match=r"NIGHTSHIFT_HOOK_PACKAGES: none"):
+        parse_pipeline({**data, "hook": "acme_prep.clean:fix"}, "p.yaml")
+
+
+def test_compose_allows_no_hook_unless_told() -> None:
+    import sys
+
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "compose"))
+    try:
+        import make_env
+    finally:
+        sys.path.pop(0)
+    text = (REPO / "docker-compose.yaml").read_text()
+    assert "NIGHTSHIFT_HOOK_PACKAGES: ${NIGHTSHIFT_HOOK_PACKAGES?" in text
+    env = make_env.filled((REPO / ".env.example").read_text(), False, {})
+    assert "\nNIGHTSHIFT_HOOK_PACKAGES=\n" in env
