@@ -62,8 +62,11 @@ class Alert:
         return f"<p>{html.escape(self.title)}</p><ul>{items}</ul><ul>{links}</ul>"
 
     def payload(self) -> dict[str, Any]:
-        """The webhook's JSON body: Slack's ``text`` and the same facts as fields."""
-        return {"text": self.text(), **dataclasses.asdict(self), "events": list(self.events)}
+        """The webhook's JSON body: Slack's ``text`` and the same facts as fields. The text is
+        escaped as Slack's message formatting says (``&``, ``<``, ``>``), so a data value such
+        as ``<!channel>`` or ``<https://x|here>`` is shown, never a mention or a link."""
+        text = self.text().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return {"text": text, **dataclasses.asdict(self), "events": list(self.events)}
 
 
 def links_for(

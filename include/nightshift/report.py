@@ -33,12 +33,9 @@ def _svg(figure: Any) -> Markup:
     category and feature names, legend entries) as escaped XML character data (``<`` and ``&``
     cannot open markup), and the id rewriting below only adds a prefix inside quoted values.
     """
-    import matplotlib.pyplot as plt
-
     buffer = io.StringIO()
     # A fixed hash salt and no date keep the SVG the same for the same data.
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
     # Many figures share one page: give each its own id namespace, or a figure's references
@@ -188,15 +185,25 @@ def drift_figure(drift: dict[str, dict[str, Any]], threshold: float) -> str:
     return _svg(figure)
 
 
+# Set once, always to the same values: figures are drawn in the web server's threads too.
+FIGURE_SETTINGS: dict[str, Any] = {
+    "svg.hashsalt": "nightshift",
+    "svg.fonttype": "none",  # text stays text: smaller, searchable, selectable
+    # Names come from the user's data: `$\\foo$` is a feature name, not math to parse.
+    "text.parse_math": False,
+}
+
+
 def _figures(rows: int, columns: int, size: tuple[float, float]) -> tuple[Any, Any]:
+    """A new figure and its axes, owned by the caller: matplotlib's object API, no pyplot
+    (whose current-figure state is global, and not for threads)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "nightshift"
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable, selectable
-    figure, axes = plt.subplots(rows, columns, figsize=size)
+    settings: dict[Any, Any] = FIGURE_SETTINGS  # matplotlib types its keys as literals
+    matplotlib.rcParams.update(settings)
+    figure = Figure(figsize=size)
+    axes = figure.subplots(rows, columns)
     return figure, axes
 
 

@@ -193,3 +193,21 @@ def test_a_dag_gets_a_deadline_only_when_someone_listens_for_it() -> None:
     assert dag.deadline == [alert] and dag.on_failure_callback
     with pytest.raises(Exception, match="deadline"):
         parse_pipeline({**data, "schedule": {**data["schedule"], "deadline": "7am"}}, "p.yaml")
+
+
+def test_a_webhook_text_escapes_what_slack_reads_as_markup() -> None:
+    """A category value `<!channel>` or `<https://x|here>` must not become a mention or a
+    link in Slack: `&`, `<` and `>` are escaped as Slack's rules say."""
+    alert = alerts.Alert(
+        pipeline="p",
+        date="2026-06-02",
+        events=("drifted",),
+        title="p 2026-06-02: drift in <!channel>",
+        details=("category <https://evil.example|click here> & more",),
+        links={"report": "https://airflow.example/report?a=1&b=2"},
+    )
+    text = alert.payload()["text"]
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text
+    assert "<https://evil" not in text
+    assert "&lt;https://evil.example|click here&gt; &amp; more" in text
+    assert "https://airflow.example/report?a=1&amp;b=2" in text

@@ -88,3 +88,32 @@ def test_a_model_name_that_is_not_an_identifier_is_refused() -> None:
     data["models"][1]["name"] = IMG
     with pytest.raises(ConfigError, match=r"demo.yaml: key 'models\[1\].name': String should"):
         parse_pipeline(data, "demo.yaml")
+
+
+def test_a_feature_named_like_mathtext_is_drawn_as_text() -> None:
+    """`$\\foo$` as a feature name made matplotlib parse it as math and publish fail."""
+    results = fixed_results()
+    for model in results["models"].values():
+        if model.get("importance"):
+            for kind in model["importance"].values():
+                kind["$\\foo$"] = 0.5
+    html = render_report(results)
+    assert "$\\foo$" in html
+
+
+def test_figures_are_drawn_without_pyplot_state() -> None:
+    """The report is rendered in the web server's threads too: no pyplot global figure state
+    (a subprocess, so that no other test's import of pyplot counts)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tests.unit.test_report import fixed_results; "
+        "from nightshift.report import render_report; render_report(fixed_results()); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    repo = TEMPLATES.parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
+    )
+    assert out.stdout.strip() == "False", out.stdout
