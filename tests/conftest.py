@@ -30,6 +30,11 @@ NEEDS = {
         "the compose tier needs a running Docker daemon and docker-compose "
         "(apt-get install docker.io docker-compose); then: make test-compose",
     ),
+    "compose_file": (
+        "NIGHTSHIFT_REQUIRE_DOCKER",
+        "the checks of docker-compose.yaml need Debian's docker-compose to resolve it (apt-get "
+        "install docker-compose; no daemon needed); then: make test",
+    ),
     "browser": (
         "NIGHTSHIFT_REQUIRE_BROWSER",
         "the browser tests need Debian's chromium (apt-get install chromium; "
@@ -43,6 +48,8 @@ def missing_tool(marker: str) -> bool:
     """Whether this machine lacks what the tests marked ``marker`` need."""
     if marker == "browser":
         return not Path(os.environ.get("NIGHTSHIFT_CHROMIUM", "/usr/bin/chromium")).exists()
+    if marker == "compose_file":
+        return shutil.which("docker-compose") is None
     if not (shutil.which("docker") and shutil.which("docker-compose")):
         return True
     try:

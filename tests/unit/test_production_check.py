@@ -106,6 +106,7 @@ def test_the_command_refuses_the_embedded_defaults(tmp_path: Path) -> None:
         assert any(expected in line for line in refused), (expected, refused)
 
 
+@pytest.mark.compose_file
 def test_compose_runs_the_check_and_passes_it_when_filled_in(filled_env: Path) -> None:
     from tests.unit.test_compose import _compose
 
