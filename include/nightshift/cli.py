@@ -398,7 +398,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     options += ["--run-backwards"] if args.backwards else []
     if args.dry_run:
         print(f"{pipeline.dag_id}: {len(dates)} nights, {dates[0]} to {dates[-1]} (dry run)")
-        print(airflow.backfill_dry_run(pipeline.dag_id, dates[0], dates[-1], *options))
+        listed = airflow.backfill_dry_run(pipeline.dag_id, dates[0], dates[-1], *options)
+        # Airflow's table of runs, without the log lines its CLI prints before it.
+        print(listed[listed.find("Runs to be attempted") :] if "Runs to be" in listed else listed)
         return 0
     if not _unpaused_for_backfill(airflow, pipeline.dag_id, args.unpause):
         return 1
