@@ -222,7 +222,8 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
             value = conf.get(section, key, fallback=None)
             return None if value is None else str(value)
 
-        problems = production_problems(airflow_setting, os.environ)
+        access = {p.name: dict(p.access) for p in pipelines}
+        problems = production_problems(airflow_setting, os.environ, access)
         for problem in problems:
             print(f"refuse {problem}")
         if not problems:

@@ -15,8 +15,9 @@ ENV_EXAMPLE = REPO / ".env.example"
 @pytest.fixture
 def filled_env(tmp_path: Path) -> Path:
     """``.env.example`` with every empty value filled with a long secret, as a user does."""
+    filled = "secret-{}-of-the-deployment-made-long-enough"
     lines = [
-        f"{line}secret-{index}-of-the-deployment" if re.fullmatch(r"[A-Z_]+=", line) else line
+        f"{line}{filled.format(index)}" if re.fullmatch(r"[A-Z_]+=", line) else line
         for index, line in enumerate(ENV_EXAMPLE.read_text().splitlines())
     ]
     path = tmp_path / ".env"

@@ -20,6 +20,8 @@ SAFE_AIRFLOW = {
     ("core", "simple_auth_manager_all_admins"): "False",
     ("core", "fernet_key"): "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     ("database", "sql_alchemy_conn"): "postgresql+psycopg2://airflow:x@postgres:5432/airflow",
+    ("api", "secret_key"): "k" * 40,
+    ("api_auth", "jwt_secret"): "j" * 40,
 }
 SAFE_ENV = {
     "DASK_SCHEDULER_HOST": "dask-scheduler",
@@ -31,6 +33,7 @@ SAFE_ENV = {
     "MLFLOW_TRACKING_URI": "http://mlflow:5000",
     "MLFLOW_TRACKING_USERNAME": "nightshift",
     "MLFLOW_TRACKING_PASSWORD": "a-long-random-secret-4",
+    "MLFLOW_SECRET_KEY": "m" * 40,
 }
 
 
@@ -60,11 +63,27 @@ def test_a_safe_deployment_passes() -> None:
         ({}, {"MLFLOW_ADMIN_PASSWORD": "password"}, "MLFLOW_ADMIN_PASSWORD is a default"),
         ({}, {"MLFLOW_TRACKING_USERNAME": ""}, "move the champion alias"),
         ({}, {"MLFLOW_TRACKING_PASSWORD": ""}, "move the champion alias"),
+        ({("api", "secret_key"): "secret"}, {}, "[api] secret_key (AIRFLOW__API__SECRET_KEY)"),
+        ({("api_auth", "jwt_secret"): None}, {}, "[api_auth] jwt_secret"),
+        ({("api_auth", "jwt_secret"): "short-but-not-a-default"}, {}, "JWT_SECRET) is weak"),
+        ({}, {"MLFLOW_SECRET_KEY": "changeme"}, "MLFLOW_SECRET_KEY is weak"),
+        ({}, {"POSTGRES_PASSWORD": "long-pass@word#1"}, "'#@', which ends the password part"),
     ],
 )
 def test_each_unsafe_setting_is_refused(airflow, env, expected) -> None:
     problems = _problems(airflow, env)
     assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_team_roles_need_an_auth_manager_that_enforces_them() -> None:
+    settings = SAFE_AIRFLOW.copy()
+    access = {"shop": {"shop-readers": "read"}, "open": {}}
+    problems = production_problems(lambda s, k: settings.get((s, k)), SAFE_ENV, access)
+    assert len(problems) == 1 and "pipeline shop limits access to ['shop-readers']" in problems[0]
+    settings[("core", "auth_manager")] = (
+        "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    )
+    assert production_problems(lambda s, k: settings.get((s, k)), SAFE_ENV, access) == []
 
 
 def test_mlflow_credentials_are_needed_only_for_a_server() -> None:

@@ -31,6 +31,14 @@ PASSWORDS = (
     "MLFLOW_ADMIN_PASSWORD",
 )
 WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
+# Keys that sign sessions and tokens: anyone who knows or guesses one signs in as anyone.
+MIN_SECRET_KEY_LENGTH = 32
+SECRET_KEYS = (
+    ("api", "secret_key", "AIRFLOW__API__SECRET_KEY"),
+    ("api_auth", "jwt_secret", "AIRFLOW__API_AUTH__JWT_SECRET"),
+)
+# Characters that end the password part of the database URL compose builds from it.
+URL_BREAKING = "@:/?#[]%"
 
 
 def _truthy(value: str | None) -> bool:
@@ -50,14 +58,57 @@ def _bind_host(address: str) -> str:
 Settings = Callable[[str, str], str | None]
 
 
-def production_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
+def production_problems(
+    airflow: Settings, env: Mapping[str, str], access: Mapping[str, Mapping[str, str]] | None = None
+) -> list[str]:
     """Return what is unsafe about this deployment; an empty list means it may start.
 
     ``airflow(section, key)`` returns an Airflow setting (None when unset); ``env`` holds the
-    deployment's variables (the Dask bind addresses, the service passwords, MLflow's client).
+    deployment's variables (the Dask bind addresses, the service passwords, MLflow's client);
+    ``access``: each pipeline's ``access:`` (team roles), by pipeline name.
     """
-    rules = (_airflow_problems, _dask_problems, _password_problems, _mlflow_problems)
-    return [problem for rule in rules for problem in rule(airflow, env)]
+    rules = (
+        _airflow_problems,
+        _secret_key_problems,
+        _dask_problems,
+        _password_problems,
+        _mlflow_problems,
+    )
+    found = [problem for rule in rules for problem in rule(airflow, env)]
+    return found + _access_problems(airflow, access or {})
+
+
+def _secret_key_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
+    """Airflow's session and token signing keys, and MLflow's, must be long random secrets."""
+    keys = [(f"[{s}] {k} ({variable})", airflow(s, k)) for s, k, variable in SECRET_KEYS]
+    if "MLFLOW_SECRET_KEY" in env:
+        keys.append(("MLFLOW_SECRET_KEY", env["MLFLOW_SECRET_KEY"]))
+    problems = []
+    for name, value in keys:
+        value = (value or "").strip()
+        if value.lower() in KNOWN_DEFAULTS or len(value) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"{name} is {'empty' if not value else 'weak'}: it signs sessions and tokens, "
+                "so whoever guesses it signs in as anyone. Set at least "
+                f"{MIN_SECRET_KEY_LENGTH} random characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    return problems
+
+
+def _access_problems(airflow: Settings, access: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Team roles (``access:``) are enforced by the FAB auth manager only."""
+    auth_manager = airflow("core", "auth_manager") or ""
+    if auth_manager.endswith("FabAuthManager"):
+        return []
+    return [
+        f"pipeline {name} limits access to {sorted(roles)} (access:), but the auth manager "
+        f"({auth_manager.rsplit('.', 1)[-1] or 'the default'}) does not enforce team roles: "
+        "every user would see and run it. Use Airflow's FAB auth manager (docker-compose.yaml "
+        "does), or remove access:"
+        for name, roles in sorted(access.items())
+        if roles
+    ]
 
 
 def _airflow_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
@@ -114,6 +165,13 @@ def _password_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
         elif len(value) < MIN_PASSWORD_LENGTH:
             problems.append(
                 f"{variable} is {len(value)} characters; use at least {MIN_PASSWORD_LENGTH}"
+            )
+        elif variable == "POSTGRES_PASSWORD" and (bad := sorted(set(value) & set(URL_BREAKING))):
+            problems.append(
+                f"POSTGRES_PASSWORD holds {''.join(bad)!r}, which ends the password part of the "
+                "database URL docker-compose.yaml builds from it (postgresql://user:password@"
+                "host): Airflow would connect with a wrong password or host. Use letters, "
+                "digits, '-', '_' and '.' (make_env.py's passwords do)"
             )
     return problems
 
