@@ -106,3 +106,23 @@ def test_secrets_are_created_private_not_made_so_after(tmp_path: Path, monkeypat
         os.umask(old)
     for path in (tmp_path / "simple_auth_manager_passwords.json", tmp_path / "secrets/fernet_key"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_stale_pid_file_never_signals_an_unrelated_process(tmp_path: Path, monkeypatch) -> None:
+    """After a reboot a pid file's pid may name another process (here: this test's own):
+    the recorded start time tells them apart, and `down` signals nothing."""
+    import os
+
+    from nightshift.ops.local_airflow import _start_time
+
+    airflow = LocalAirflow(home=tmp_path)
+    (tmp_path / "run").mkdir()
+    pid_file = tmp_path / "run" / "scheduler.pid"
+    pid_file.write_text(f"{os.getpid()} {_start_time(os.getpid()) - 3600}")
+    signalled: list[int] = []
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signalled.append(pid))
+    assert airflow.pid("scheduler") is None and not pid_file.exists()
+    assert airflow.stop() == [] and signalled == []
+    # The same pid with its own start time is the service.
+    pid_file.write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+    assert airflow.pid("scheduler") == os.getpid()

@@ -35,6 +35,26 @@ AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
 
 
+def _start_time(pid: int) -> float:
+    """When process ``pid`` started (seconds since the epoch, as the kernel says)."""
+    import psutil
+
+    return float(psutil.Process(pid).create_time())
+
+
+def _started_at(pid: int, started: float | None) -> bool:
+    """Whether process ``pid`` runs and started at ``started`` (None: a pid file from before
+    start times were recorded, trusted as it was)."""
+    import psutil
+
+    try:
+        if started is None:
+            return bool(psutil.pid_exists(pid))
+        return abs(_start_time(pid) - started) < 0.01
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def _write_private(path: Path, text: str) -> None:
     """Create ``path`` readable by its owner alone from the start (a secret is never, even
     for a moment, a file the umask left readable), and write ``text``."""
@@ -168,17 +188,19 @@ class LocalAirflow(AirflowAPI):
         return self.home / "run" / f"{service}.pid"
 
     def pid(self, service: str) -> int | None:
-        """Return the pid of a running service, or None."""
+        """Return the pid of a running service, or None.
+
+        The pid file holds the pid and its process's start time: after a reboot (or long
+        enough) the pid may name an unrelated process, which must never be signalled, so a
+        pid whose process started at another time is a stale file, removed."""
         path = self._pid_file(service)
         if not path.exists():
             return None
-        pid = int(path.read_text())
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        pid, _, started = path.read_text().strip().partition(" ")
+        if not _started_at(int(pid), float(started) if started else None):
             path.unlink(missing_ok=True)
             return None
-        return pid
+        return int(pid)
 
     def _dask_running(self) -> bool:
         return self.pid("dask-scheduler") is not None
@@ -198,7 +220,7 @@ class LocalAirflow(AirflowAPI):
                 cwd=self.project,
                 start_new_session=True,
             )
-        self._pid_file(service).write_text(str(process.pid))
+        self._pid_file(service).write_text(f"{process.pid} {_start_time(process.pid)}")
         log.info("started %s (pid %d), log %s", service, process.pid, logs / f"{service}.log")
         return process.pid
 
