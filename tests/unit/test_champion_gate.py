@@ -138,3 +138,24 @@ def test_the_absolute_calibration_bound_is_optional_and_also_applies() -> None:
     bounded = Evaluation(margin=0.005, max_calibration_error=0.1)
     assert not decide("xgboost", challenger, champion, "roc_auc", bounded).promoted
     assert Evaluation().max_calibration_error is None
+
+
+def test_a_champion_trained_for_the_same_date_is_never_replaced() -> None:
+    """Re-running a night must not replace the champion it promoted (`<`, not `<=`)."""
+    from nightshift.champion import trained_before
+
+    assert trained_before("2026-06-01", "2026-06-02") and not trained_before(
+        "2026-06-02", "2026-06-02"
+    )
+    decision = decide(
+        "xgboost", _model(0.99, "2026-06-02"), _champion(0.5, "2026-06-02"), "roc_auc", RULES
+    )
+    assert not decision.promoted and "a backfilled night never replaces it" in decision.reason
+
+
+@pytest.mark.parametrize(("new", "promoted"), [(0.75, False), (0.875, True)])
+def test_a_gain_exactly_the_margin_is_not_enough(new: float, promoted: bool) -> None:
+    """Numbers exact in binary (0.75 - 0.5 == 0.25): a gain equal to the margin keeps."""
+    rules = Evaluation(margin=0.25, segment=None)
+    decision = decide("m", _model(new, "2026-06-02"), _champion(0.5), "roc_auc", rules)
+    assert decision.promoted is promoted
