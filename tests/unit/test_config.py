@@ -240,3 +240,11 @@ def test_compose_allows_no_hook_unless_told() -> None:
     assert "NIGHTSHIFT_HOOK_PACKAGES: ${NIGHTSHIFT_HOOK_PACKAGES?" in text
     env = make_env.filled((REPO / ".env.example").read_text(), False, {})
     assert "\nNIGHTSHIFT_HOOK_PACKAGES=\n" in env
+
+
+@pytest.mark.parametrize("rule", ["page_views + 1", "channel", "lower(channel)"])
+def test_a_filter_must_be_true_or_false_per_row(rule: str) -> None:
+    data = small_pipeline_dict()
+    data["filter"] = ["page_views is not None", rule]
+    with pytest.raises(ConfigError, match=r"key 'filter\[1\]': .* must be true or false per row"):
+        parse_pipeline(data, "x.yaml")

@@ -47,6 +47,9 @@ def test_only_column_formulas_parse(text: str, problem: str) -> None:
         ("carrier > 15", "cannot compare string with int"),
         ("arr_delay and flights", "'and'/'or' need true/false values"),
         ("hour(carrier)", "hour() argument 1 must be timestamp, not string"),
+        ("carrier in [1, 2]", "cannot compare string with int"),
+        ("carrier in ['AA', 3]", "cannot compare string with int"),
+        ("arr_delay not in ['late']", "cannot compare float with string"),
     ],
 )
 def test_an_expression_is_typed_before_any_data_is_read(text: str, problem: str) -> None:
