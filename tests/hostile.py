@@ -72,6 +72,9 @@ def hostile_results(results: dict[str, Any]) -> dict[str, Any]:
             "examples": [IMG, SCRIPT],
         }
     ]
+    # Why a window day was left out quotes the data's findings; a filter rule is YAML text.
+    r.setdefault("training_window", {})["left_out"] = {"2026-05-30": f"held: {SCRIPT}"}
+    r["data"]["held_out"]["filtered"] = {f"carrier == '{IMG}'": 12}
     r["run_id"] = f"manual__{QUOTE}"
     r["champion"]["reason"] = f"kept: {IMG} regressed"
     r["mlflow"]["runs"]["xgboost"]["registered_model"] = f"demo.{LINK}"
