@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -62,20 +63,28 @@ def test_conversion_dag_runs_nightly_in_amsterdam(dagbag) -> None:
     assert timetable._timezone.name == "Europe/Amsterdam"
 
 
-def test_parsing_is_fast_and_imports_nothing_heavy() -> None:
+def test_parsing_imports_nothing_heavy_and_finds_every_dag() -> None:
+    """A DAG file computes nothing at import: no dask, xgboost, sklearn or pandas (what makes
+    parsing slow); its time is a benchmark's business, not an assertion's."""
     code = (
-        "import sys, time; from airflow.dag_processing.dagbag import DagBag; "
-        "t = time.perf_counter(); b = DagBag(sys.argv[1]); took = time.perf_counter() - t; "
+        "import json, sys; from airflow.dag_processing.dagbag import DagBag; "
+        "b = DagBag(sys.argv[1]); "
         "heavy = sorted(m for m in ('dask', 'xgboost', 'sklearn', 'pandas') if m in sys.modules);"
-        "print(took, heavy, len(b.dags))"
+        "print(json.dumps({'heavy': heavy, 'dags': sorted(b.dags)}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(REPO / "dags")], check=True, capture_output=True, text=True
-    ).stdout.split("\n")[-2]
-    took, heavy, count = out.split(" ", 1)[0], out.split(" ", 1)[1].rsplit(" ", 1)[0], out[-1]
-    assert float(took) < 1.0, out
-    assert heavy == "[]", out
-    assert count == "2"
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "dags")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    parsed = json.loads(out)
+    assert parsed["heavy"] == [], out
+    assert parsed["dags"] == ["nightshift_basket_spend", "nightshift_retail_conversion"], out
 
 
 def test_a_wrong_yaml_fails_only_its_own_pipeline(tmp_path: Path, monkeypatch) -> None:

