@@ -29,8 +29,8 @@ setup: .venv/.synced  ## create .venv from uv.lock (Airflow home goes in .airflo
 
 setup-dev: .venv/.synced-dev  ## setup, plus the test and lint tools
 
-demo: setup  ## one complete nightly run under the real Airflow scheduler; prints the report path
-	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE))
+demo: setup  ## one nightly run under the real Airflow scheduler; prints the report path (DATE=, KEEP=1)
+	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE)) $(if $(KEEP),--keep-running)
 
 test: setup-dev  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
 	$(PY) -m pytest
