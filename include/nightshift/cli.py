@@ -363,7 +363,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not already_up and not args.keep_running:
             airflow.stop()
         elif args.keep_running:
-            print(f"services still running; UI {airflow.base_url}; stop with: make down")
+            print(
+                f"services still running; UI {airflow.base_url} (user: admin, password: "
+                f"{airflow.password()}); stop with: make down"
+            )
 
 
 def progress_line(states: dict[str, str]) -> str:
