@@ -169,10 +169,20 @@ def run(rows: int, days: int, rounds: int, cpu_only: bool) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
+    """The versions that ran: XGBoost's module, whichever distribution brought it (xgboost,
+    the CPU-only xgboost-cpu, or xgboost-cu13), and Dask's and pandas' distributions."""
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
-    for name in ("xgboost", "xgboost-cu13", "dask", "distributed", "dask-cuda", "pandas"):
+    import xgboost
+
+    found = {"xgboost": str(xgboost.__version__)}
+    for name in ("xgboost", "xgboost-cpu", "xgboost-cu13"):
+        try:
+            found["xgboost_distribution"] = f"{name}=={version(name)}"
+            break
+        except PackageNotFoundError:
+            continue
+    for name in ("dask", "distributed", "dask-cuda", "pandas"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
