@@ -11,14 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
-if ! have nightshift-stand-in/debian:bookworm; then
-    command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null
-    rootfs=$(mktemp -d)
-    trap 'rm -rf "$rootfs"' EXIT
-    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
-    tar -C "$rootfs" -c . | docker import - nightshift-stand-in/debian:bookworm >/dev/null
-    rm -rf "$rootfs"
-fi
+bash debian.sh bookworm
 # The images trust the CAs this host trusts beyond Debian's (a proxy's, a company's):
 # without them pip, uv and apt inside a build fail with CERTIFICATE_VERIFY_FAILED.
 rm -rf python/extra-ca && mkdir -p python/extra-ca

@@ -8,14 +8,7 @@ set -euo pipefail
 suite=${1:?usage: build.sh SUITE}
 cd "$(dirname "$0")"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-if ! have "nightshift-stand-in/debian:$suite"; then
-    command -v debootstrap >/dev/null || apt-get install -y -q debootstrap >/dev/null
-    rootfs=$(mktemp -d)
-    trap 'rm -rf "$rootfs"' EXIT
-    debootstrap --variant=minbase "$suite" "$rootfs" http://deb.debian.org/debian >/dev/null
-    tar -C "$rootfs" -c . | docker import - "nightshift-stand-in/debian:$suite" >/dev/null
-    rm -rf "$rootfs"
-fi
+bash ../../compose/stand-ins/debian.sh "$suite"
 rm -rf extra-ca && mkdir -p extra-ca
 cp /usr/local/share/ca-certificates/*.crt extra-ca/ 2>/dev/null || true
 have "nightshift-newcomer:$suite" || docker build -q --build-arg BASE="nightshift-stand-in/debian:$suite" \
