@@ -142,10 +142,16 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @contextlib.contextmanager
 def in_process_client() -> Iterator[Any]:
-    """A new in-process Dask cluster with two single-threaded workers, and its client."""
+    """A new in-process Dask cluster with two single-threaded workers, and its client.
+
+    Its scheduler never drops a worker for a late heartbeat (``worker-ttl``): in-process
+    workers have no nanny to restart them, and a test run once stalled the process long enough
+    (668 s, CI) that both were dropped and the next computation waited forever."""
+    import dask
     from distributed import Client, LocalCluster
 
     with (
+        dask.config.set({"distributed.scheduler.worker-ttl": None}),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
         ) as cluster,
@@ -154,8 +160,11 @@ def in_process_client() -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[object]:
-    """An in-process Dask cluster with two workers, shared by the unit tests."""
+    """An in-process Dask cluster with two workers, shared by one module's tests.
+
+    Not by the whole run: one left idle through half an hour of other modules lost both its
+    workers (CI, seed 3701135308; see :func:`in_process_client`), and a cluster takes a second."""
     with in_process_client() as client:
         yield client
