@@ -41,8 +41,8 @@ test-fast: setup-dev  ## everything except the slow real-scheduler and compose t
 test-slow: setup-dev  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
 	$(PY) -m pytest -m slow
 
-test-replay: setup-dev  ## only the 30-date backfill forward, again and backwards (part of test-slow)
-	$(PY) -m pytest -m replay
+test-replay: setup-dev  ## only the replay, at 30 dates: backfilled forward, again and backwards (test-slow runs 8)
+	NIGHTSHIFT_REPLAY_DATES=$${NIGHTSHIFT_REPLAY_DATES:-30} $(PY) -m pytest -m replay
 
 test-compose: setup-dev  ## only the compose tier: docker-compose.yaml started for real (needs Docker)
 	$(PY) -m pytest -m compose

@@ -1,7 +1,7 @@
-"""Backfilling is repeatable: 30 dates backfilled, backfilled again, and backfilled backwards.
+"""Backfilling is repeatable: a run of dates backfilled, backfilled again, and backfilled backwards.
 
 Under the real scheduler (api-server, scheduler, dag-processor, a Dask scheduler and two
-workers), three Airflow backfills of the same 30 dates, three nights at a time:
+workers), three Airflow backfills of the same dates, three nights at a time:
 
 1. forward, on an empty lake;
 2. forward again with ``--reprocess-behavior completed``, over the lake of pass 1;
@@ -14,7 +14,10 @@ differ is what depends on the order the nights ran in: which model held the ``ch
 alias when a night was judged. That is checked too: run backwards, no older night takes the
 alias from a newer one.
 
-Run alone: ``make test-replay`` (about 9 minutes on 2 cores).
+Eight dates by default, on a 2-day window: every night after the second reads a window that
+only nights before it wrote, which is all the order can change. ``make test-replay`` runs the
+30 dates the replay was first written with (about 9 minutes on 2 cores);
+``NIGHTSHIFT_REPLAY_DATES=N`` runs N.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,7 +45,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.replay, pytest.mark
 NAME = "replay_conversion"
 DAG_ID = f"nightshift_{NAME}"
 FIRST = dt.date(2026, 9, 1)
-DATES = [FIRST + dt.timedelta(days=n) for n in range(30)]
+DATES = [
+    FIRST + dt.timedelta(days=n) for n in range(int(os.environ.get("NIGHTSHIFT_REPLAY_DATES", "8")))
+]
 ROWS = 1500
 PARALLEL = "3"
 # Parts of a night's evaluation that depend on which model held the alias when it ran.
@@ -101,7 +107,7 @@ def rows_per_date(lake: Path, stage: str) -> dict[str, int]:
 
 
 def backfill(airflow, *extra: str) -> tuple[list[dict], float]:
-    """Run one backfill of the 30 dates to the end; return its runs and its wall time.
+    """Run one backfill of the dates to the end; return its runs and its wall time.
 
     A backfill that re-processes dates makes new runs beside the old ones (a partitioned
     DAG keeps each past run as history): its runs are the ones that were not there before.
@@ -177,9 +183,11 @@ def test_thirty_dates_twice_and_backwards_leave_the_same_lake(replay_airflow) ->
     first = fingerprint(lake)
     raw = rows_per_date(lake, "raw")
     processed = rows_per_date(lake, "processed")
-    # The 30 dates and the two window days before the first: each once, whole.
+    # The dates and the two window days before the first: each once, whole.
     window_start = DATES[0] - dt.timedelta(days=2)
-    expected_dates = [(window_start + dt.timedelta(days=n)).isoformat() for n in range(32)]
+    expected_dates = [
+        (window_start + dt.timedelta(days=n)).isoformat() for n in range(len(DATES) + 2)
+    ]
     assert sorted(raw) == expected_dates
     assert raw == processed
     from nightshift.generator import generate_day
@@ -187,16 +195,17 @@ def test_thirty_dates_twice_and_backwards_leave_the_same_lake(replay_airflow) ->
     for day in (expected_dates[0], expected_dates[-1]):
         assert raw[day] == len(generate_day(dt.date.fromisoformat(day), ROWS, seed=7)), day
     stages = Counter(key.rsplit("/date=", 1)[0] for key in first)
-    # raw, validation, processed for 32 days; features, 3 models, evaluation for the 30 nights.
+    # raw, validation, processed for every day; features, 3 models, evaluation for each night.
+    days, nights = len(expected_dates), len(DATES)
     assert stages == {
-        "raw": 32,
-        "validation": 32,
-        "processed": 32,
-        "features": 30,
-        "models/xgboost": 30,
-        "models/sgd_logistic": 30,
-        "models/base_rate": 30,
-        "evaluation": 30,
+        "raw": days,
+        "validation": days,
+        "processed": days,
+        "features": nights,
+        "models/xgboost": nights,
+        "models/sgd_logistic": nights,
+        "models/base_rate": nights,
+        "evaluation": nights,
     }, stages
     forward_registry = registry(project)
     assert forward_registry["runs"] == 3 * len(DATES)
@@ -250,7 +259,7 @@ def test_thirty_dates_twice_and_backwards_leave_the_same_lake(replay_airflow) ->
     assert backward_registry["champions"]["xgboost"] in newest
     kept_reasons = {d["reason"].split(":")[0] for d in backward.values() if not d["promoted"]}
     print(
-        f"30 dates x 3 backfills: forward {timings['forward']:.0f} s, again "
+        f"{len(DATES)} dates x 3 backfills: forward {timings['forward']:.0f} s, again "
         f"{timings['again']:.0f} s, backwards {timings['backwards']:.0f} s; "
         f"{len(first)} partitions identical in all three; {sum(raw.values())} rows; "
         f"xgboost promoted forward on {promoted_forward}, backwards on {promoted_backward}; "

@@ -221,11 +221,12 @@ def test_a_drifted_night_sends_one_alert_naming_the_features(on_call: OnCall) ->
 
 def test_a_scheduled_night_past_its_deadline_sends_one_alert(on_call: OnCall) -> None:
     airflow, before = on_call.airflow, on_call.inbox.count()
-    # A pipeline of its own, written now: its report is due two minutes from now, and its
-    # file never comes. Scheduled nightly three minutes ago: unpausing starts one scheduled
-    # run, for the latest date (manual and backfilled runs have no deadline).
+    # A pipeline of its own, written now: its report is due at the first whole minute at
+    # least 20 s from now (a deadline is a wall-clock HH:MM), and its file never comes.
+    # Scheduled nightly three minutes ago: unpausing starts one scheduled run, for the latest
+    # date (manual and backfilled runs have no deadline).
     now = dt.datetime.now(dt.UTC)
-    due = (now + dt.timedelta(minutes=2)).strftime("%H:%M")
+    due = (now + dt.timedelta(seconds=80)).strftime("%H:%M")
     started = now - dt.timedelta(minutes=3)
     data = _pipeline(on_call.landing / "never")
     data["schedule"].update(
