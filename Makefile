@@ -32,8 +32,13 @@ setup-dev: .venv/.synced-dev  ## setup, plus the test and lint tools
 demo: setup  ## one nightly run under the real Airflow scheduler; prints the report path (DATE=, KEEP=1)
 	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE)) $(if $(KEEP),--keep-running)
 
+# make test runs two test modules at a time (pytest-xdist): each module whole on one worker, so
+# its Airflow or compose stack starts once; the compose and slow tiers handed out first
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: setup-dev  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup-dev  ## everything except the slow real-scheduler and compose tiers
 	$(PY) -m pytest -m "not slow and not compose"

@@ -70,6 +70,21 @@ def leave_out_what_cannot_run(config: pytest.Config, items: list[pytest.Item]) -
             _left_out.append(f"{len(marked)} tests not run: {how}")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the lines of what was left out to the controller."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["nightshift_left_out"] = list(_left_out)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: keep each worker's lines (every worker collects the
+    same tests, so they say the same)."""
+    for line in getattr(node, "workeroutput", {}).get("nightshift_left_out", []):
+        if line not in _left_out:
+            _left_out.append(line)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say, one line each, which tiers were left out and how to run them."""
     for line in _left_out:
@@ -90,6 +105,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     any order.
     """
     leave_out_what_cannot_run(config, items)
+    keep_scenarios_in_order(items)
+    if hasattr(config, "workerinput"):
+        longest_tiers_first(items)
+
+
+def keep_scenarios_in_order(items: list[pytest.Item]) -> None:
+    """Put each scenario module's steps back in file order, in the slots the shuffle gave them."""
     slots: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         if getattr(getattr(item, "module", None), "SCENARIO", False):
@@ -100,6 +122,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ordered = sorted((items[i] for i in module_slots), key=_definition_line)
         for slot, item in zip(module_slots, ordered, strict=True):
             items[slot] = item
+
+
+# The tiers by how long a module of each takes (the compose stack ~15 min, a slow module 2-5).
+TIERS = ("compose", "slow", "e2e")
+
+
+def longest_tiers_first(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: two workers, ``--dist loadfile``, each module whole on
+    one worker so its module fixture starts once), hand out the longest modules first: the
+    shuffle's order stays within a tier, and no worker is left alone with the compose stack at
+    the end. Each module keeps its own order."""
+
+    def tier(item: pytest.Item) -> int:
+        marked = (i for i, name in enumerate(TIERS) if item.get_closest_marker(name))
+        return next(marked, len(TIERS))
+
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[str(item.path)] = min(rank.get(str(item.path), len(TIERS)), tier(item))
+    items.sort(key=lambda item: rank[str(item.path)])
 
 
 def _definition_line(item: pytest.Item) -> tuple[str, int]:
