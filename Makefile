@@ -32,25 +32,26 @@ setup-dev: .venv/.synced-dev  ## setup, plus the test and lint tools
 demo: setup  ## one nightly run under the real Airflow scheduler; prints the report path (DATE=, KEEP=1)
 	.venv/bin/nightshift demo $(if $(DATE),--date $(DATE)) $(if $(KEEP),--keep-running)
 
-# make test runs two test modules at a time (pytest-xdist): each module whole on one worker, so
-# its Airflow or compose stack starts once; the compose and slow tiers handed out first
-# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+# The test targets run two test modules at a time (pytest-xdist): each module whole on one
+# worker, so its Airflow or compose stack starts once; the compose and slow tiers handed out
+# first (tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: setup-dev  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
 
 test-fast: setup-dev  ## everything except the slow real-scheduler and compose tiers
-	$(PY) -m pytest -m "not slow and not compose"
+	$(PYTEST) -m "not slow and not compose"
 
 test-slow: setup-dev  ## only the slow tier: real scheduler, api-server, dag-processor, backfills
-	$(PY) -m pytest -m slow
+	$(PYTEST) -m slow
 
 test-replay: setup-dev  ## only the replay, at 30 dates: backfilled forward, again and backwards (test-slow runs 8)
 	NIGHTSHIFT_REPLAY_DATES=$${NIGHTSHIFT_REPLAY_DATES:-30} $(PY) -m pytest -m replay
 
 test-compose: setup-dev  ## only the compose tier: docker-compose.yaml started for real (needs Docker)
-	$(PY) -m pytest -m compose
+	$(PYTEST) -m compose
 
 compose-images:  ## build local stand-ins for Docker Hub's images (Postgres, S3, Python base)
 	bash compose/stand-ins/build.sh
