@@ -36,7 +36,7 @@ demo: setup  ## one nightly run under the real Airflow scheduler; prints the rep
 # worker, so its Airflow or compose stack starts once; the compose and slow tiers handed out
 # first (tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup-dev  ## the whole suite: unit, DAG integrity and e2e (incl. the real-scheduler tier)
 	$(PYTEST)

@@ -36,3 +36,24 @@ def test_each_scenario_module_runs_whole_and_in_file_order(seed: int) -> None:
     for module in SCENARIOS:
         order = [name.split("[")[0] for path, name in steps if path == module]
         assert order == _defined(module), module
+
+
+class _Item:
+    """What longest_tiers_first reads of a test: its file and its markers."""
+
+    def __init__(self, path: str, *markers: str) -> None:
+        self.path, self.markers = path, markers
+
+    def get_closest_marker(self, name: str) -> str | None:
+        return name if name in self.markers else None
+
+
+def test_under_xdist_the_longest_tiers_go_first_and_each_module_stays_whole() -> None:
+    from tests.conftest import longest_tiers_first
+
+    unit = [_Item("u.py"), _Item("u.py")]
+    mixed = [_Item("m.py", "e2e"), _Item("m.py", "e2e", "slow"), _Item("m.py", "e2e")]
+    e2e, compose = [_Item("e.py", "e2e")], [_Item("c.py", "compose"), _Item("c.py", "compose")]
+    items = [*unit, *mixed, *e2e, *compose]
+    longest_tiers_first(items)  # type: ignore[arg-type]
+    assert items == [*compose, *mixed, *e2e, *unit]
