@@ -106,7 +106,9 @@ def running_airflow(
 def airflow_project(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LocalAirflow, Path]]:
-    """Airflow on loopback where each Dask task starts its own local cluster."""
+    """Airflow on loopback where each Dask task starts its own local cluster (``nightshift up
+    --no-dask``). The other slow modules run as ``make up`` does, on a shared Dask cluster: a
+    task's own cluster costs seconds of CPU for its worker processes, on every task."""
     with running_airflow(tmp_path_factory.mktemp("airflow-e2e"), "e2e_conversion", False) as up:
         yield up
 

@@ -41,7 +41,7 @@ def approval(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalAi
     quick["evaluation"].update(approval="required", approval_hours=0.005)
     root = tmp_path_factory.mktemp("approval")
     pipelines = {"": data, "_quick": quick}
-    with running_airflow(root, NAME, dask=False, pipelines=pipelines) as (airflow, project):
+    with running_airflow(root, NAME, dask=True, pipelines=pipelines) as (airflow, project):
         airflow.unpause(DAG_ID)
         airflow.unpause(f"{DAG_ID}_quick")
         yield airflow, project

@@ -281,7 +281,7 @@ def test_a_backfill_of_three_dates_under_the_real_scheduler(tmp_path: Path) -> N
     landing = _landing(tmp_path)
     dates = backfill.night_dates(DAY - dt.timedelta(days=2), DAY)
     lines: list[str] = []
-    with running_airflow(tmp_path, "flight_delays", dask=False, pipelines={"": data}) as (
+    with running_airflow(tmp_path, "flight_delays", dask=True, pipelines={"": data}) as (
         airflow,
         _,
     ):

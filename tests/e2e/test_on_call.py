@@ -87,7 +87,7 @@ def on_call(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnCall]:
         running_airflow(
             root,
             NAME,
-            dask=False,
+            dask=True,
             pipelines={"": _pipeline(landing)},
             extra_env=inbox.connections(),
             services=("api-server", "scheduler", "dag-processor", "triggerer"),
