@@ -33,6 +33,7 @@ PANDAS_DTYPES: dict[str, Any] = {
     "timestamp": "datetime64[us, UTC]",
 }
 TaskType = Literal["binary_classification", "regression"]
+MemoryMode = Literal["auto", "in_memory", "quantile", "external"]
 CLASSIFICATION: TaskType = "binary_classification"
 # A team role of Airflow's FAB auth manager (nightshift.access): letters, digits, " _.-".
 RoleName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9 _.-]{0,63}$")]
@@ -280,6 +281,11 @@ class Training(_Strict):
     # xgboost.dask: how long a worker waits on the others before the training fails. A lost
     # worker would otherwise hang the task; the task then fails and Airflow retries it.
     collective_timeout_seconds: int = Field(600, gt=0)
+    # How XGBoost holds the window on each worker: ``in_memory`` (the processed frame, fastest
+    # where it fits), ``quantile`` (streamed from the batches into a QuantileDMatrix, a byte
+    # per value), ``external`` (an ExtMemQuantileDMatrix paged from the worker's disk), or
+    # ``auto``: the first that fits the workers' memory, from the window's measured size.
+    memory: MemoryMode = "auto"
 
 
 CheckKind = Literal[

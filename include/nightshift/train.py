@@ -129,53 +129,118 @@ def train_xgboost(
     device: str = "cpu",
     curve_rows: pd.DataFrame | None = None,
 ) -> TrainedModel:
-    """Train XGBoost with ``xgboost.dask`` on the processed batches at ``paths``; measure its
-    training curve on ``curve_rows`` (processed rows of the window, with the label), or on a
-    sample of the training data drawn after training where none are given."""
+    """Train XGBoost across the Dask workers on the processed batches at ``paths``, holding
+    the window as ``training.memory`` says (``auto``: the first way that fits the workers'
+    memory, :mod:`nightshift.xgboost_batches`); measure its training curve on ``curve_rows``
+    (processed rows of the window, with the label), or on a sample of the training data."""
     import xgboost as xgb
-    import xgboost.dask as dxgb
 
-    from nightshift.preprocess import processed_frame
+    from nightshift.xgboost_batches import plan_memory
 
-    frame = processed_frame(paths, pipeline)
-    meta = _tree_training_frame(frame._meta, stats)
-    training = pin_partitions(client, frame.map_partitions(_tree_training_frame, stats, meta=meta))
-    features = [c for c in meta.columns if c != LABEL]
-    dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
-    fix_layout(client, dtrain)
+    plan = plan_memory(client, pipeline, paths, stats)
     params = xgboost_params(pipeline, spec, device)
-    from xgboost.collective import Config
-
     rounds = round_callback(f"{pipeline.name} {spec.name}", spec.num_boost_round)
     client.subscribe_topic(TOPIC, relay_events)
     try:
-        result = dxgb.train(
-            client,
-            params,
-            dtrain,
-            num_boost_round=spec.num_boost_round,
-            # Rounds are reported each tenth (nightshift.progress), not one log line per round.
-            callbacks=[rounds],
-            verbose_eval=False,
-            # Without a timeout, losing a worker mid-training hangs the others forever.
-            coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
-        )
+        if plan.mode == "in_memory":
+            booster, training = _train_in_memory(
+                client, pipeline, spec, paths, stats, params, rounds
+            )
+            payload = bytes(booster.save_raw("ubj"))
+        else:
+            payload = _train_from_batches(
+                client, pipeline, spec, paths, stats, params, rounds, plan.mode
+            )
+            booster, training = xgb.Booster(model_file=bytearray(payload)), None
     finally:
         client.unsubscribe_topic(TOPIC)
-    booster: xgb.Booster = result["booster"]
-    if curve_rows is None:
-        sample = curve_sample(training, CURVE_ROWS, pipeline.training.seed)
-    else:
+    if curve_rows is not None:
         sample = _tree_training_frame(curve_rows, stats)
+    else:
+        frame = training if training is not None else _lazy_training_frame(pipeline, paths, stats)
+        sample = curve_sample(frame, CURVE_ROWS, pipeline.training.seed)
     metric = params["eval_metric"]
+    features = [c for c in sample.columns if c != LABEL]
     curve = _logged_curve(spec.name, booster, sample[features], sample[LABEL], metric)
+    history = {"metric": metric, "train": curve, "train_rows": len(sample), "params": params}
     return TrainedModel(
         name=spec.name,
         kind="xgboost",
         filename="model.ubj",
-        payload=bytes(booster.save_raw("ubj")),
-        history={"metric": metric, "train": curve, "train_rows": len(sample), "params": params},
+        payload=payload,
+        history={**history, "memory": plan.as_record()},
     )
+
+
+def _lazy_training_frame(pipeline: Pipeline, paths: list[str], stats: FeatureStats) -> dd.DataFrame:
+    from nightshift.preprocess import processed_frame
+
+    frame = processed_frame(paths, pipeline)
+    meta = _tree_training_frame(frame._meta, stats)
+    return frame.map_partitions(_tree_training_frame, stats, meta=meta)
+
+
+def _train_in_memory(
+    client: Client,
+    pipeline: Pipeline,
+    spec: XGBoostModel,
+    paths: list[str],
+    stats: FeatureStats,
+    params: dict[str, Any],
+    rounds: Any,
+) -> tuple[Any, dd.DataFrame]:
+    """``xgboost.dask`` on a ``DaskDMatrix`` of the window, computed onto the workers in a
+    fixed layout; return the booster and the pinned frame."""
+    import xgboost.dask as dxgb
+    from xgboost.collective import Config
+
+    training = pin_partitions(client, _lazy_training_frame(pipeline, paths, stats))
+    features = [c for c in training.columns if c != LABEL]
+    dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
+    fix_layout(client, dtrain)
+    result = dxgb.train(
+        client,
+        params,
+        dtrain,
+        num_boost_round=spec.num_boost_round,
+        # Rounds are reported each tenth (nightshift.progress), not one log line per round.
+        callbacks=[rounds],
+        verbose_eval=False,
+        # Without a timeout, losing a worker mid-training hangs the others forever.
+        coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
+    )
+    return result["booster"], training
+
+
+def _train_from_batches(
+    client: Client,
+    pipeline: Pipeline,
+    spec: XGBoostModel,
+    paths: list[str],
+    stats: FeatureStats,
+    params: dict[str, Any],
+    rounds: Any,
+    mode: str,
+) -> bytes:
+    """Each worker streams a contiguous share of the batches, in rank order (the same files
+    on the same rank every night: the model depends on the data alone), into its matrix."""
+    from nightshift.xgboost_batches import WorkerTask, train_streamed
+
+    tasks = [
+        WorkerTask(
+            address=worker,
+            paths=[paths[i] for i in chunk],
+            pipeline=pipeline,
+            stats=stats,
+            params=params,
+            rounds=spec.num_boost_round,
+            mode=mode,
+            coll_args={},
+            callbacks=[rounds],
+        )
+        for worker, chunk in rank_chunks(client, len(paths))
+    ]
+    return train_streamed(client, tasks, pipeline.training.collective_timeout_seconds)
 
 
 def _logged_curve(

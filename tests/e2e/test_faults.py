@@ -165,14 +165,20 @@ def test_killing_a_dask_worker_mid_preprocess_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "lost",
+    ("lost", "memory"),
     # SIGKILL: the process dies, its sockets reset. SIGSTOP: it freezes, as a machine that
-    # drops off the network does, and only the collective timeout notices.
-    [signal.SIGKILL, signal.SIGSTOP],
-    ids=["killed", "frozen"],
+    # drops off the network does, and only the collective timeout notices. in_memory:
+    # xgboost.dask's own tasks; external: nightshift's, each rank streaming its batches.
+    [
+        (signal.SIGKILL, "in_memory"),
+        (signal.SIGSTOP, "in_memory"),
+        (signal.SIGKILL, "external"),
+        (signal.SIGSTOP, "external"),
+    ],
+    ids=["killed", "frozen", "killed-streamed", "frozen-streamed"],
 )
 def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succeeds(
-    project: Path, dask_cluster, monkeypatch: pytest.MonkeyPatch, lost: int
+    project: Path, dask_cluster, monkeypatch: pytest.MonkeyPatch, lost: int, memory: str
 ) -> None:
     from distributed import Client
 
@@ -183,6 +189,7 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
     monkeypatch.setenv("NIGHTSHIFT_DASK_ADDRESS", address)
     data = find_pipeline("retail_conversion").model_dump(by_alias=True)
     data["training"]["collective_timeout_seconds"] = 15
+    data["training"]["memory"] = memory
     pipeline = parse_pipeline(data, "faults.yaml")
     # Last night's run made a champion.
     stages.run_nightly(pipeline, DAY - dt.timedelta(days=1), run_id="night-before")

@@ -71,6 +71,70 @@ def test_a_large_window_s_training_curve_is_measured_on_a_fixed_sample(
     assert given.payload == first.payload
 
 
+@pytest.mark.parametrize("mode", ["quantile", "external"])
+def test_xgboost_streamed_from_the_batches_is_reproducible_and_learns_as_in_memory(
+    trained_inputs, dask_client, mode: str
+) -> None:
+    pipeline, paths, stats = trained_inputs
+    spec = XGBoostModel(kind="xgboost", num_boost_round=20)
+    held_out = pd.read_parquet(paths[-1])
+
+    def trained(memory: str) -> tuple[Any, float]:
+        chosen = pipeline.model_copy(
+            update={"training": pipeline.training.model_copy(update={"memory": memory})}
+        )
+        model = train_xgboost(dask_client, chosen, spec, paths[:-1], stats)
+        loaded = LoadedModel("xgboost", model.payload, stats, "binary_classification")
+        scores = loaded.predict(held_out)
+        return model, classification_metrics(labels(held_out), scores, 0.5)["roc_auc"]
+
+    first, auc = trained(mode)
+    second, _ = trained(mode)
+    in_memory, in_memory_auc = trained("in_memory")
+    assert first.payload == second.payload  # the same files on the same ranks: the same model
+    assert first.history["memory"]["mode"] == mode
+    assert first.history["memory"]["reason"] == f"training.memory: {mode}"
+    assert in_memory.history["memory"]["mode"] == "in_memory"
+    assert len(first.history["train"]) == 20
+    assert first.history["train"][-1] < first.history["train"][0]
+    # Quantised from the batches, not from the whole window: near, not equal (P9 measures it).
+    assert abs(auc - in_memory_auc) < 0.02, (auc, in_memory_auc)
+
+
+def test_auto_takes_the_first_way_of_holding_the_window_that_fits() -> None:
+    from nightshift.xgboost_batches import WindowSize, choose_memory
+
+    size = WindowSize(
+        rows=10_000_000, batches=200, largest_batch_rows=50_000, features=20, frame_row_bytes=150
+    )
+    need = size.per_worker(4)
+    assert need["in_memory"] > need["quantile"] > need["external"]
+    for budget, mode in [
+        (need["in_memory"], "in_memory"),
+        (need["in_memory"] - 1, "quantile"),
+        (need["quantile"] - 1, "external"),
+        (1, "external"),
+    ]:
+        plan = choose_memory("auto", size, 4, budget)
+        assert plan.mode == mode, (budget, plan)
+        assert plan.reason.startswith("auto: ")
+    assert choose_memory("quantile", size, 4, 1).mode == "quantile"  # the YAML decides
+    # Twice the workers, half the rows each.
+    assert size.per_worker(8)["quantile"] < need["quantile"]
+
+
+def test_the_window_is_measured_from_the_files(trained_inputs, dask_client) -> None:
+    from nightshift.xgboost_batches import measure_window, worker_budget
+
+    pipeline, paths, stats = trained_inputs
+    size = measure_window(paths, pipeline, stats)
+    assert size.rows == len(processed_frame(paths, pipeline))
+    assert size.batches == len(paths)
+    assert size.features == len(stats.numeric) + len(stats.time) + len(stats.categorical)
+    assert 8 < size.frame_row_bytes < 500
+    assert worker_budget(dask_client) > 0
+
+
 @pytest.mark.parametrize(
     ("params", "metric"),
     [

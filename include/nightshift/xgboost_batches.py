@@ -1,0 +1,303 @@
+"""XGBoost from the window's batches, in bounded memory on each Dask worker.
+
+``xgboost.dask`` trains on a ``DaskDMatrix``: every partition of the window computed onto the
+workers as floats, so the window must fit in their memory. Here each worker instead streams
+its share of the processed batch files through an ``xgboost.DataIter``, one batch at a time,
+into a ``QuantileDMatrix`` (the window quantised: a byte per value) or, where even that does
+not fit, an ``ExtMemQuantileDMatrix`` (quantised pages cached on the worker's disk, fetched
+on demand; on a GPU the host memory is the external memory). The workers train under
+XGBoost's collective as ``xgboost.dask`` does: its tracker on the Dask scheduler, its
+``CommunicatorContext`` naming each rank after its worker, its collective timeout.
+
+From XGBoost's external-memory tutorial: only the features are paged; labels, gradients,
+predictions and row indices stay in memory (:data:`ROW_BYTES`), so memory per row has a floor;
+the hist tree method with depth-wise growth reads the pages once per tree level; and the
+``QuantileDMatrix`` is an order of magnitude faster where the quantised window fits. From its
+distributed external-memory example: one training task per worker inside the communicator,
+each worker's iterator over its own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nightshift.config import LABEL, Pipeline
+from nightshift.features import FeatureStats, to_tree_frame
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+log = logging.getLogger(__name__)
+
+# Bytes per row XGBoost keeps in memory whatever the matrix: label and weight (4 + 4),
+# gradient pair (8), prediction cache (4), row partition index (8), with some slack (4).
+ROW_BYTES = 32
+# Of a worker's memory limit, what training may plan to use, less what the worker already
+# holds: under Dask's pause threshold (0.8), far under the nanny's kill at 0.95.
+PLAN_FRACTION = 0.7
+MODES = ("in_memory", "quantile", "external")
+
+
+@dataclass(frozen=True)
+class WindowSize:
+    """The window as training will read it, measured from the files."""
+
+    rows: int  # after ``training.sample_fraction``
+    batches: int
+    largest_batch_rows: int
+    features: int
+    frame_row_bytes: float  # one row of the pandas training frame (``to_tree_frame``)
+
+    def per_worker(self, workers: int) -> dict[str, int]:
+        """Each mode's planned peak bytes on one of ``workers`` workers."""
+        rows = -(-self.rows // max(workers, 1))
+        batch = int(self.largest_batch_rows * self.frame_row_bytes)
+        return {
+            # The frame, XGBoost's float32 copy of it and its quantised index.
+            "in_memory": int(rows * (self.frame_row_bytes + 5 * self.features + ROW_BYTES)),
+            # The quantised index, and a batch being read and handed over.
+            "quantile": int(rows * (self.features + ROW_BYTES)) + 2 * batch,
+            # Only the per-row floor: the pages live on disk; a couple in memory.
+            "external": int(rows * ROW_BYTES) + 4 * batch,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How XGBoost holds the window tonight, and why: the history and the log say it."""
+
+    mode: str
+    setting: str
+    reason: str
+    workers: int
+    worker_budget: int  # the smallest worker's plannable bytes
+    estimates: dict[str, int]
+    window_rows: int
+
+    def as_record(self) -> dict[str, Any]:
+        """The plan as the model's ``history.json`` keeps it."""
+        return asdict(self)
+
+
+def _parquet_rows(path: str) -> int:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as handle:
+        return int(pq.read_metadata(handle).num_rows)
+
+
+def measure_window(paths: list[str], pipeline: Pipeline, stats: FeatureStats) -> WindowSize:
+    """Measure the window: rows from the files' footers, bytes per row from its first batch."""
+    from nightshift.preprocess import sample_rows
+
+    fraction = pipeline.training.sample_fraction
+    counts = [int(np.ceil(_parquet_rows(p) * fraction)) for p in paths]
+    first = to_tree_frame(
+        sample_rows(pd.read_parquet(paths[0]), fraction, pipeline.training.seed), stats
+    )
+    per_row = float(first.memory_usage(deep=True).sum()) / max(len(first), 1) + 8  # + label
+    return WindowSize(sum(counts), len(paths), max(counts), first.shape[1], per_row)
+
+
+def worker_budget(client: Client) -> int:
+    """The smallest worker's bytes training may plan on: :data:`PLAN_FRACTION` of its memory
+    limit (this machine's memory where it has none), less what it holds now."""
+    from distributed.system import MEMORY_LIMIT
+
+    budgets = []
+    for info in client.scheduler_info(n_workers=-1)["workers"].values():
+        limit = info.get("memory_limit") or MEMORY_LIMIT
+        held = info.get("metrics", {}).get("memory", 0)
+        budgets.append(int(limit * PLAN_FRACTION) - int(held))
+    return max(min(budgets), 0)
+
+
+def choose_memory(setting: str, size: WindowSize, workers: int, budget: int) -> MemoryPlan:
+    """Return the mode ``setting`` names, or for ``auto`` the first of :data:`MODES` whose
+    planned peak per worker fits ``budget`` (the last where none does)."""
+    estimates = size.per_worker(workers)
+    if setting != "auto":
+        mode, reason = setting, f"training.memory: {setting}"
+    else:
+        fits = [m for m in MODES if estimates[m] <= budget]
+        mode = fits[0] if fits else MODES[-1]
+        reason = (
+            f"auto: {mode} is the first that fits {budget / 2**20:,.0f} MiB per worker "
+            f"(planned {estimates[mode] / 2**20:,.0f} MiB)"
+            if fits
+            else f"auto: none fits {budget / 2**20:,.0f} MiB per worker; external needs the least"
+        )
+    return MemoryPlan(mode, setting, reason, workers, budget, estimates, size.rows)
+
+
+def plan_memory(
+    client: Client, pipeline: Pipeline, paths: list[str], stats: FeatureStats
+) -> MemoryPlan:
+    """Measure the window and the workers, choose, and log the choice."""
+    size = measure_window(paths, pipeline, stats)
+    workers = min(len(client.scheduler_info(n_workers=-1)["workers"]), len(paths))
+    plan = choose_memory(pipeline.training.memory, size, workers, worker_budget(client))
+    log.info(
+        "%s: XGBoost holds the window %s (%s); %d rows on %d workers, %s MiB planned per worker",
+        pipeline.name,
+        plan.mode,
+        plan.reason,
+        size.rows,
+        workers,
+        {m: round(b / 2**20) for m, b in plan.estimates.items()},
+    )
+    return plan
+
+
+class WindowBatches:
+    """A worker's share of the window, one processed batch at a time, as XGBoost's
+    ``DataIter`` (built by :func:`_data_iter`, so XGBoost loads only where training runs)."""
+
+    def __init__(
+        self, paths: list[str], pipeline: Pipeline, stats: FeatureStats, device: str
+    ) -> None:
+        self.paths, self.pipeline, self.stats, self.device = paths, pipeline, stats, device
+        self.index = 0
+
+    def batch(self) -> tuple[Any, Any]:
+        """Return the current batch's features and labels, as the device wants them."""
+        from nightshift.preprocess import sample_rows
+
+        training = self.pipeline.training
+        frame = sample_rows(
+            pd.read_parquet(self.paths[self.index]), training.sample_fraction, training.seed
+        )
+        x, y = to_tree_frame(frame, self.stats), frame[LABEL].to_numpy()
+        if self.device != "cpu":
+            import cudf  # dask-cuda's GPU workers have it; external memory needs GPU input
+
+            return cudf.from_pandas(x), cudf.Series(y)
+        return x, y
+
+
+def _data_iter(batches: WindowBatches, cache_prefix: str | None) -> Any:
+    import xgboost as xgb
+
+    class Iterator(xgb.DataIter):
+        def __init__(self) -> None:
+            # release_data: a batch is dropped once XGBoost has taken what it needs of it.
+            super().__init__(cache_prefix=cache_prefix, release_data=True)
+
+        def next(self, input_data: Callable[..., None]) -> bool:
+            if batches.index == len(batches.paths):
+                return False
+            x, y = batches.batch()
+            input_data(data=x, label=y)
+            batches.index += 1
+            return True
+
+        def reset(self) -> None:
+            batches.index = 0
+
+    return Iterator()
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    """What one worker's training task needs: its files, and everything the ranks share."""
+
+    address: str
+    paths: list[str]
+    pipeline: Pipeline
+    stats: FeatureStats
+    params: dict[str, Any]
+    rounds: int
+    mode: str
+    coll_args: dict[str, Any]
+    callbacks: list[Any]
+
+
+def _matrix(task: WorkerTask, cache_prefix: str | None, threads: int) -> Any:
+    import xgboost as xgb
+
+    batches = WindowBatches(task.paths, task.pipeline, task.stats, task.params["device"])
+    options = {
+        "max_bin": task.params.get("max_bin", 256),
+        "enable_categorical": True,
+        "nthread": threads,
+    }
+    if task.mode == "external":
+        return xgb.ExtMemQuantileDMatrix(_data_iter(batches, cache_prefix), **options)
+    return xgb.QuantileDMatrix(_data_iter(batches, None), **options)
+
+
+def train_on_worker(task: WorkerTask) -> bytes:
+    """Train this worker's rank under XGBoost's collective; return the model (every rank
+    holds the same one). Runs as a Dask task on ``task.address``."""
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost.dask import CommunicatorContext
+
+    worker = get_worker()
+    if worker.address != task.address:  # Dask moved the task: its worker was lost
+        raise RuntimeError(
+            f"the XGBoost rank of {task.address} reached {worker.address}: a worker was lost "
+            "mid-training; the task fails and is retried on the workers there are"
+        )
+    threads = worker.state.nthreads
+    cache = os.path.join(worker.local_directory, f"xgboost-extmem-{uuid.uuid4().hex}")
+    dtrain = None
+    try:
+        with CommunicatorContext(**task.coll_args), xgb.config_context(nthread=threads):
+            dtrain = _matrix(task, cache if task.mode == "external" else None, threads)
+            booster = xgb.train(
+                {**task.params, "nthread": threads},
+                dtrain,
+                num_boost_round=task.rounds,
+                callbacks=task.callbacks,
+                verbose_eval=False,
+            )
+    finally:
+        del dtrain  # XGBoost removes its cache files with the matrix; a failure may leave some
+        for path in glob.glob(f"{cache}*"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return bytes(booster.save_raw("ubj"))
+
+
+def train_streamed(client: Client, tasks: list[WorkerTask], timeout: int) -> bytes:
+    """Run ``tasks`` (one per worker, ranks in order) under one XGBoost tracker; return the
+    model. The first failure fails the whole (the others would wait on the lost rank until
+    ``timeout``); a task whose worker was lost is not run again elsewhere."""
+    from distributed import MultiLock, as_completed
+    from xgboost.collective import Config
+    from xgboost.dask import _get_rabit_args  # the tracker xgboost.dask.train starts
+
+    coll_cfg = Config(timeout=timeout)
+    coll_args = client.sync(_get_rabit_args, client, len(tasks), None, coll_cfg)
+    workers = [t.address for t in tasks]
+    # One XGBoost training at a time per worker, as xgboost.dask.train takes it.
+    with MultiLock(workers, client):
+        futures = [
+            client.submit(
+                train_on_worker,
+                replace(task, coll_args=coll_args),
+                key=f"xgboost-train-rank-{i}-{uuid.uuid4().hex}",
+                workers=[task.address],
+                allow_other_workers=True,  # a lost worker's task errs at once, never hangs
+                pure=False,
+            )
+            for i, task in enumerate(tasks)
+        ]
+        for future in as_completed(futures):
+            if future.status == "error":
+                error = future.exception()  # the rank's own error, before cancelling
+                client.cancel([f for f in futures if f is not future])
+                raise error.with_traceback(future.traceback())
+        return futures[0].result()
