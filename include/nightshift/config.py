@@ -286,6 +286,9 @@ class Training(_Strict):
     # per value), ``external`` (an ExtMemQuantileDMatrix paged from the worker's disk), or
     # ``auto``: the first that fits the workers' memory, from the window's measured size.
     memory: MemoryMode = "auto"
+    # Where the linear models learn: in one process, batch by batch (``process``), or on the
+    # Dask workers by parameter mixing (``workers``); ``auto``: on the workers from 50M rows.
+    sgd: Literal["auto", "process", "workers"] = "auto"
 
 
 CheckKind = Literal[

@@ -11,6 +11,7 @@ is ingested, validated and processed by D's run, so a first run on an empty lake
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -403,23 +404,32 @@ def train_incremental(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
 ) -> dict[str, Any]:
     """Train the batch-wise scikit-learn models and the baseline, on the inputs
-    ``fit_features`` recorded (as :func:`train_distributed`)."""
-    from nightshift.train import train_baseline, train_sgd
+    ``fit_features`` recorded (as :func:`train_distributed`); the linear models on the Dask
+    workers where the window is large (``train.sgd_on_workers``), else in this process."""
+    from nightshift.cluster import dask_client
+    from nightshift.train import sgd_on_workers, train_baseline, train_sgd, train_sgd_on_dask
 
     result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
     with _timed(result, Stage.TRAIN_INCREMENTAL):
         inputs = night_inputs(pipeline, partition_date, features_version)
-        for spec in pipeline.models:
-            if isinstance(spec, XGBoostModel):
-                continue
-            if isinstance(spec, SGDModel):
-                trained = train_sgd(pipeline, spec, inputs.window_paths, inputs.stats)
-            else:
-                trained = train_baseline(pipeline, spec, inputs.stats)
-            result["kept_bytes"] += trained.kept_bytes
-            result["models"][spec.name] = _save_model(
-                pipeline, partition_date, trained, inputs.stats_json
-            )
+        linear = [m for m in pipeline.models if isinstance(m, SGDModel)]
+        on_workers = bool(linear) and sgd_on_workers(pipeline, inputs.window_paths)
+        with dask_client() if on_workers else contextlib.nullcontext() as client:
+            for spec in pipeline.models:
+                if isinstance(spec, XGBoostModel):
+                    continue
+                if isinstance(spec, SGDModel) and client is not None:
+                    trained = train_sgd_on_dask(
+                        client, pipeline, spec, inputs.window_paths, inputs.stats
+                    )
+                elif isinstance(spec, SGDModel):
+                    trained = train_sgd(pipeline, spec, inputs.window_paths, inputs.stats)
+                else:
+                    trained = train_baseline(pipeline, spec, inputs.stats)
+                result["kept_bytes"] += trained.kept_bytes
+                result["models"][spec.name] = _save_model(
+                    pipeline, partition_date, trained, inputs.stats_json
+                )
     return result
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,10 +17,13 @@ import pandas as pd
 from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
 from nightshift.progress import TOPIC, Progress, relay_events, round_callback
+from nightshift.sgd_workers import batch_loss
 
 if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
     import dask.dataframe as dd
     from distributed import Client
+
+    from nightshift.xgboost_batches import WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +138,12 @@ def train_xgboost(
     (processed rows of the window, with the label), or on a sample of the training data."""
     import xgboost as xgb
 
-    from nightshift.xgboost_batches import plan_memory
+    from nightshift.xgboost_batches import WorkerTask, cut_rows, plan_memory
 
     plan = plan_memory(client, pipeline, paths, stats)
     params = xgboost_params(pipeline, spec, device)
     rounds = round_callback(f"{pipeline.name} {spec.name}", spec.num_boost_round)
+    sample = None if curve_rows is None else _tree_training_frame(curve_rows, stats)
     client.subscribe_topic(TOPIC, relay_events)
     try:
         if plan.mode == "in_memory":
@@ -148,15 +152,13 @@ def train_xgboost(
             )
             payload = bytes(booster.save_raw("ubj"))
         else:
-            payload = _train_from_batches(
-                client, pipeline, spec, paths, stats, params, rounds, plan.mode
-            )
+            cuts = None if sample is None else cut_rows(sample, stats, pipeline.training.seed)
+            job = WorkerTask("", paths, pipeline, stats, params, spec.num_boost_round, plan.mode)
+            payload = _train_from_batches(client, replace(job, callbacks=[rounds], cuts=cuts))
             booster, training = xgb.Booster(model_file=bytearray(payload)), None
     finally:
         client.unsubscribe_topic(TOPIC)
-    if curve_rows is not None:
-        sample = _tree_training_frame(curve_rows, stats)
-    else:
+    if sample is None:
         frame = training if training is not None else _lazy_training_frame(pipeline, paths, stats)
         sample = curve_sample(frame, CURVE_ROWS, pipeline.training.seed)
     metric = params["eval_metric"]
@@ -212,35 +214,17 @@ def _train_in_memory(
     return result["booster"], training
 
 
-def _train_from_batches(
-    client: Client,
-    pipeline: Pipeline,
-    spec: XGBoostModel,
-    paths: list[str],
-    stats: FeatureStats,
-    params: dict[str, Any],
-    rounds: Any,
-    mode: str,
-) -> bytes:
-    """Each worker streams a contiguous share of the batches, in rank order (the same files
-    on the same rank every night: the model depends on the data alone), into its matrix."""
-    from nightshift.xgboost_batches import WorkerTask, train_streamed
+def _train_from_batches(client: Client, job: WorkerTask) -> bytes:
+    """Each worker streams a contiguous share of ``job``'s batches, in rank order (the same
+    files on the same rank every night: the model depends on the data alone), into its
+    matrix; return the model."""
+    from nightshift.xgboost_batches import train_streamed
 
     tasks = [
-        WorkerTask(
-            address=worker,
-            paths=[paths[i] for i in chunk],
-            pipeline=pipeline,
-            stats=stats,
-            params=params,
-            rounds=spec.num_boost_round,
-            mode=mode,
-            coll_args={},
-            callbacks=[rounds],
-        )
-        for worker, chunk in rank_chunks(client, len(paths))
+        replace(job, address=worker, paths=[job.paths[i] for i in chunk])
+        for worker, chunk in rank_chunks(client, len(job.paths))
     ]
-    return train_streamed(client, tasks, pipeline.training.collective_timeout_seconds)
+    return train_streamed(client, tasks, job.pipeline.training.collective_timeout_seconds)
 
 
 def _logged_curve(
@@ -295,23 +279,6 @@ def _sgd_estimator(pipeline: Pipeline, spec: SGDModel) -> Any:
         return SGDClassifier(**params)
     params.update({"loss": "squared_error", "learning_rate": "invscaling", **spec.params})
     return SGDRegressor(**params)
-
-
-_LOGIT_BOUND = float(np.log((1 - np.finfo("float64").eps) / np.finfo("float64").eps))
-
-
-def _batch_loss(model: Any, x: np.ndarray, y: np.ndarray, classification: bool) -> float:
-    """Return the model's mean loss on a batch it has not learned from yet.
-
-    Log loss from the decision function, ``log(1 + e^z) - y z``, is the log loss of the
-    predicted probability without scikit-learn's input checks, which took most of the time
-    of scoring every batch (7.0 s of a 48 s SGD training on a 7-day window).
-    """
-    if classification:
-        # scikit-learn clips probabilities to [eps, 1 - eps]: the same bound on the logit.
-        z = np.clip(model.decision_function(x), -_LOGIT_BOUND, _LOGIT_BOUND)
-        return float(np.mean(np.logaddexp(0.0, z) - y * z))
-    return float(np.mean((y - model.predict(x)) ** 2))
 
 
 def kept_batch_budget() -> int:
@@ -397,7 +364,7 @@ def train_sgd(
         for index in rng.permutation(len(paths)):
             x, y = batches[int(index)]
             if fitted:
-                losses.append(_batch_loss(model, x, y, classification))
+                losses.append(batch_loss(model, x, y, classification))
                 weights.append(len(y))
             if classification:
                 model.partial_fit(x, y, classes=np.array([0.0, 1.0]))
@@ -420,8 +387,44 @@ def train_sgd(
         kind="sgd",
         filename="model.json",
         payload=linear_to_json(model),
-        history={"epoch_loss": epochs, "batches": len(paths), "epochs": spec.epochs},
+        history={
+            "epoch_loss": epochs,
+            "batches": len(paths),
+            "epochs": spec.epochs,
+            "path": "process",
+            "workers": 1,
+        },
         kept_bytes=batches.kept_bytes,
+    )
+
+
+def sgd_on_workers(pipeline: Pipeline, paths: list[str]) -> bool:
+    """Whether the linear models learn on the Dask workers: ``training.sgd``, or for ``auto``
+    a window of at least :data:`~nightshift.sgd_workers.WORKER_ROWS` rows (its batches at
+    most ``batch_size`` rows each: counted without reading them)."""
+    from nightshift.sgd_workers import WORKER_ROWS
+
+    training = pipeline.training
+    if training.sgd != "auto":
+        return training.sgd == "workers"
+    return len(paths) * training.batch_size * training.sample_fraction >= WORKER_ROWS
+
+
+def train_sgd_on_dask(
+    client: Client, pipeline: Pipeline, spec: SGDModel, paths: list[str], stats: FeatureStats
+) -> TrainedModel:
+    """Train a linear model on the Dask workers by parameter mixing
+    (:mod:`nightshift.sgd_workers`): the same estimator and file as :func:`train_sgd`."""
+    from nightshift.sgd_workers import train_sgd_on_workers
+
+    estimator = _sgd_estimator(pipeline, spec)
+    model, history = train_sgd_on_workers(client, estimator, pipeline, spec, paths, stats)
+    return TrainedModel(
+        name=spec.name,
+        kind="sgd",
+        filename="model.json",
+        payload=linear_to_json(model),
+        history=history,
     )
 
 

@@ -16,7 +16,10 @@ LAYERS = [
     ("configuration", {"config", "records", "expressions", "progress", "profiling"}),
     ("storage", {"lake", "quarantine"}),
     ("data stages", {"generator", "ingest", "validate", "preprocess", "features"}),
-    ("models", {"train", "xgboost_batches", "safe_models", "cluster", "cluster_host"}),
+    (
+        "models",
+        {"train", "xgboost_batches", "sgd_workers", "safe_models", "cluster", "cluster_host"},
+    ),
     ("evaluation", {"evaluate", "champion"}),
     ("publishing", {"tracking", "report", "report_index", "alerts"}),
     ("the night", {"stages"}),

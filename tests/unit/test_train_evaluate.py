@@ -71,19 +71,25 @@ def test_a_large_window_s_training_curve_is_measured_on_a_fixed_sample(
     assert given.payload == first.payload
 
 
-@pytest.mark.parametrize("mode", ["quantile", "external"])
+@pytest.mark.parametrize(
+    ("mode", "window_sample"),
+    # With fit_features' window sample the bins are cut from it; without, XGBoost sketches.
+    [("quantile", True), ("external", True), ("quantile", False), ("external", False)],
+)
 def test_xgboost_streamed_from_the_batches_is_reproducible_and_learns_as_in_memory(
-    trained_inputs, dask_client, mode: str
+    trained_inputs, dask_client, mode: str, window_sample: bool
 ) -> None:
     pipeline, paths, stats = trained_inputs
     spec = XGBoostModel(kind="xgboost", num_boost_round=20)
     held_out = pd.read_parquet(paths[-1])
+    sample = pd.concat(pd.read_parquet(p) for p in paths[:-1]).sample(3000, random_state=1)
 
     def trained(memory: str) -> tuple[Any, float]:
         chosen = pipeline.model_copy(
             update={"training": pipeline.training.model_copy(update={"memory": memory})}
         )
-        model = train_xgboost(dask_client, chosen, spec, paths[:-1], stats)
+        rows = sample if window_sample else None
+        model = train_xgboost(dask_client, chosen, spec, paths[:-1], stats, curve_rows=rows)
         loaded = LoadedModel("xgboost", model.payload, stats, "binary_classification")
         scores = loaded.predict(held_out)
         return model, classification_metrics(labels(held_out), scores, 0.5)["roc_auc"]
@@ -121,6 +127,28 @@ def test_auto_takes_the_first_way_of_holding_the_window_that_fits() -> None:
     assert choose_memory("quantile", size, 4, 1).mode == "quantile"  # the YAML decides
     # Twice the workers, half the rows each.
     assert size.per_worker(8)["quantile"] < need["quantile"]
+
+
+def test_the_bins_are_cut_from_a_bounded_sample_that_holds_every_category(
+    trained_inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nightshift.xgboost_batches
+    from nightshift.features import to_tree_frame
+    from nightshift.xgboost_batches import cut_rows
+
+    pipeline, paths, stats = trained_inputs
+    frame = to_tree_frame(pd.read_parquet(paths[0]), stats)
+    width = frame.shape[1]
+    monkeypatch.setattr(nightshift.xgboost_batches, "CUT_SAMPLE_VALUES", 1500 * width)
+    one_channel = frame[frame["channel"] == frame["channel"].iloc[0]]
+    cuts = cut_rows(one_channel, stats, seed=1)
+    assert cuts.shape[1] == width
+    for name in stats.categorical:
+        assert set(cuts[name].dropna()) == set(frame[name].cat.categories), name
+        assert cuts[name].dtype == frame[name].dtype
+    widest = max(len(frame[name].cat.categories) for name in stats.categorical)
+    assert len(cuts) == min(len(one_channel), 1500) + widest
+    assert cut_rows(one_channel, stats, seed=1).equals(cuts)  # the same rows every night
 
 
 def test_the_window_is_measured_from_the_files(trained_inputs, dask_client) -> None:
@@ -187,6 +215,50 @@ def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> No
     scores = model.predict(held_out)
     assert ((scores >= 0) & (scores <= 1)).all()
     assert classification_metrics(labels(held_out), scores, 0.5)["roc_auc"] > 0.6
+
+
+def test_sgd_on_the_workers_mixes_to_the_model_one_process_learns(
+    trained_inputs, dask_client
+) -> None:
+    from nightshift.train import train_sgd_on_dask
+
+    pipeline, paths, stats = trained_inputs
+    spec = SGDModel(kind="sgd", name="sgd", epochs=3)
+    held_out = pd.read_parquet(paths[-1])
+
+    def auc(model: Any) -> float:
+        loaded = LoadedModel("sgd", model.payload, stats, "binary_classification")
+        return classification_metrics(labels(held_out), loaded.predict(held_out), 0.5)["roc_auc"]
+
+    mixed = train_sgd_on_dask(dask_client, pipeline, spec, paths[:-1], stats)
+    again = train_sgd_on_dask(dask_client, pipeline, spec, paths[:-1], stats)
+    alone = train_sgd(pipeline, spec, paths[:-1], stats)
+    assert mixed.payload == again.payload  # fixed shares, seeded shuffles, ordered averaging
+    assert mixed.history["path"] == "workers" and mixed.history["workers"] == 2
+    assert alone.history["path"] == "process" and alone.history["workers"] == 1
+    assert len(mixed.history["epoch_loss"]) == 3
+    assert mixed.history["epoch_loss"][-1] < mixed.history["epoch_loss"][0]
+    # Averaging lowers the variance of a few noisy batches (here 0.743 against 0.636); the
+    # bench compares the two at real sizes.
+    assert auc(mixed) > auc(alone) - 0.01, (auc(mixed), auc(alone))
+
+
+def test_the_linear_models_learn_on_the_workers_from_a_large_window_or_when_told() -> None:
+    from nightshift.sgd_workers import WORKER_ROWS
+    from nightshift.train import sgd_on_workers
+
+    pipeline = find_pipeline("retail_conversion")
+    batches = WORKER_ROWS // pipeline.training.batch_size
+
+    def told(sgd: str) -> Any:
+        return pipeline.model_copy(
+            update={"training": pipeline.training.model_copy(update={"sgd": sgd})}
+        )
+
+    assert not sgd_on_workers(pipeline, ["b"] * (batches - 1))
+    assert sgd_on_workers(pipeline, ["b"] * batches)
+    assert sgd_on_workers(told("workers"), ["b"])
+    assert not sgd_on_workers(told("process"), ["b"] * batches * 10)
 
 
 def test_sgd_keeps_the_batch_matrices_that_fit_its_budget_and_learns_the_same(
