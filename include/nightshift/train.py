@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
-from nightshift.features import FeatureStats, labels, to_linear_matrix, to_tree_frame
+from nightshift.features import FeatureStats, to_tree_frame
 from nightshift.progress import TOPIC, Progress, relay_events, round_callback
-from nightshift.sgd_workers import batch_loss
+from nightshift.sgd_workers import LinearBatches, batch_loss, kept_batch_budget
 
 if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
     import dask.dataframe as dd
@@ -279,62 +279,6 @@ def _sgd_estimator(pipeline: Pipeline, spec: SGDModel) -> Any:
         return SGDClassifier(**params)
     params.update({"loss": "squared_error", "learning_rate": "invscaling", **spec.params})
     return SGDRegressor(**params)
-
-
-def kept_batch_budget() -> int:
-    """Bytes of batch matrices :class:`LinearBatches` keeps across epochs: an eighth of the
-    memory this machine (or its container) has."""
-    from distributed.system import MEMORY_LIMIT
-
-    return int(MEMORY_LIMIT) // 8
-
-
-class LinearBatches:
-    """The window's batches as a linear model's inputs, built on first use.
-
-    Reading a batch and building its matrix took 9.5 s of a 17 s, 3-epoch SGD training on a
-    7-day window of 1M rows a day (143 batches), on 2 cores beside XGBoost. The matrices of
-    the first epoch are kept for the next ones while they fit in ``budget`` bytes (2.2 GB for
-    that window); the others are read and built again each epoch, as before.
-    """
-
-    def __init__(
-        self, pipeline: Pipeline, paths: list[str], stats: FeatureStats, budget: int
-    ) -> None:
-        self.pipeline, self.paths, self.stats = pipeline, paths, stats
-        self.budget = self.left = budget
-        self.kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if index in self.kept:
-            return self.kept[index]
-        from nightshift.preprocess import sample_rows
-
-        training = self.pipeline.training
-        batch = sample_rows(
-            pd.read_parquet(self.paths[index]), training.sample_fraction, training.seed
-        )
-        x, y = to_linear_matrix(batch, self.stats), labels(batch)
-        if x.nbytes + y.nbytes <= self.left:
-            self.kept[index] = x, y
-            self.left -= x.nbytes + y.nbytes
-        return x, y
-
-    @property
-    def kept_bytes(self) -> int:
-        """The bytes of the matrices kept for the next epochs."""
-        return self.budget - self.left
-
-    def log_kept(self, name: str) -> None:
-        """Log how many of the batches were built once, and the memory they took."""
-        log.info(
-            "%s: %d of %d batch matrices built once (%.2f GiB kept, of %.2f GiB allowed)",
-            name,
-            len(self.kept),
-            len(self.paths),
-            self.kept_bytes / 2**30,
-            self.budget / 2**30,
-        )
 
 
 def train_sgd(

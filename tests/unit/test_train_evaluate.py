@@ -136,7 +136,7 @@ def test_the_bins_are_cut_from_a_bounded_sample_that_holds_every_category(
     from nightshift.features import to_tree_frame
     from nightshift.xgboost_batches import cut_rows
 
-    pipeline, paths, stats = trained_inputs
+    _, paths, stats = trained_inputs
     frame = to_tree_frame(pd.read_parquet(paths[0]), stats)
     width = frame.shape[1]
     monkeypatch.setattr(nightshift.xgboost_batches, "CUT_SAMPLE_VALUES", 1500 * width)
@@ -264,18 +264,18 @@ def test_the_linear_models_learn_on_the_workers_from_a_large_window_or_when_told
 def test_sgd_keeps_the_batch_matrices_that_fit_its_budget_and_learns_the_same(
     trained_inputs, monkeypatch
 ) -> None:
-    import nightshift.train
+    import nightshift.sgd_workers
 
     pipeline, paths, stats = trained_inputs
     spec = SGDModel(kind="sgd", epochs=3)
     built = []
-    real = nightshift.train.to_linear_matrix
+    real = nightshift.sgd_workers.to_linear_matrix
     monkeypatch.setattr(
-        nightshift.train, "to_linear_matrix", lambda *a: built.append(1) or real(*a)
+        nightshift.sgd_workers, "to_linear_matrix", lambda *a: built.append(1) or real(*a)
     )
     rebuilt = train_sgd(pipeline, spec, paths[:-1], stats, budget=0)
     assert len(built) == 3 * len(paths[:-1])
-    one = nightshift.train.LinearBatches(pipeline, paths, stats, 1 << 40)[0]
+    one = nightshift.sgd_workers.LinearBatches(pipeline, paths, stats, 1 << 40)[0]
     built.clear()
     half = train_sgd(pipeline, spec, paths[:-1], stats, budget=one[0].nbytes + one[1].nbytes)
     assert len(paths[:-1]) < len(built) < 3 * len(paths[:-1])  # some kept, the others rebuilt
