@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # library alone (a distribution's python3 refuses `pip install`, PEP 668, or has no pip).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean
+.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean bench-training
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,10 +74,16 @@ down:  ## stop everything `make up` started, by pid
 status: setup  ## list the running services and their pids
 	.venv/bin/nightshift status
 
-bench: setup-dev  ## P1-P4 against baselines measured in the same run, then the cost curves (about 85 min on 2 cores); writes bench/RESULTS.md
+bench: setup-dev  ## P1-P4, the cost curves, P9 and SGD against baselines measured in the same run (about 100 min on 2 cores); writes bench/RESULTS.md
 	$(PY) -u bench/scale.py all
 	$(PY) -u bench/curves.py
+	$(MAKE) bench-training
 	$(PY) bench/results.py
+
+bench-training: setup-dev  ## training in bounded memory: P9 (a window 10x the workers' memory), SGD on 1/2/4 workers, the capacity model (about 10 min; bench/out/)
+	$(PY) -u bench/p9.py
+	$(PY) -u bench/sgd.py
+	$(PY) bench/capacity.py
 
 bench-stages: setup-dev  ## seconds per stage of one in-process nightly run (bench/stages.py)
 	$(PY) -u bench/stages.py

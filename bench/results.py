@@ -10,9 +10,12 @@ BENCH = Path(__file__).resolve().parent
 
 def write_results() -> str:
     found = {p.stem: json.loads(p.read_text()) for p in sorted((BENCH / "out").glob("p[0-9].json"))}
+    for extra in ("sgd",):
+        if (BENCH / "out" / f"{extra}.json").exists():
+            found[extra] = json.loads((BENCH / "out" / f"{extra}.json").read_text())
     template = (BENCH / "RESULTS.template.md").read_text()
     rows = []
-    for name in ("p1", "p2", "p3", "p4"):
+    for name in ("p1", "p2", "p3", "p4", "p9", "sgd"):
         result = found.get(name)
         if result is None:
             rows.append(f"| {name.upper()} | not run | | | |")
@@ -27,6 +30,7 @@ def write_results() -> str:
         table="\n".join(rows),
         profile=_profile(BENCH / "out" / "profile.json"),
         curves=_curves(BENCH / "out" / "curves.json"),
+        capacity=_capacity(BENCH / "out" / "capacity.json"),
         machine=", ".join(f"{k} {v}" for k, v in machine.items()),
         details="\n".join(
             f"<details><summary>{n.upper()} raw</summary>\n\n```json\n"
@@ -65,6 +69,8 @@ def _measured(name: str, r: dict) -> str:
             f"{r['peak_worker_rss_gib']:.2f} GiB = {r['peak_over_budget']:.2f}x budget; "
             f"{r['worker_restarts']} restarts; {r['seconds']:.0f} s"
         )
+    if name in ("p9", "sgd"):
+        return _measured_training(name, r)
     measured = (
         f"{r['overhead_fraction'] * 100:.1f}% (DAG wall {r['dag_wall_s']:.0f} s, critical path "
         f"of task bodies {r['critical_path_bodies_s']:.0f} s"
@@ -73,6 +79,54 @@ def _measured(name: str, r: dict) -> str:
         return measured + ")"
     waiting = _waiting(r["task_spans_s"])
     return measured + f"; {waiting:.0f} s of it with no task running)"
+
+
+def _measured_training(name: str, r: dict) -> str:
+    if name == "sgd":
+        runs = ", ".join(
+            f"{x['workers']} workers {x['over_one_process']:.2f}x "
+            f"(AUC {x['auc_minus_one_process']:+.4f})"
+            for x in r["runs"]
+        )
+        return (
+            f"rows/s against one process ({r['one_process']['rows_per_s']:,}/s, {r['rows']:,} rows "
+            f"x {r['epochs']} epochs, {r['cores']} cores): {runs}"
+        )
+    big, small = r["big"], r["small"]["runs"]
+    ratios = ", ".join(
+        f"{x['memory']} {x['time_over_in_memory']:.2f}x time, AUC {x['auc_minus_in_memory']:+.4f}"
+        for x in small[1:]
+    )
+    run = big["run"]
+    return (
+        f"window {big['window_gib']:.1f} GiB = {big['window_over_limit']:.1f}x the workers' "
+        f"{big['limit_gib']:.1f} GiB ({big['rows']:,} rows x {r['features']} features): "
+        f"completed={run['error'] is None}, `auto` chose {run['chosen']}, peak RSS per worker "
+        f"{run['peak_over_limit']:.2f}x its limit, {run['worker_restarts']} restarts, "
+        f"{run['seconds']:.0f} s ({r['big_rounds']} rounds); where both fit "
+        f"({r['small']['rows']:,} rows): {ratios}"
+    )
+
+
+def _capacity(path: Path) -> str:
+    if not path.exists():
+        return (
+            "Not run yet: `bench/capacity.py` (after `bench/p9.py` and `bench/sgd.py`) writes it."
+        )
+    c = json.loads(path.read_text())
+    before = c["before"]
+    low, high = c["night_h_range"]
+    return (
+        f"At {c['rows_per_day']:,} rows/day and a {c['window_days']}-day window, each worker a "
+        f"machine like this one: memory per million window rows "
+        f"{before['window_gib_per_million_rows']} GiB (the window in memory) -> "
+        f"{c['worker_gib_per_million_window_rows']} GiB (external memory, P9's fit, plus "
+        f"{c['worker_fixed_gib']} GiB fixed per worker); workers needed "
+        f"{before['workers_to_hold_window']} -> **{c['workers_to_hold_window']}**; the night "
+        f"{before['night_h']} h -> **{low}-{high} h** (XGBoost {c['xgboost_h']} h, SGD on the "
+        f"workers {c['sgd_h']} h at {c['sgd_efficiency_per_worker']} per-worker efficiency; "
+        f"{c['assumed']})."
+    )
 
 
 def _seconds(values: list[float]) -> str:
@@ -97,8 +151,23 @@ def _verdict(name: str, r: dict) -> str:
         and r.get("peak_over_budget", 99) <= 1.2
         and r.get("worker_restarts", 1) == 0,
         "p4": r.get("overhead_fraction", 1) <= 0.05 and r.get("dag_wall_s", 0) >= 120,
-    }[name]
+    }.get(name)
+    if name == "p9":
+        ok = _p9_met(r)
+    if name == "sgd":
+        ok = all(abs(x["auc_minus_one_process"]) <= 0.005 for x in r["runs"])
     return "met" if ok else "**missed**"
+
+
+def _p9_met(r: dict) -> bool:
+    run = r["big"]["run"]
+    return (
+        run["error"] is None
+        and r["big"]["window_over_limit"] >= 10
+        and run["peak_over_limit"] <= 1.2
+        and run["worker_restarts"] == 0
+        and all(abs(x["auc_minus_in_memory"]) <= 0.002 for x in r["small"]["runs"][1:])
+    )
 
 
 def _profile(path: Path, stages: int = 3) -> str:
