@@ -48,13 +48,14 @@ class Fit:
     rounds: int
 
 
-def pipeline_for(rows: int, days: int, rounds: int, lake: Path) -> Any:
-    """Return the shipped example pipeline with only XGBoost, ``rows`` over ``days`` days."""
+def pipeline_for(rows: int, days: int, rounds: int, lake: Path, memory: str = "auto") -> Any:
+    """Return the shipped example pipeline with only XGBoost, ``rows`` over ``days`` days,
+    holding the window as ``memory`` says (``training.memory``)."""
     from nightshift.config import parse_pipeline
 
     data = yaml.safe_load(EXAMPLE.read_text())
     data["source"]["rows_per_day"] = max(1, rows // days)
-    data["training"].update({"window_days": days, "batch_size": 500_000})
+    data["training"].update({"window_days": days, "batch_size": 500_000, "memory": memory})
     data["models"] = [m for m in data["models"] if m["kind"] == "xgboost"]
     data["models"][0]["num_boost_round"] = rounds
     data["output"] = {"lake": str(lake), "reports": str(lake / "reports"), "mlflow": str(lake)}
@@ -124,13 +125,13 @@ def gpu_name() -> str | None:
     return listed.stdout.strip().splitlines()[0] if listed.stdout.strip() else None
 
 
-def run(rows: int, days: int, rounds: int, cpu_only: bool) -> dict[str, Any]:
+def run(rows: int, days: int, rounds: int, cpu_only: bool, memory: str = "auto") -> dict[str, Any]:
     """Prepare the data once, train on each device, and return the result record."""
     from nightshift.cluster import ClusterPlan, current_plan
     from nightshift.lake import PROCESSED, Lake
 
     with tempfile.TemporaryDirectory(prefix="nightshift-p5-") as folder:
-        pipeline = pipeline_for(rows, days, rounds, Path(folder))
+        pipeline = pipeline_for(rows, days, rounds, Path(folder), memory)
         window, held_out, prepare_seconds = prepare(pipeline, days)
         lake = Lake(pipeline.lake_root(), pipeline.name)
         trained_rows = sum(
@@ -158,6 +159,7 @@ def run(rows: int, days: int, rounds: int, cpu_only: bool) -> dict[str, Any]:
         "rows": trained_rows,
         "window_days": days,
         "rounds": rounds,
+        "memory": memory,
         "prepare_seconds": round(prepare_seconds, 1),
         "fits": [asdict(f) for f in fits],
         "p5_cpu_over_gpu": ratio,
@@ -196,13 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=5, help="days in the training window")
     parser.add_argument("--rounds", type=int, default=150, help="boosting rounds")
     parser.add_argument("--cpu-only", action="store_true", help="no GPU: train on CPU only")
+    parser.add_argument(
+        "--memory",
+        choices=["auto", "in_memory", "quantile", "external"],
+        default="auto",
+        help="training.memory: how each worker holds the window (external: on a GPU, the host "
+        "memory is the external memory; needs cuDF on the workers)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
     args = parser.parse_args(argv)
     # nightshift's own lines: the cluster mode and workers chosen, the compute path.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     for noisy in ("distributed", "dask_cuda", "xgboost"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = run(args.rows, args.days, args.rounds, args.cpu_only)
+    result = run(args.rows, args.days, args.rounds, args.cpu_only, args.memory)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

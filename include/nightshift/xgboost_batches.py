@@ -177,9 +177,9 @@ class WindowBatches:
     ``DataIter`` (built by :func:`_data_iter`, so XGBoost loads only where training runs)."""
 
     def __init__(
-        self, paths: list[str], pipeline: Pipeline, stats: FeatureStats, device: str
+        self, paths: list[str], pipeline: Pipeline, stats: FeatureStats, on_device: bool
     ) -> None:
-        self.paths, self.pipeline, self.stats, self.device = paths, pipeline, stats, device
+        self.paths, self.pipeline, self.stats, self.on_device = paths, pipeline, stats, on_device
         self.index = 0
 
     def batch(self) -> tuple[Any, Any]:
@@ -191,11 +191,24 @@ class WindowBatches:
             pd.read_parquet(self.paths[self.index]), training.sample_fraction, training.seed
         )
         x, y = to_tree_frame(frame, self.stats), frame[LABEL].to_numpy()
-        if self.device != "cpu":
-            import cudf  # dask-cuda's GPU workers have it; external memory needs GPU input
-
+        if self.on_device:
+            cudf = device_frames()
             return cudf.from_pandas(x), cudf.Series(y)
         return x, y
+
+
+def device_frames() -> Any:
+    """cuDF, which GPU external memory needs: XGBoost takes its batches on the device there
+    (its tutorial), and the window's categories need a frame, not an array."""
+    try:
+        import cudf
+    except ImportError as exc:
+        raise RuntimeError(
+            "training.memory: external on GPU workers needs cuDF on the workers (XGBoost's GPU "
+            "external memory reads its batches from the device); install cudf there, or set "
+            "training.memory: quantile (host batches, quantised on the GPU)"
+        ) from exc
+    return cudf
 
 
 def _data_iter(batches: WindowBatches, cache_prefix: str | None) -> Any:
@@ -256,24 +269,28 @@ def cut_rows(sample: pd.DataFrame, stats: FeatureStats, seed: int) -> pd.DataFra
     return pd.concat([features, every], ignore_index=True)
 
 
-def _reference(cuts: pd.DataFrame | None, device: str, options: dict[str, Any]) -> Any:
+def _reference(cuts: pd.DataFrame | None, on_device: bool, options: dict[str, Any]) -> Any:
     """The matrix whose bins the window's takes: the same rows, so the same cuts, on every
     rank (built outside the collective: nothing to agree on)."""
     import xgboost as xgb
 
     if cuts is None:
         return None
-    if device != "cpu":
-        import cudf
-
-        cuts = cudf.from_pandas(cuts)
+    if on_device:
+        cuts = device_frames().from_pandas(cuts)
     return xgb.QuantileDMatrix(cuts, **options)
+
+
+def _on_device(task: WorkerTask) -> bool:
+    """Whether the batches go to XGBoost on the GPU: for external memory there (the in-memory
+    ``QuantileDMatrix`` takes host batches and quantises them on the device)."""
+    return task.params["device"] != "cpu" and task.mode == "external"
 
 
 def _matrix(task: WorkerTask, cache_prefix: str | None, reference: Any, threads: int) -> Any:
     import xgboost as xgb
 
-    batches = WindowBatches(task.paths, task.pipeline, task.stats, task.params["device"])
+    batches = WindowBatches(task.paths, task.pipeline, task.stats, _on_device(task))
     options = {
         "max_bin": task.params.get("max_bin", 256),
         "enable_categorical": True,
@@ -303,7 +320,7 @@ def train_on_worker(task: WorkerTask, cuts: pd.DataFrame | None = None) -> bytes
     cache = os.path.join(worker.local_directory, f"xgboost-extmem-{uuid.uuid4().hex}")
     dtrain = None
     options = {"max_bin": task.params.get("max_bin", 256), "enable_categorical": True}
-    reference = _reference(cuts, task.params["device"], {**options, "nthread": threads})
+    reference = _reference(cuts, _on_device(task), {**options, "nthread": threads})
     try:
         with CommunicatorContext(**task.coll_args), xgb.config_context(nthread=threads):
             external = cache if task.mode == "external" else None

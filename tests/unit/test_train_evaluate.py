@@ -151,6 +151,13 @@ def test_the_bins_are_cut_from_a_bounded_sample_that_holds_every_category(
     assert cut_rows(one_channel, stats, seed=1).equals(cuts)  # the same rows every night
 
 
+def test_gpu_external_memory_without_cudf_says_what_to_install_or_set() -> None:
+    from nightshift.xgboost_batches import device_frames
+
+    with pytest.raises(RuntimeError, match=r"training.memory: external on GPU workers needs cuDF"):
+        device_frames()
+
+
 def test_the_window_is_measured_from_the_files(trained_inputs, dask_client) -> None:
     from nightshift.xgboost_batches import measure_window, worker_budget
 
