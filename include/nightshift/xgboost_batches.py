@@ -352,10 +352,10 @@ def train_streamed(client: Client, tasks: list[WorkerTask], timeout: int) -> byt
     coll_cfg = Config(timeout=timeout)
     coll_args = client.sync(_get_rabit_args, client, len(tasks), None, coll_cfg)
     workers = [t.address for t in tasks]
-    # One XGBoost training at a time per worker, as xgboost.dask.train takes it.
     cuts = tasks[0].cuts
     if cuts is not None:
         cuts = client.scatter(cuts, workers=workers, broadcast=True, hash=False)
+    # One XGBoost training at a time per worker, as xgboost.dask.train takes it.
     with MultiLock(workers, client):
         futures = [
             client.submit(
