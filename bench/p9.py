@@ -164,7 +164,9 @@ def train_once(
     result = {
         "memory": memory,
         "chosen": None if model is None else model.history["memory"]["mode"],
-        "reason": None if model is None else model.history["memory"]["reason"],
+        "estimates_mib": None
+        if model is None
+        else {m: round(b / 2**20) for m, b in model.history["memory"]["estimates"].items()},
         "seconds": round(seconds, 1),
         "roc_auc": auc,
         "idle_rss_mib": sorted(round(r / 2**20) for r in idle.values()),

@@ -97,8 +97,10 @@ class MemoryPlan:
     window_rows: int
 
     def as_record(self) -> dict[str, Any]:
-        """The plan as the model's ``history.json`` keeps it."""
-        return asdict(self)
+        """The plan as the model's ``history.json`` keeps it: what the window decides, not the
+        workers' memory of the moment (in the log), so the same data gives the same bytes."""
+        kept = ("mode", "setting", "workers", "estimates", "window_rows")
+        return {name: value for name, value in asdict(self).items() if name in kept}
 
 
 def _parquet_rows(path: str) -> int:
