@@ -122,6 +122,12 @@ def sample_rows(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame
     return frame.sample(frac=fraction, random_state=seed).sort_index()
 
 
+def training_batch(path: str, pipeline: Pipeline) -> pd.DataFrame:
+    """Return one processed batch as training reads it (sampled for quick runs)."""
+    training = pipeline.training
+    return sample_rows(pd.read_parquet(path), training.sample_fraction, training.seed)
+
+
 def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:
     """Return the processed batches at ``paths`` as one Dask frame (sampled for quick runs)."""
     frame = read_batches(paths)[processed_columns(pipeline)]

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from nightshift.config import Pipeline, SGDModel
 from nightshift.features import FeatureStats, labels, to_linear_matrix
@@ -79,12 +78,9 @@ class LinearBatches:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index in self.kept:
             return self.kept[index]
-        from nightshift.preprocess import sample_rows
+        from nightshift.preprocess import training_batch
 
-        training = self.pipeline.training
-        batch = sample_rows(
-            pd.read_parquet(self.paths[index]), training.sample_fraction, training.seed
-        )
+        batch = training_batch(self.paths[index], self.pipeline)
         x, y = to_linear_matrix(batch, self.stats), labels(batch)
         if x.nbytes + y.nbytes <= self.left:
             self.kept[index] = x, y
@@ -184,15 +180,6 @@ def mix(results: list[EpochResult]) -> Any:
     return mixed
 
 
-def shares(client: Client, count: int) -> list[tuple[str, np.ndarray]]:
-    """Contiguous shares of ``count`` batches, one per worker in name order (a worker left
-    without batches is left out)."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    workers = sorted(info, key=lambda a: (str(info[a].get("name")), a))
-    chunks = np.array_split(np.arange(count), min(len(workers), count))
-    return list(zip(workers, chunks, strict=False))
-
-
 def _epoch(
     client: Client, model: Any, placed: list[tuple[str, np.ndarray]], share: EpochShare
 ) -> list[EpochResult]:
@@ -218,11 +205,17 @@ def _epoch(
 
 
 def train_sgd_on_workers(
-    client: Client, model: Any, pipeline: Pipeline, spec: SGDModel, paths: list[str], stats: Any
+    client: Client,
+    model: Any,
+    pipeline: Pipeline,
+    spec: SGDModel,
+    paths: list[str],
+    stats: Any,
+    placed: list[tuple[str, np.ndarray]],
 ) -> tuple[Any, dict[str, Any]]:
-    """Train ``model`` (unfitted) by parameter mixing over ``spec.epochs``; return it and
+    """Train ``model`` (unfitted) by parameter mixing over ``spec.epochs``, worker ``i`` of
+    ``placed`` learning ``paths[j]`` for each ``j`` in ``placed[i][1]``; return the model and
     its history (the progressive loss of each epoch, the workers)."""
-    placed = shares(client, len(paths))
     kept = f"{spec.name}-{uuid.uuid4().hex}"
     epochs: list[float] = []
     try:

@@ -362,7 +362,9 @@ def train_sgd_on_dask(
     from nightshift.sgd_workers import train_sgd_on_workers
 
     estimator = _sgd_estimator(pipeline, spec)
-    model, history = train_sgd_on_workers(client, estimator, pipeline, spec, paths, stats)
+    # The same fixed shares as XGBoost's ranks: contiguous, in the workers' name order.
+    placed = rank_chunks(client, len(paths))
+    model, history = train_sgd_on_workers(client, estimator, pipeline, spec, paths, stats, placed)
     return TrainedModel(
         name=spec.name,
         kind="sgd",

@@ -113,13 +113,11 @@ def _parquet_rows(path: str) -> int:
 
 def measure_window(paths: list[str], pipeline: Pipeline, stats: FeatureStats) -> WindowSize:
     """Measure the window: rows from the files' footers, bytes per row from its first batch."""
-    from nightshift.preprocess import sample_rows
+    from nightshift.preprocess import training_batch
 
     fraction = pipeline.training.sample_fraction
     counts = [int(np.ceil(_parquet_rows(p) * fraction)) for p in paths]
-    first = to_tree_frame(
-        sample_rows(pd.read_parquet(paths[0]), fraction, pipeline.training.seed), stats
-    )
+    first = to_tree_frame(training_batch(paths[0], pipeline), stats)
     per_row = float(first.memory_usage(deep=True).sum()) / max(len(first), 1) + 8  # + label
     return WindowSize(sum(counts), len(paths), max(counts), first.shape[1], per_row)
 
@@ -186,12 +184,9 @@ class WindowBatches:
 
     def batch(self) -> tuple[Any, Any]:
         """Return the current batch's features and labels, as the device wants them."""
-        from nightshift.preprocess import sample_rows
+        from nightshift.preprocess import training_batch
 
-        training = self.pipeline.training
-        frame = sample_rows(
-            pd.read_parquet(self.paths[self.index]), training.sample_fraction, training.seed
-        )
+        frame = training_batch(self.paths[self.index], self.pipeline)
         x, y = to_tree_frame(frame, self.stats), frame[LABEL].to_numpy()
         if self.on_device:
             cudf = device_frames()
