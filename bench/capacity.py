@@ -20,7 +20,6 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
 TEAM = {"rows_per_day": 50_000_000, "window_days": 30}
-MACHINE_GIB = 23.5  # this machine, as the capacity model takes each worker to be
 # From the last `make bench` (bench/RESULTS.md, "Capacity model"): the fitted costs.
 BEFORE = {
     "window_gib_per_million_rows": 0.35,
@@ -48,11 +47,14 @@ def fit_memory(p9: dict[str, Any]) -> tuple[float, float]:
 
 def capacity(p9: dict[str, Any], sgd: dict[str, Any]) -> dict[str, Any]:
     """TEAM's workers and night with the window streamed (external memory) and SGD mixed."""
+    import psutil
+
     from nightshift.xgboost_batches import PLAN_FRACTION
 
+    machine_gib = psutil.virtual_memory().total / 2**30  # each worker a machine like this one
     fixed, per_million = fit_memory(p9)
     window_m = TEAM["rows_per_day"] * TEAM["window_days"] / 1e6
-    plannable = MACHINE_GIB * PLAN_FRACTION - fixed
+    plannable = machine_gib * PLAN_FRACTION - fixed
     workers = max(math.ceil(window_m * per_million / plannable), 2)
     external = next(r for r in p9["small"]["runs"] if r["memory"] == "external")
     # curves.py's rule: the cost measured on this machine, divided by the machines.
@@ -76,7 +78,8 @@ def capacity(p9: dict[str, Any], sgd: dict[str, Any]) -> dict[str, Any]:
         "sgd_h": round(sgd_s / 3600, 2),
         "sgd_efficiency_per_worker": round(efficiency, 2),
         "night_h_range": [round(h + BEFORE["day_stages_h"], 2) for h in night_h],
-        "assumed": "each worker a machine like this one (23.5 GiB, 2 cores); XGBoost and SGD "
+        "machine_gib": round(machine_gib, 1),
+        "assumed": "each worker a machine like this one (machine_gib); XGBoost and SGD "
         "side by side on the workers (the night's low end) or one after the other (its high "
         "end); the day's stages as measured",
     }
