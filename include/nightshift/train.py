@@ -153,8 +153,18 @@ def train_xgboost(
             payload = bytes(booster.save_raw("ubj"))
         else:
             cuts = None if sample is None else cut_rows(sample, stats, pipeline.training.seed)
-            job = WorkerTask("", paths, pipeline, stats, params, spec.num_boost_round, plan.mode)
-            payload = _train_from_batches(client, replace(job, callbacks=[rounds], cuts=cuts))
+            job = WorkerTask(
+                "",
+                paths,
+                pipeline,
+                stats,
+                params,
+                spec.num_boost_round,
+                plan.mode,
+                callbacks=[rounds],
+                cuts=cuts,
+            )
+            payload = _train_from_batches(client, job)
             booster, training = xgb.Booster(model_file=bytearray(payload)), None
     finally:
         client.unsubscribe_topic(TOPIC)
