@@ -55,7 +55,20 @@ def _awaiting(airflow: LocalAirflow, day: dt.date, dag_id: str = DAG_ID) -> str:
         assert "failed" not in states.values(), states
         assert time.monotonic() < deadline, states
         time.sleep(3)
+    _deferral_drained(airflow, dag_id, run_id, deadline)
     return run_id
+
+
+def _deferral_drained(airflow: LocalAirflow, dag_id: str, run_id: str, deadline: float) -> None:
+    """Wait until the scheduler has processed the executor's event for the approval task's
+    exit into deferral. Airflow 3.3.2 fails a resumed task when that event is drained only
+    after an answer has requeued it ("finished with state success, but the task instance's
+    state attribute is queued": apache/airflow#67287, #72716); a test answers in seconds,
+    before a busy two-core scheduler always has. A person answers in minutes."""
+    line = f"TaskInstance Finished: dag_id={dag_id}, task_id=approve, run_id={run_id},"
+    while line not in (airflow.home / "run" / "scheduler.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, airflow.diagnosis("scheduler")
+        time.sleep(1)
 
 
 def _metrics(project: Path, day: dt.date, name: str = NAME) -> dict:
