@@ -18,10 +18,12 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from nightshift.config import Pipeline, SGDModel, XGBoostModel
+from nightshift.config import Pipeline
 from nightshift.features import fit_stats, labels, to_linear_matrix, to_tree_frame
 from nightshift.generator import generate_day
 from nightshift.ingest import conform, transform
+from nightshift.kinds.sgd import SGDModel
+from nightshift.kinds.xgboost import XGBoostModel
 from nightshift.lake import SOURCE_ROW
 from nightshift.preprocess import LABEL, derive_features
 from nightshift.train import _sgd_estimator, xgboost_params

@@ -135,7 +135,7 @@ def train_once(
     from nightshift.cluster import ClusterPlan, dask_client
     from nightshift.evaluate import classification_metrics
     from nightshift.features import labels
-    from nightshift.safe_models import LoadedModel
+    from nightshift.kinds import load_scorer
     from nightshift.train import train_xgboost
 
     training = pipeline.training.model_copy(update={"memory": memory})
@@ -157,7 +157,7 @@ def train_once(
         after = client.run(os.getpid)
     auc = None
     if model is not None:
-        loaded = LoadedModel("xgboost", model.payload, stats, "binary_classification")
+        loaded = load_scorer("xgboost", model.payload, stats, "binary_classification")
         scores = loaded.predict(held_out)
         auc = classification_metrics(labels(held_out), scores, 0.5)["roc_auc"]
     peaks = sorted(rss.peak.values())

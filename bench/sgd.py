@@ -28,9 +28,9 @@ from scale import save
 def _auc(model: Any, stats: Any, held_out: pd.DataFrame) -> float:
     from nightshift.evaluate import classification_metrics
     from nightshift.features import labels
-    from nightshift.safe_models import LoadedModel
+    from nightshift.kinds import load_scorer
 
-    loaded = LoadedModel("sgd", model.payload, stats, "binary_classification")
+    loaded = load_scorer("sgd", model.payload, stats, "binary_classification")
     return classification_metrics(labels(held_out), loaded.predict(held_out), 0.5)["roc_auc"]
 
 
@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
-    from nightshift.config import SGDModel
     from nightshift.features import fit_stats
+    from nightshift.kinds.sgd import SGDModel
     from nightshift.train import train_sgd
 
     pipeline = wide_pipeline(args.features, 20_000, 1)

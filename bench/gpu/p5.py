@@ -92,8 +92,8 @@ def fit(pipeline: Any, plan: Any, window: list[str], held_out: list[str]) -> Fit
     from nightshift.cluster import accelerators, dask_client
     from nightshift.config import LABEL
     from nightshift.features import fit_stats
+    from nightshift.kinds import load_scorer
     from nightshift.preprocess import processed_frame
-    from nightshift.safe_models import LoadedModel
     from nightshift.train import train_xgboost
 
     with dask_client(plan) as client:
@@ -104,7 +104,7 @@ def fit(pipeline: Any, plan: Any, window: list[str], held_out: list[str]) -> Fit
         model = train_xgboost(client, pipeline, pipeline.models[0], window, stats, device)
         seconds = time.perf_counter() - started
     test = pd.concat([pd.read_parquet(path) for path in held_out], ignore_index=True)
-    loaded = LoadedModel("xgboost", model.payload, stats, pipeline.schema_.task, "model.ubj")
+    loaded = load_scorer("xgboost", model.payload, stats, pipeline.schema_.task, "model.ubj")
     auc = float(roc_auc_score(test[LABEL], loaded.predict(test)))
     rounds = len(model.history["train"])
     return Fit(device, plan.mode, plan.workers, round(seconds, 3), round(auc, 5), rounds)

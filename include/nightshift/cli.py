@@ -98,9 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _registry(args: argparse.Namespace) -> tuple[Any, str]:
     from nightshift import tracking
+    from nightshift.kinds import is_learned
 
     pipeline = pipeline_named(args.pipeline)
-    known = [m.name for m in pipeline.models if m.kind != "baseline"]
+    known = [m.name for m in pipeline.models if is_learned(m.kind)]
     if args.model not in known:
         raise CommandError("--model", f"no model '{args.model}' in {pipeline.name}; one of {known}")
     return tracking.client(pipeline), tracking.registered_name(pipeline.name, args.model)

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nightshift.config import Pipeline, SGDModel
+from nightshift.config import Pipeline
 from nightshift.features import FeatureStats, labels, to_linear_matrix
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from nightshift.kinds.sgd import SGDModel
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from nightshift import __version__
 from nightshift.champion import trained_before
-from nightshift.config import LABEL, Pipeline, SGDModel, Stage, XGBoostModel
+from nightshift.config import LABEL, Pipeline, Stage
 from nightshift.features import FeatureStats, labels, stats_from, stats_graph
 from nightshift.ingest import ingest_date
 from nightshift.lake import (
@@ -365,77 +365,80 @@ def _save_model(
 def train_distributed(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
 ) -> dict[str, Any]:
-    """Train every XGBoost model of the pipeline with ``xgboost.dask``, on the inputs
-    ``fit_features`` recorded (its ``version``; default: the current features partition)."""
+    """Train the kinds that train across the Dask cluster in their own task (XGBoost, with
+    ``xgboost.dask``), on the inputs ``fit_features`` recorded (its ``version``; default:
+    the current features partition)."""
     from nightshift.cluster import accelerators, dask_client
-    from nightshift.train import train_xgboost
+    from nightshift.kinds.base import TrainJob
 
     result: dict[str, Any] = {"models": {}}
     with _timed(result, Stage.TRAIN_DISTRIBUTED):
-        specs = [m for m in pipeline.models if isinstance(m, XGBoostModel)]
+        specs = _specs_trained_in(pipeline, Stage.TRAIN_DISTRIBUTED)
         if specs:
             inputs = night_inputs(pipeline, partition_date, features_version)
             with dask_client() as client, dask_report(Stage.TRAIN_DISTRIBUTED.value):
                 device = accelerators(client).xgboost_device
                 result["device"] = device
-                curve_rows = _curve_rows(inputs)
-                for spec in specs:
-                    trained = train_xgboost(
-                        client,
-                        pipeline,
-                        spec,
-                        inputs.window_paths,
-                        inputs.stats,
-                        device,
-                        curve_rows,
-                    )
-                    result["models"][spec.name] = _save_model(
-                        pipeline, partition_date, trained, inputs.stats_json
-                    )
+                job = TrainJob(
+                    pipeline,
+                    inputs.window_paths,
+                    inputs.stats,
+                    client,
+                    device,
+                    inputs.window_sample,
+                )
+                _train_each(partition_date, specs, job, inputs, result)
     return result
 
 
-def _curve_rows(inputs: NightInputs) -> pd.DataFrame | None:
-    """The window sample the training curve is measured on, where ``fit_features`` drew one."""
-    return None if inputs.window_sample is None else pd.read_parquet(inputs.window_sample)
+def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
+    """The pipeline's models whose kind trains in ``stage``."""
+    from nightshift.kinds import kind_of
+
+    return [spec for spec in pipeline.models if kind_of(spec.kind).stage is stage]
+
+
+def _train_each(
+    partition_date: dt.date, specs: list[Any], job: Any, inputs: NightInputs, result: dict
+) -> None:
+    """Train each of ``specs`` by its kind on ``job``; save it in the lake; add to ``result``."""
+    from nightshift.kinds import kind_of
+
+    for spec in specs:
+        trained = kind_of(spec.kind).train(spec, job)
+        if "kept_bytes" in result:
+            result["kept_bytes"] += trained.kept_bytes
+        result["models"][spec.name] = _save_model(
+            job.pipeline, partition_date, trained, inputs.stats_json
+        )
 
 
 def train_incremental(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
 ) -> dict[str, Any]:
-    """Train the batch-wise scikit-learn models and the baseline, on the inputs
-    ``fit_features`` recorded (as :func:`train_distributed`); the linear models on the Dask
-    workers where the window is large (``train.sgd_on_workers``), else in this process."""
+    """Train the kinds that learn batch by batch, and the baseline, on the inputs
+    ``fit_features`` recorded (as :func:`train_distributed`); a Dask client is opened only
+    where a kind trains on the workers tonight (SGD on a large window,
+    ``train.sgd_on_workers``)."""
     from nightshift.cluster import dask_client
-    from nightshift.train import sgd_on_workers, train_baseline, train_sgd, train_sgd_on_dask
+    from nightshift.kinds import kind_of
+    from nightshift.kinds.base import TrainJob
 
     result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
     with _timed(result, Stage.TRAIN_INCREMENTAL):
         inputs = night_inputs(pipeline, partition_date, features_version)
-        linear = [m for m in pipeline.models if isinstance(m, SGDModel)]
-        on_workers = bool(linear) and sgd_on_workers(pipeline, inputs.window_paths)
+        specs = _specs_trained_in(pipeline, Stage.TRAIN_INCREMENTAL)
+        paths = inputs.window_paths
+        on_workers = any(kind_of(s.kind).needs_cluster(pipeline, paths) for s in specs)
         with dask_client() if on_workers else contextlib.nullcontext() as client:
-            for spec in pipeline.models:
-                if isinstance(spec, XGBoostModel):
-                    continue
-                if isinstance(spec, SGDModel) and client is not None:
-                    trained = train_sgd_on_dask(
-                        client, pipeline, spec, inputs.window_paths, inputs.stats
-                    )
-                elif isinstance(spec, SGDModel):
-                    trained = train_sgd(pipeline, spec, inputs.window_paths, inputs.stats)
-                else:
-                    trained = train_baseline(pipeline, spec, inputs.stats)
-                result["kept_bytes"] += trained.kept_bytes
-                result["models"][spec.name] = _save_model(
-                    pipeline, partition_date, trained, inputs.stats_json
-                )
+            job = TrainJob(pipeline, paths, inputs.stats, client, "cpu", inputs.window_sample)
+            _train_each(partition_date, specs, job, inputs, result)
     return result
 
 
 def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, str]]:
     """Return the model ``name`` trained for ``trained_for`` and its partition's files."""
-    from nightshift.safe_models import LoadedModel
+    from nightshift.kinds import load_scorer
 
     partition = lake_for(pipeline).read(model_stage(name), trained_for)
     files = dict(
@@ -443,7 +446,7 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
     )
     stats = FeatureStats.from_json(read_bytes(files["features.json"]))
     model_file = files[partition.meta["model_file"]]
-    model = LoadedModel(
+    model = load_scorer(
         partition.meta["kind"], read_bytes(model_file), stats, pipeline.schema_.task, model_file
     )
     files["_partition"] = partition.uri
@@ -500,10 +503,8 @@ def _score_models(
             measured,
             json.loads(read_bytes(files["history.json"])),
             segments,
-            float(model.content["value"]) if model.kind == "baseline" else None,
-            model.importance(held_out.frame, seed=pipeline.training.seed)
-            if model.kind == "xgboost"
-            else None,
+            model.value,
+            model.importance(held_out.frame, seed=pipeline.training.seed),
         )
     return models, scores
 
@@ -589,9 +590,10 @@ def _start_reads(
     """Start reading the window sample of ``columns`` for drift and opening the registry on
     ``io``: they wait on files and imports while the models score (XGBoost releases the GIL)."""
     from nightshift import tracking
+    from nightshift.kinds import is_learned
 
     window = io.submit(_window_sample, pipeline, inputs, columns)
-    learns = any(spec.kind != "baseline" for spec in pipeline.models)
+    learns = any(is_learned(spec.kind) for spec in pipeline.models)
     return window, io.submit(tracking.client, pipeline) if learns else None
 
 
@@ -604,6 +606,7 @@ def evaluate(
     Measurements only: the promotion decision is publish's, from what is saved here.
     """
     from nightshift.evaluate import drift
+    from nightshift.kinds import is_learned
 
     result: dict[str, Any] = {}
     with _timed(result, Stage.EVALUATE), ThreadPoolExecutor(1, "evaluate-io") as io:
@@ -617,7 +620,7 @@ def evaluate(
         models, scores = _score_models(pipeline, partition_date, held_out)
         ranking = _ranking(pipeline, models)
         # The challenger is the best learned model; the baseline is there to keep it honest.
-        learned = [name for name in ranking if models[name].kind != "baseline"]
+        learned = [name for name in ranking if is_learned(models[name].kind)]
         champions, deltas = _score_champions(
             pipeline, partition_date, held_out, scores, learned, registry and registry.result()
         )

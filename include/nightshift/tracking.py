@@ -36,11 +36,6 @@ MLFLOW_DEFAULTS = {
     # whoever wrote the model controls; nightshift loads through ``load_registered`` instead.
     "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
 }
-# The only scikit-learn types a registered model may contain (skops refuses any other).
-TRUSTED_SKLEARN_TYPES = [
-    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
-    "sklearn.linear_model._stochastic_gradient.SGDRegressor",
-]
 
 
 class RegistryError(RuntimeError):
@@ -289,37 +284,13 @@ def _existing_runs(mlflow_client: Any, experiment: str, keys: dict[str, str]) ->
     return list(mlflow_client.search_runs([experiment], filter_string=query, max_results=50))
 
 
-def _log_model(trained: Any, name: str, registered: str | None) -> Any:
-    """Log ``trained`` (a LoadedModel) with its MLflow flavour; return the ModelInfo."""
+def _log_model(trained: Any, registered: str | None) -> Any:
+    """Log ``trained`` (a scorer read from the lake) to the active run in its kind's MLflow
+    flavour; return the ModelInfo, or None for a kind that is not registered."""
     _mlflow_environment()
-    import mlflow
+    from nightshift.kinds import kind_of
 
-    if trained.kind == "xgboost":
-        import xgboost
-
-        return mlflow.xgboost.log_model(
-            trained.booster,
-            name="model",
-            model_format="ubj",
-            registered_model_name=registered,
-            pip_requirements=[f"xgboost=={xgboost.__version__}"],
-        )
-    if trained.kind == "sgd":
-        import sklearn
-        import skops
-
-        return mlflow.sklearn.log_model(
-            trained.linear,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_SKLEARN_TYPES,
-            registered_model_name=registered,
-            pip_requirements=[
-                f"scikit-learn=={sklearn.__version__}",
-                f"skops=={skops.__version__}",
-            ],
-        )
-    raise ValueError(f"{name}: no MLflow flavour for model kind {trained.kind!r}")
+    return kind_of(trained.kind).log_model(trained, registered)
 
 
 def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
@@ -336,6 +307,7 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     _mlflow_environment()
     from mlflow.artifacts import download_artifacts
 
+    from nightshift.kinds import trusted_types
     from nightshift.safe_models import UnsafeModel, is_pickle
 
     client(pipeline)
@@ -366,7 +338,7 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
                     f"{' (a pickle)' if is_pickle(payload) else ''}; only skops models load"
                 )
             try:
-                return skops.io.load(path, trusted=TRUSTED_SKLEARN_TYPES)
+                return skops.io.load(path, trusted=trusted_types())
             except Exception as exc:
                 raise UnsafeModel(f"{uri}: {path.name} refused by skops: {exc}") from None
         raise UnsafeModel(f"{uri}: no XGBoost or scikit-learn flavour ({sorted(flavors)})")
@@ -390,12 +362,15 @@ def log_nightly(
 ) -> dict[str, dict[str, Any]]:
     """Log one MLflow run per model of tonight's run; register the learned models.
 
-    ``models`` maps a model name to its LoadedModel and lake files. Returns, per model, the
-    MLflow run id, its link and the registered version. The same model (its files, byte for
-    byte) scored the same on the same date is logged once: a retried publish, a cleared run
-    and a re-processing backfill's new Airflow run of that date all find the run logged first
-    and reuse it. A run left unfinished by a killed attempt is deleted and logged again.
+    ``models`` maps a model name to its scorer (``kinds.load_scorer``) and lake files.
+    Returns, per model, the MLflow run id, its link and the registered version. The same
+    model (its files, byte for byte) scored the same on the same date is logged once: a
+    retried publish, a cleared run and a re-processing backfill's new Airflow run of that date
+    all find the run logged first and reuse it. A run left unfinished by a killed attempt is
+    deleted and logged again.
     """
+    from nightshift.kinds import is_learned
+
     mlflow_client = client(pipeline)
     experiment = experiment_id(mlflow_client, pipeline)
     logged: dict[str, dict[str, Any]] = {}
@@ -407,7 +382,8 @@ def log_nightly(
             "nightshift.model": name,
             "nightshift.fingerprint": _fingerprint(files, scored.metrics if scored else {}),
         }
-        registered = None if trained.kind == "baseline" else registered_name(pipeline.name, name)
+        learned = is_learned(trained.kind)
+        registered = registered_name(pipeline.name, name) if learned else None
         reused = _finished_run(mlflow_client, experiment, keys)
         if reused is not None:
             run_id = reused.info.run_id
@@ -499,10 +475,10 @@ def _log_model_run(
             mlflow.log_metric(f"train_{history['metric']}", value, step=step + 1)
         for filename, payload in artifacts.items():
             mlflow.log_text(payload.decode(), f"evaluation/{filename}")
-        if trained.kind == "baseline":
-            mlflow.log_text(json.dumps(trained.content), "model/model.json")
+        info = _log_model(trained, registered)
+        if info is None:
             return run.info.run_id, None
-        version = str(_log_model(trained, name, registered).registered_model_version)
+        version = str(info.registered_model_version)
         client(pipeline).set_tag(run.info.run_id, "nightshift.registered_version", version)
         return run.info.run_id, version
 

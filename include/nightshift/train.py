@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nightshift.config import LABEL, BaselineModel, Pipeline, SGDModel, XGBoostModel
+from nightshift.config import LABEL, Pipeline
 from nightshift.features import FeatureStats, to_tree_frame
 from nightshift.progress import TOPIC, Progress, relay_events, round_callback
 from nightshift.sgd_workers import LinearBatches, batch_loss, kept_batch_budget
@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring n
     import dask.dataframe as dd
     from distributed import Client
 
+    from nightshift.kinds.baseline import BaselineModel
+    from nightshift.kinds.sgd import SGDModel
+    from nightshift.kinds.xgboost import XGBoostModel
     from nightshift.xgboost_batches import WorkerTask
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,15 @@ LAYERS = [
     ("data stages", {"generator", "ingest", "validate", "preprocess", "features"}),
     (
         "models",
-        {"train", "xgboost_batches", "sgd_workers", "safe_models", "cluster", "cluster_host"},
+        {
+            "train",
+            "kinds",
+            "xgboost_batches",
+            "sgd_workers",
+            "safe_models",
+            "cluster",
+            "cluster_host",
+        },
     ),
     ("evaluation", {"evaluate", "champion"}),
     ("publishing", {"tracking", "report", "report_index", "alerts"}),

@@ -11,7 +11,8 @@ import yaml
 
 from nightshift import tracking
 from nightshift.config import parse_pipeline
-from nightshift.safe_models import LoadedModel, UnsafeModel
+from nightshift.kinds import load_scorer, trusted_types
+from nightshift.safe_models import UnsafeModel
 from tests.conftest import small_pipeline_dict
 
 
@@ -28,12 +29,12 @@ PICKLE = pickle.dumps(Payload())
 @pytest.mark.parametrize("kind", ["xgboost", "sgd", "baseline"])
 def test_a_pickle_in_the_lake_is_refused_with_the_file_named(kind: str) -> None:
     with pytest.raises(UnsafeModel, match=r"lake/models/x/model\.bin: refusing to load a pickle"):
-        LoadedModel(kind, PICKLE, None, "binary_classification", "lake/models/x/model.bin")  # type: ignore[arg-type]
+        load_scorer(kind, PICKLE, None, "binary_classification", "lake/models/x/model.bin")  # type: ignore[arg-type]
 
 
 def test_garbage_where_an_xgboost_model_should_be_is_refused() -> None:
     with pytest.raises(UnsafeModel, match=r"m\.ubj: not an XGBoost UBJ/JSON model"):
-        LoadedModel("xgboost", b"not a model", None, "binary_classification", "m.ubj")  # type: ignore[arg-type]
+        load_scorer("xgboost", b"not a model", None, "binary_classification", "m.ubj")  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -61,9 +62,9 @@ def registered(tmp_path: Path):
     trees.kind = "xgboost"
     trees.booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=y), 3)
     with mlflow.start_run(experiment_id=experiment):
-        tracking._log_model(linear, "sgd", "safe.sgd")
+        tracking._log_model(linear, "safe.sgd")
     with mlflow.start_run(experiment_id=experiment):
-        tracking._log_model(trees, "xgboost", "safe.xgboost")
+        tracking._log_model(trees, "safe.xgboost")
     return pipeline, folder, x
 
 
@@ -81,7 +82,7 @@ def test_registered_models_load_through_the_safe_loader(registered) -> None:
     booster = tracking.load_registered(pipeline, "safe.xgboost", "1")
     assert booster.num_boosted_rounds() == 3
     mlmodel = yaml.safe_load((_artifacts(registered[1], "skops") / "MLmodel").read_text())
-    assert mlmodel["flavors"]["sklearn"]["skops_trusted_types"] == tracking.TRUSTED_SKLEARN_TYPES
+    assert mlmodel["flavors"]["sklearn"]["skops_trusted_types"] == trusted_types()
 
 
 def test_a_pickle_planted_in_the_registry_is_refused(registered) -> None:

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift.config import SGDModel, XGBoostModel, find_pipeline
+from nightshift.config import find_pipeline
 from nightshift.evaluate import calibration_bins, classification_metrics, regression_metrics
 from nightshift.features import fit_stats, labels
 from nightshift.ingest import ingest_date
+from nightshift.kinds import load_scorer
+from nightshift.kinds.sgd import SGDModel
+from nightshift.kinds.xgboost import XGBoostModel
 from nightshift.preprocess import preprocess_date, processed_frame
-from nightshift.safe_models import LoadedModel
 from nightshift.stages import lake_for
 from nightshift.train import rank_order, train_sgd, train_xgboost, training_curve
 from tests.conftest import in_process_client
@@ -42,7 +44,7 @@ def test_xgboost_dask_is_reproducible_and_learns(trained_inputs, dask_client) ->
     second = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
     assert hashlib.sha256(first.payload).digest() == hashlib.sha256(second.payload).digest()
     held_out = pd.read_parquet(paths[-1])
-    model = LoadedModel("xgboost", first.payload, stats, "binary_classification")
+    model = load_scorer("xgboost", first.payload, stats, "binary_classification")
     auc = classification_metrics(labels(held_out), model.predict(held_out), 0.5)["roc_auc"]
     assert auc > 0.65
     assert first.history["train"][-1] < first.history["train"][0]
@@ -90,7 +92,7 @@ def test_xgboost_streamed_from_the_batches_is_reproducible_and_learns_as_in_memo
         )
         rows = sample if window_sample else None
         model = train_xgboost(dask_client, chosen, spec, paths[:-1], stats, curve_rows=rows)
-        loaded = LoadedModel("xgboost", model.payload, stats, "binary_classification")
+        loaded = load_scorer("xgboost", model.payload, stats, "binary_classification")
         scores = loaded.predict(held_out)
         return model, classification_metrics(labels(held_out), scores, 0.5)["roc_auc"]
 
@@ -218,7 +220,7 @@ def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> No
     trained = train_sgd(pipeline, SGDModel(kind="sgd", epochs=3), paths[:-1], stats)
     assert len(trained.history["epoch_loss"]) == 3
     assert trained.payload.startswith(b"{")  # JSON, never a pickle
-    model = LoadedModel("sgd", trained.payload, stats, "binary_classification")
+    model = load_scorer("sgd", trained.payload, stats, "binary_classification")
     held_out = pd.read_parquet(paths[-1])
     scores = model.predict(held_out)
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -235,7 +237,7 @@ def test_sgd_on_the_workers_mixes_to_the_model_one_process_learns(
     held_out = pd.read_parquet(paths[-1])
 
     def auc(model: Any) -> float:
-        loaded = LoadedModel("sgd", model.payload, stats, "binary_classification")
+        loaded = load_scorer("sgd", model.payload, stats, "binary_classification")
         return classification_metrics(labels(held_out), loaded.predict(held_out), 0.5)["roc_auc"]
 
     mixed = train_sgd_on_dask(dask_client, pipeline, spec, paths[:-1], stats)
@@ -301,7 +303,7 @@ def test_a_pickle_where_a_model_should_be_is_refused(trained_inputs) -> None:
 
     _, _, stats = trained_inputs
     with pytest.raises(ValueError):
-        LoadedModel("sgd", pickle.dumps({"kind": "sgd"}), stats, "binary_classification")
+        load_scorer("sgd", pickle.dumps({"kind": "sgd"}), stats, "binary_classification")
 
 
 def test_metrics_on_known_inputs() -> None:

@@ -1,0 +1,115 @@
+"""A linear model (scikit-learn's SGD) learned batch by batch over epochs: in the task's own
+process, or on the Dask workers by parameter mixing for a large window."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from nightshift.config import CLASSIFICATION, ModelName, ModelSpec, Pipeline
+from nightshift.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.safe_models import json_model
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from nightshift.features import FeatureStats
+    from nightshift.train import TrainedModel
+
+
+class SGDModel(ModelSpec):
+    """A linear model trained with ``partial_fit`` batch by batch, over epochs."""
+
+    kind: Literal["sgd"]
+    name: ModelName = "sgd"
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(3, gt=0)
+
+
+class LinearScorer(Scorer):
+    """A linear model rebuilt from the learned arrays in nightshift's JSON."""
+
+    def __init__(self, content: dict[str, Any], stats: FeatureStats, task: str) -> None:
+        super().__init__("sgd", stats, task)
+        self.content = content
+        self.linear = linear_from_json(content)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """The positive-class probability, or the predicted value."""
+        import numpy as np
+
+        from nightshift.features import to_linear_matrix
+
+        x = to_linear_matrix(frame, self.stats)
+        if self.task == CLASSIFICATION:
+            return np.asarray(self.linear.predict_proba(x)[:, 1], dtype="float64")
+        return np.asarray(self.linear.predict(x), dtype="float64")
+
+
+def linear_from_json(payload: dict[str, Any]) -> Any:
+    """Return the scikit-learn estimator whose learned arrays ``payload`` holds."""
+    import numpy as np
+    from sklearn.linear_model import SGDClassifier, SGDRegressor
+
+    estimators = {"SGDClassifier": SGDClassifier, "SGDRegressor": SGDRegressor}
+    if payload["estimator"] not in estimators:
+        raise ValueError(f"unsupported linear model {payload['estimator']!r}")
+    model = estimators[payload["estimator"]](**payload["params"])
+    model.coef_ = np.asarray(payload["coef"], dtype="float64")
+    model.intercept_ = np.asarray(payload["intercept"], dtype="float64")
+    if payload["classes"]:
+        model.classes_ = np.asarray(payload["classes"], dtype="float64")
+    model.n_features_in_ = model.coef_.shape[-1]
+    model.t_ = payload["t"]
+    return model
+
+
+class SGD(ModelKind):
+    """Stochastic gradient descent over the window's batches, a few epochs."""
+
+    spec = SGDModel
+    trusted_types = (
+        "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+        "sklearn.linear_model._stochastic_gradient.SGDRegressor",
+    )
+
+    def needs_cluster(self, pipeline: Pipeline, paths: list[str]) -> bool:
+        """On the workers for a large window (``training.sgd``, ``train.sgd_on_workers``)."""
+        from nightshift.train import sgd_on_workers
+
+        return sgd_on_workers(pipeline, paths)
+
+    def train(self, spec: SGDModel, job: TrainJob) -> TrainedModel:
+        """``partial_fit`` over the batches: on the workers where the stage opened a client."""
+        from nightshift.train import train_sgd, train_sgd_on_dask
+
+        if job.client is not None:
+            return train_sgd_on_dask(job.client, job.pipeline, spec, job.paths, job.stats)
+        return train_sgd(job.pipeline, spec, job.paths, job.stats)
+
+    def load(self, payload: bytes, stats: FeatureStats, task: str, origin: str) -> LinearScorer:
+        """The learned arrays in nightshift's JSON (``train.linear_to_json``)."""
+        return LinearScorer(json_model(payload, "sgd", origin), stats, task)
+
+    def log_model(self, scorer: LinearScorer, registered: str | None) -> Any:
+        """scikit-learn's flavour, saved with skops (never a pickle)."""
+        import mlflow
+        import sklearn
+        import skops
+
+        return mlflow.sklearn.log_model(
+            scorer.linear,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=list(self.trusted_types),
+            registered_model_name=registered,
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
+        )
+
+
+SPEC, KIND = SGDModel, SGD()
