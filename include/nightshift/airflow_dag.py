@@ -25,6 +25,7 @@ from nightshift.config import FileSource, Pipeline, Schedule, Stage, load_pipeli
 from nightshift.ops.deadline import deadline_alerts
 from nightshift.ops.timetable import NightlyTimetable
 from nightshift.records import Approval
+from nightshift.run_date import airflow_base_url, day_after, partition_date_for
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +44,11 @@ def report_asset(pipeline: Pipeline) -> Asset:
     return Asset(name=f"{pipeline.name}.report", uri=f"nightshift://{pipeline.name}/report")
 
 
-def partition_date_for(pipeline: Pipeline, context: Any) -> dt.date:
-    """Return the date a run processes.
-
-    In order: the trigger form's ``run_date``; the run's partition key (every scheduled and
-    backfilled run has one, as may a triggered run); for a run with neither, the last complete
-    day before the run was requested. A run date and a partition key that disagree are refused.
-    """
-    dag_run = context["dag_run"]
-    key = getattr(dag_run, "partition_key", None)
-    requested = (context.get("params") or {}).get("run_date")
-    if requested and key and str(requested) != key:
-        raise ValueError(
-            f"run_date {requested} and partition key {key} name different dates; "
-            "give one of them, or the same date in both"
-        )
-    if requested or key:
-        return dt.date.fromisoformat(str(requested or key))
-    run_after = dag_run.run_after or dag_run.logical_date
-    return run_after.astimezone(pipeline.tz).date() - dt.timedelta(days=1)
-
-
 def nightly_timetable(schedule: Schedule) -> NightlyTimetable:
     """The runs at the cron time, each keyed by the date it processes (YYYY-MM-DD in the
     pipeline's timezone): a backfill is asked for by those dates, and
     ``airflow dags clear <dag> --partition-key D`` re-runs one."""
     return NightlyTimetable(schedule.cron, timezone=schedule.timezone)
-
-
-def airflow_base_url() -> str | None:
-    """Return the UI's base URL ([api] base_url) for links from reports, if it is set."""
-    import os
-
-    url = os.environ.get("AIRFLOW__API__BASE_URL")
-    if url:
-        return url
-    try:
-        from airflow.configuration import conf
-
-        return conf.get("api", "base_url", fallback=None) or None
-    except Exception:  # no Airflow configuration to read: reports simply carry no link
-        return None
 
 
 def run_pipeline(pipeline: Pipeline, context: Any) -> Pipeline:
@@ -367,9 +332,9 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         "doc_md": f"{doc}\n\n**Pipeline file:** `{pipeline.source_file}`",
         # The scheduler bounds a run's start (the day after the date it processes): the first
         # run processes start_date, the last end_date.
-        "start_date": _day_after(schedule.start_date, dt.time(), pipeline),
+        "start_date": day_after(schedule.start_date, dt.time(), pipeline),
         "end_date": (
-            _day_after(schedule.end_date, dt.time(23, 59, 59), pipeline)
+            day_after(schedule.end_date, dt.time(23, 59, 59), pipeline)
             if schedule.end_date
             else None
         ),
@@ -388,11 +353,6 @@ def _dag_settings(pipeline: Pipeline, doc: str) -> dict[str, Any]:
         "on_failure_callback": [NightFailed(pipeline)] if pipeline.alerts.channels else [],
         "deadline": deadline_alerts(pipeline),
     }
-
-
-def _day_after(day: dt.date, at: dt.time, pipeline: Pipeline) -> dt.datetime:
-    """``at`` on the day after ``day``, in the pipeline's timezone."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), at, tzinfo=pipeline.tz)
 
 
 def _wait_for_source(pipeline: Pipeline) -> list[Any]:

@@ -60,10 +60,6 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"'{value}' is not a date (YYYY-MM-DD)") from None
 
 
-def _yesterday() -> dt.date:
-    return dt.date.today() - dt.timedelta(days=1)
-
-
 def _quiet_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -76,16 +72,18 @@ def _quiet_logging(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every stage of one date in this process (no Airflow); print the report path."""
+    from nightshift.run_date import last_complete_day
     from nightshift.stages import run_nightly
 
     pipeline = pipeline_named(args.pipeline)
+    day = args.date or last_complete_day(pipeline)
     total = len(Stage)
 
     def done(stage: str, outcome: dict[str, Any]) -> None:
         position = list(Stage).index(Stage(stage)) + 1
         print(f"  [{position}/{total}] {stage}: {outcome['seconds']:.1f} s", file=sys.stderr)
 
-    results = run_nightly(pipeline, args.date, run_id=f"cli__{args.date}", on_stage=done)
+    results = run_nightly(pipeline, day, run_id=f"cli__{day}", on_stage=done)
     summary = {stage: result["seconds"] for stage, result in results.items()}
     print(
         json.dumps(
@@ -471,7 +469,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one date of a pipeline in this process (no Airflow)")
     _add_pipeline(run)
     run.add_argument(
-        "--date", type=_date, default=_yesterday(), metavar="DATE", help="default: yesterday"
+        "--date",
+        type=_date,
+        metavar="DATE",
+        help="default: yesterday in the pipeline's timezone, as a scheduled run's",
     )
     run.set_defaults(func=cmd_run)
 

@@ -61,8 +61,8 @@ def test_nightly_runs_at_the_cron_time_in_the_pipeline_timezone() -> None:
 def test_every_local_day_is_processed_exactly_once_across_dst(
     start: dt.date, change: dt.date
 ) -> None:
-    from nightshift.airflow_dag import partition_date_for
     from nightshift.config import parse_pipeline
+    from nightshift.run_date import partition_date_for
 
     tz = "Europe/Amsterdam"
     dag = _serialized("30 2 * * *", tz, start)

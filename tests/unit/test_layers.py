@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "include" / "nightshift"
 LAYERS = [
-    ("configuration", {"config", "records", "expressions", "progress", "profiling"}),
+    ("configuration", {"config", "records", "expressions", "progress", "profiling", "run_date"}),
     ("storage", {"lake", "quarantine"}),
     ("data stages", {"generator", "ingest", "validate", "preprocess", "features"}),
     (

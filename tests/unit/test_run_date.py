@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from nightshift.airflow_dag import partition_date_for
 from nightshift.config import find_pipeline
+from nightshift.run_date import partition_date_for
 
 
 def _context(
@@ -53,3 +53,16 @@ def test_run_date_rules(project: Path) -> None:
     both = _context("manual", "2026-10-02", asked, "2026-10-01")
     with pytest.raises(ValueError, match="run_date 2026-10-01 and partition key 2026-10-02"):
         partition_date_for(pipeline, both)
+
+
+def test_the_command_lines_default_date_is_the_dags(project: Path) -> None:
+    """``nightshift run`` with no ``--date`` runs the day a manual Airflow run asked at the
+    same moment would: yesterday in the pipeline's timezone, not the machine's."""
+    from nightshift.cli import _parser as parser
+    from nightshift.run_date import last_complete_day
+
+    assert parser().parse_args(["run", "--pipeline", "retail_conversion"]).date is None
+    pipeline = find_pipeline("retail_conversion")  # Europe/Amsterdam
+    moment = dt.datetime(2026, 11, 23, 23, 30, tzinfo=dt.UTC)  # already the 24th there
+    dag = partition_date_for(pipeline, _context("manual", None, moment))
+    assert last_complete_day(pipeline, moment) == dag == dt.date(2026, 11, 23)

@@ -106,8 +106,8 @@ async def report_deadline_missed(pipeline: str, deadline: str, context: dict[str
 def _send_missed(name: str, deadline: str, context: dict[str, Any]) -> str:
     """Find the pipeline and the night's date; send the deadline alert on every channel."""
     from nightshift import alerts
-    from nightshift.airflow_dag import airflow_base_url
     from nightshift.config import load_pipelines
+    from nightshift.run_date import airflow_base_url
 
     pipeline = next(p for p in load_pipelines()[0] if p.name == name)
     run = context["dag_run"]

@@ -79,8 +79,8 @@ class WaitForSource(BaseOperator):
 
     def execute(self, context: Any) -> str:
         """Return the file's path if it is there; otherwise defer until it is, or time is up."""
-        from nightshift.airflow_dag import partition_date_for
         from nightshift.ingest import source_location
+        from nightshift.run_date import partition_date_for
 
         pipeline = self.nightshift_pipeline
         source = pipeline.source
