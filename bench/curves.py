@@ -115,8 +115,8 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
     ``backfill create``, as the README says) against the same nights run in process one after
     the other with ``run_nightly``, each on its own empty lake."""
     from nightshift.config import parse_pipeline
+    from nightshift.night.stages import run_nightly
     from nightshift.ops.local_airflow import fresh
-    from nightshift.stages import run_nightly
 
     dates = [DAY - dt.timedelta(days=nights - n) for n in range(nights)]
     home, data = _bench_home("nightshift-curve-backfill-", rows, window)

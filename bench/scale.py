@@ -98,7 +98,7 @@ def p1_p4(rows: int, window: int) -> None:
     import baseline_script
 
     from nightshift.config import parse_pipeline
-    from nightshift.stages import training_paths
+    from nightshift.night.inputs import training_paths
 
     home, data = _bench_home("nightshift-bench-p1-", rows, window)
     os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
@@ -165,7 +165,7 @@ def _save_p4(wall: float, bodies: dict[str, float], spans: dict[str, tuple]) -> 
 
 def _process_window(pipeline: Any, rows: int, window: int) -> None:
     """Setup, not timed: the earlier nights already processed the window's days."""
-    from nightshift.stages import ingest, preprocess, validate
+    from nightshift.night.stages import ingest, preprocess, validate
 
     t0 = time.perf_counter()
     for offset in range(window, 0, -1):
@@ -261,8 +261,8 @@ def _profile_night(pipeline: Any) -> None:
     profiler slows Python-heavy code, so P1 and P4 come from the unprofiled run."""
     import shutil
 
+    from nightshift.night.stages import run_nightly
     from nightshift.profiling import PROFILE_ENV, top_lines
-    from nightshift.stages import run_nightly
 
     folder = OUT / "profile"
     shutil.rmtree(folder, ignore_errors=True)

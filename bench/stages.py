@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from nightshift.config import find_pipeline
 from nightshift.ingest import RAW
-from nightshift.stages import lake_for, run_nightly
+from nightshift.night.inputs import lake_for
+from nightshift.night.stages import run_nightly
 
 
 def main() -> None:

@@ -130,8 +130,8 @@ class NightTasks:
         """Land the run date (and any unprocessed window day) in the raw stage."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nightshift import stages
         from nightshift.ingest import SourceError
+        from nightshift.night import stages
 
         context = get_current_context()
         day = partition_date_for(self.pipeline, context)
@@ -149,7 +149,7 @@ class NightTasks:
         """Validate the landed dates; bad data fails the task at once, with the reason."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nightshift import stages
+        from nightshift.night import stages
         from nightshift.validate import DataValidationError
 
         day = dt.date.fromisoformat(ingested["partition_date"])
@@ -161,7 +161,7 @@ class NightTasks:
 
     def preprocess(self, ingested: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
         """Preprocess the valid dates with Dask; update the processed asset."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         result = stages.preprocess(self.current(), _dates(validated["dates"]))
         get_current_context()["outlet_events"][self.processed].extra = {
@@ -172,7 +172,7 @@ class NightTasks:
 
     def fit_features(self, ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
         """Fit the feature statistics on the window; record the inputs the night uses."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         day = dt.date.fromisoformat(ingested["partition_date"])
         return stages.fit_features(self.current(), day)
@@ -181,7 +181,7 @@ class NightTasks:
         self, ingested: dict[str, Any], features: dict[str, Any]
     ) -> dict[str, Any]:
         """Train the XGBoost models on the inputs fit_features recorded (NightInputs)."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         day = dt.date.fromisoformat(ingested["partition_date"])
         return stages.train_distributed(self.current(), day, features.get("version"))
@@ -191,8 +191,8 @@ class NightTasks:
     ) -> dict[str, Any]:
         """Train the batch-wise models and the baseline on the recorded inputs; beside
         train_distributed, on the cores its workers leave idle where they share this machine."""
-        from nightshift import stages
         from nightshift.cluster import current_plan, on_idle_cores, shares_this_machine
+        from nightshift.night import stages
 
         day = dt.date.fromisoformat(ingested["partition_date"])
         args = (self.current(), day, features.get("version"))
@@ -208,7 +208,7 @@ class NightTasks:
         linear: dict[str, Any],
     ) -> dict[str, Any]:
         """Score the models and their champions on the held-out date."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         day = dt.date.fromisoformat(ingested["partition_date"])
         return stages.evaluate(self.current(), day, features.get("version"))
@@ -217,7 +217,7 @@ class NightTasks:
         self, ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
     ) -> dict[str, Any]:
         """Decide, log, move the champion aliases, write the report; update the report asset."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         context = get_current_context()
         day = dt.date.fromisoformat(ingested["partition_date"])
@@ -237,7 +237,7 @@ class NightTasks:
         answer: dict[str, Any],
     ) -> dict[str, Any]:
         """Publish the night again with the approver's answer: move the aliases if approved."""
-        from nightshift import stages
+        from nightshift.night import stages
 
         context = get_current_context()
         day = dt.date.fromisoformat(ingested["partition_date"])
@@ -305,8 +305,8 @@ class NightFailed:
     def __call__(self, context: Any) -> None:
         """Work out the night's date and what stopped it; deliver the alert."""
         from nightshift import alerts
+        from nightshift.night.inputs import lake_for
         from nightshift.quarantine import holds
-        from nightshift.stages import lake_for
 
         day = partition_date_for(self.pipeline, context)
         ti = context.get("ti")

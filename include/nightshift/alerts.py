@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier, Connection
 
-from nightshift.config import EmailChannel, Pipeline, WebhookChannel
+from nightshift.config import EmailChannel, Pipeline, ReportFolder, WebhookChannel
 from nightshift.quarantine import HELD, Hold
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def links_for(
         folder = f"{airflow_url.rstrip('/')}{REPORTS_ROUTE}/files/{pipeline.name}/{day}"
     else:
         folder = pipeline.reports_dir(day)
-    found = {page: f"{folder}/{page}.html"} if page else {}
+    # page is "report" or "validation": the ReportFolder property of that name.
+    found = {page: getattr(ReportFolder(folder), page)} if page else {}
     run_url = pipeline.airflow_run_url(airflow_url, run_id)
     if run_url:
         found["run"] = run_url

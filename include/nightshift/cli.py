@@ -72,8 +72,8 @@ def _quiet_logging(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every stage of one date in this process (no Airflow); print the report path."""
+    from nightshift.night.stages import run_nightly
     from nightshift.run_date import last_complete_day
-    from nightshift.stages import run_nightly
 
     pipeline = pipeline_named(args.pipeline)
     day = args.date or last_complete_day(pipeline)
@@ -344,8 +344,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             return 1
         day = _run_date(airflow, pipeline.dag_id, run_id)
-        directory = pipeline.reports_dir(day)
-        metrics: dict[str, Any] = json.loads(Path(f"{directory}/metrics.json").read_text())
+        folder = pipeline.report_folder(day)
+        metrics: dict[str, Any] = json.loads(Path(folder.metrics).read_text())
         for name in metrics["ranking"]:
             print(
                 f"  {name:>14}: "
@@ -355,8 +355,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     if isinstance(v, float) and k in ("roc_auc", "log_loss", "f1", "rmse", "r2")
                 )
             )
-        print(f"report:  {directory}/report.html")
-        print(f"metrics: {directory}/metrics.json")
+        print(f"report:  {folder.report}")
+        print(f"metrics: {folder.metrics}")
         return 0
     finally:
         if not already_up and not args.keep_running:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -448,6 +449,38 @@ BUILTIN_ROLES = frozenset({"Admin", "Op", "User", "Viewer", "Public"})
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
+@dataclass(frozen=True)
+class ReportFolder:
+    """A night's reports folder and its files: the one place their names are spelled."""
+
+    REPORT: ClassVar[str] = "report.html"
+    METRICS: ClassVar[str] = "metrics.json"  # the night's NightSummary, what the index lists
+    VALIDATION: ClassVar[str] = "validation.html"  # a date validation blocked or warned on
+    VALIDATION_JSON: ClassVar[str] = "validation.json"
+
+    path: str
+
+    @property
+    def report(self) -> str:
+        """The night's HTML report."""
+        return f"{self.path}/{self.REPORT}"
+
+    @property
+    def metrics(self) -> str:
+        """The night's summary as JSON."""
+        return f"{self.path}/{self.METRICS}"
+
+    @property
+    def validation(self) -> str:
+        """The validation page of a date with findings."""
+        return f"{self.path}/{self.VALIDATION}"
+
+    @property
+    def validation_json(self) -> str:
+        """The validation findings as JSON."""
+        return f"{self.path}/{self.VALIDATION_JSON}"
+
+
 class Pipeline(_Strict):
     """One nightly pipeline, as its YAML file describes it."""
 
@@ -606,6 +639,10 @@ class Pipeline(_Strict):
         """Return this pipeline's reports folder, or one night's: ``<root>/<name>[/<date>]``."""
         folder = f"{self.reports_root().rstrip('/')}/{self.name}"
         return folder if partition_date is None else f"{folder}/{partition_date.isoformat()}"
+
+    def report_folder(self, partition_date: dt.date) -> ReportFolder:
+        """Return one night's reports folder, with the paths of its files."""
+        return ReportFolder(self.reports_dir(partition_date))
 
     def mlflow_location(self) -> str:
         """Return the MLflow tracking URI, or the absolute folder of the embedded store."""

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import HIGHER_IS_BETTER, Pipeline
+from nightshift.config import HIGHER_IS_BETTER, Pipeline, ReportFolder
 
 log = logging.getLogger(__name__)
-
-REPORT_FILES = ("report.html", "metrics.json")
 
 
 class UnsafePath(ValueError):
@@ -46,7 +44,7 @@ class RunSummary:
     @property
     def report(self) -> str:
         """The report's path relative to the pipeline's reports folder."""
-        return f"{self.partition_date}/report.html"
+        return ReportFolder(self.partition_date).report
 
 
 def pipeline_reports_root(pipeline: Pipeline) -> Path:
@@ -90,7 +88,7 @@ def published_runs(pipeline: Pipeline) -> list[RunSummary]:
     fs, path = fsspec.core.url_to_fs(root)
     fs.invalidate_cache()
     runs = []
-    for found in sorted(fs.glob(f"{path}/*/metrics.json")):
+    for found in sorted(fs.glob(f"{path}/*/{ReportFolder.METRICS}")):
         folder = found.rsplit("/", 2)[-2]
         try:
             dt.date.fromisoformat(folder)

@@ -48,7 +48,7 @@ DIGEST = """
 import datetime as dt, hashlib, json, sys
 from nightshift.config import find_pipeline
 from nightshift.lake import PROCESSED, Lake, read_bytes
-from nightshift.stages import model_stage
+from nightshift.night.inputs import model_stage
 pipeline = find_pipeline(sys.argv[1])
 lake = Lake(pipeline.lake_root(), pipeline.name)
 found = {"lake": pipeline.lake_root()}

@@ -15,7 +15,8 @@ import pytest
 
 from nightshift import tracking
 from nightshift.config import MODEL_KINDS, ConfigError, parse_pipeline
-from nightshift.stages import load_model, run_nightly
+from nightshift.night.inputs import load_model
+from nightshift.night.stages import run_nightly
 from tests.conftest import small_pipeline_dict
 
 pytestmark = pytest.mark.e2e

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightshift.stages import INPUTS_FILE
+from nightshift.night.inputs import INPUTS_FILE
 from tests.e2e.conftest import running_airflow, tiny_pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.replay, pytest.mark.timeout(3600)]

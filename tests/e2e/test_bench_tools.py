@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from nightshift.config import find_pipeline
+from nightshift.night.inputs import training_paths
+from nightshift.night.stages import Stage, run_nightly
 from nightshift.profiling import PROFILE_ENV, top_lines
-from nightshift.stages import Stage, run_nightly, training_paths
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e

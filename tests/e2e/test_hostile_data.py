@@ -19,7 +19,7 @@ from nightshift.config import parse_pipeline
 from nightshift.generator import generate_day
 from nightshift.ingest import ingest_date
 from nightshift.lake import Lake
-from nightshift.stages import run_nightly, validate
+from nightshift.night.stages import run_nightly, validate
 from nightshift.validate import DataValidationError
 from tests.conftest import small_pipeline_dict
 from tests.hostile import BREAKOUT, IMG, LINK, QUOTE, SCRIPT, assert_inert

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightshift import stages
 from nightshift.config import LABEL, find_pipeline
 from nightshift.lake import PROCESSED, read_bytes, write_parquet
+from nightshift.night import inputs, scoring, stages
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +25,8 @@ DAY = dt.date(2026, 9, 16)
 
 def _trained(pipeline) -> list[bytes]:
     """The files of the night's SGD model partition (model, statistics, history)."""
-    lake = stages.lake_for(pipeline)
-    return [read_bytes(p) for p in lake.read(stages.model_stage("sgd_logistic"), DAY).paths()]
+    lake = inputs.lake_for(pipeline)
+    return [read_bytes(p) for p in lake.read(inputs.model_stage("sgd_logistic"), DAY).paths()]
 
 
 def _processed(pipeline) -> None:
@@ -42,7 +42,7 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     pipeline = find_pipeline("retail_conversion")
     _processed(pipeline)
     fitted = stages.fit_features(pipeline, DAY)
-    lake = stages.lake_for(pipeline)
+    lake = inputs.lake_for(pipeline)
     stages.train_incremental(pipeline, DAY, fitted["version"])
     trained = _trained(pipeline)
 
@@ -52,8 +52,8 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     frame = pd.concat([pd.read_parquet(p) for p in old.paths()], ignore_index=True)
     with lake.writer(PROCESSED, replaced) as writer:
         writer.write_bytes("batch-00000.parquet", write_parquet(frame.iloc[: len(frame) // 2]))
-    now, _ = stages.training_paths(pipeline, DAY)
-    recorded = stages.night_inputs(pipeline, DAY, fitted["version"])
+    now, _ = inputs.training_paths(pipeline, DAY)
+    recorded = inputs.night_inputs(pipeline, DAY, fitted["version"])
     assert now != recorded.window_paths  # the lake's listing moved on...
 
     # ...the night's training (a retry, here) still reads what the statistics came from.
@@ -69,21 +69,21 @@ def test_fit_features_draws_the_window_sample_once(
 ) -> None:
     pipeline = find_pipeline("retail_conversion")
     _processed(pipeline)
-    monkeypatch.setattr(stages, "WINDOW_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
-    inputs = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
-    numeric, categorical = stages._drift_columns(pipeline)
-    assert inputs.window_sample is not None
-    sample = pd.read_parquet(inputs.window_sample)
+    monkeypatch.setattr(inputs, "WINDOW_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
+    recorded = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    numeric, categorical = scoring.drift_columns(pipeline)
+    assert recorded.window_sample is not None
+    sample = pd.read_parquet(recorded.window_sample)
     # Every feature and the label: drift's columns, and the training curve's.
     assert {*numeric, *categorical} < set(sample.columns)
     assert {*pipeline.features.time, LABEL} <= set(sample.columns)
     assert 1700 <= len(sample) <= 2300, len(sample)
     # Drawn with the pipeline's seed: fitted again, the same rows.
-    again = stages.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
-    assert again.version != inputs.version
+    again = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    assert again.version != recorded.version
     pd.testing.assert_frame_equal(pd.read_parquet(again.window_sample), sample)
-    assert stages._window_sample(pipeline, inputs, numeric).equals(sample[numeric])
+    assert inputs.read_window_sample(pipeline, recorded, numeric).equals(sample[numeric])
 
     # Features fitted before the sample was drawn: evaluate reads the window itself.
-    older = dataclasses.replace(inputs, window_sample=None)
-    assert len(stages._window_sample(pipeline, older, numeric)) == 2000
+    older = dataclasses.replace(recorded, window_sample=None)
+    assert len(inputs.read_window_sample(pipeline, older, numeric)) == 2000

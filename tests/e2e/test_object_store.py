@@ -20,7 +20,7 @@ import pytest
 from nightshift.config import parse_pipeline
 from nightshift.generator import generate_day
 from nightshift.lake import Lake, PartitionMissing, read_bytes
-from nightshift.stages import run_nightly
+from nightshift.night.stages import run_nightly
 from tests.conftest import REPO, small_pipeline_dict
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift import stages, tracking
+from nightshift import tracking
 from nightshift.cli import main
 from nightshift.config import find_pipeline
+from nightshift.night import inputs, stages
 
 pytestmark = pytest.mark.e2e
 
@@ -130,11 +131,11 @@ def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> No
 
 def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     pipeline = find_pipeline("retail_conversion")
-    processed = stages.lake_for(pipeline).read("processed", DATES[-1])
+    processed = inputs.lake_for(pipeline).read("processed", DATES[-1])
     frame = pd.concat([pd.read_parquet(p) for p in processed.paths()], ignore_index=True)
 
     booster = tracking.load_registered(pipeline, "retail_conversion.xgboost", "1")
-    lake_model, _ = stages.load_model(pipeline, "xgboost", DATES[0])
+    lake_model, _ = inputs.load_model(pipeline, "xgboost", DATES[0])
     import xgboost as xgb
 
     from nightshift.features import to_linear_matrix, to_tree_frame
@@ -145,7 +146,7 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     # The champion alias resolves too; scikit-learn comes back through skops.
     linear = tracking.load_registered(pipeline, "retail_conversion.sgd_logistic", "@champion")
     champion = tracking.champion(tracking.client(pipeline), "retail_conversion.sgd_logistic")
-    lake_linear, _ = stages.load_model(
+    lake_linear, _ = inputs.load_model(
         pipeline, "sgd_logistic", dt.date.fromisoformat(champion.trained_for)
     )
     x = to_linear_matrix(frame, lake_linear.stats)
@@ -266,7 +267,8 @@ def _publish_killed_at(point: str, day: dt.date, run_id: str) -> int:
     """Run publish in a child process that SIGKILLs itself at ``point``; return its status."""
     code = f"""
 import datetime as dt, os, signal
-from nightshift import stages, tracking
+from nightshift import tracking
+from nightshift.night import inputs, stages, summary
 from nightshift.config import find_pipeline
 
 def die(*args, **kwargs):
@@ -284,12 +286,12 @@ if point == "logging":  # the second model's MLflow logging
 elif point == "aliases":  # just before the champion aliases move
     tracking.record_decisions = die
 elif point == "report":  # after the aliases moved, while the report is written
-    real_write = stages.write_bytes_atomic
+    real_write = summary.write_bytes_atomic
     def write(uri, data):
         if uri.endswith("report.html"):
             die()
         return real_write(uri, data)
-    stages.write_bytes_atomic = write
+    summary.write_bytes_atomic = write
 stages.publish(find_pipeline("retail_conversion"), dt.date.fromisoformat({day.isoformat()!r}),
                {{"ingest": 1.0}}, run_id={run_id!r})
 """

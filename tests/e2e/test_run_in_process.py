@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.config import find_pipeline
-from nightshift.stages import run_nightly
+from nightshift.night.stages import run_nightly
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift import stages
 from nightshift.config import parse_pipeline
 from nightshift.generator import generate_day
 from nightshift.ingest import SourceError, ingest_date
 from nightshift.lake import Lake, PartitionMissing
+from nightshift.night import inputs, stages
 from nightshift.validate import VALIDATION, DataValidationError, read_summary
 from tests.conftest import small_pipeline_dict, write_pipeline
 
@@ -367,7 +367,7 @@ def _many(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
 
 def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path)
-    window = stages.window_dates(pipeline, DAY)
+    window = inputs.window_dates(pipeline, DAY)
     _write(tmp_path / "in" / f"{window[0]}.csv", _day(window[0]).assign(discount_pct=np.nan))
     _write(tmp_path / "in" / f"{window[1]}.csv", _day(window[1]))
     _write(tmp_path / "in" / f"{DAY}.csv", _day())
@@ -382,7 +382,7 @@ def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path:
     with pytest.raises(DataValidationError):
         stages.validate(pipeline, [DAY], DAY)
     with pytest.raises(PartitionMissing):
-        stages.lake_for(pipeline).read("processed", DAY)
+        inputs.lake_for(pipeline).read("processed", DAY)
 
 
 @pytest.mark.e2e
@@ -391,7 +391,7 @@ def test_the_report_names_the_window_days_left_out_and_why(tmp_path: Path) -> No
     pipeline = found.model_copy(
         update={"training": found.training.model_copy(update={"window_days": 3})}
     )
-    window = stages.window_dates(pipeline, DAY)
+    window = inputs.window_dates(pipeline, DAY)
     _write(tmp_path / "in" / f"{window[0]}.csv", _day(window[0]).assign(discount_pct=np.nan))
     _write(tmp_path / "in" / f"{window[2]}.csv", _day(window[2]))  # no file for window[1]
     _write(tmp_path / "in" / f"{DAY}.csv", _day())

@@ -92,9 +92,9 @@ def test_no_import_runs_backwards() -> None:
 
 def test_the_check_sees_a_backward_import(tmp_path: Path) -> None:
     source = tmp_path / "lake.py"
-    source.write_text("def f():\n    from nightshift.stages import run_nightly\n")
-    assert _imports(source) == {"stages"}
-    assert LAYER["stages"] > LAYER["lake"]
+    source.write_text("def f():\n    from nightshift.night.stages import run_nightly\n")
+    assert _imports(source) == {"night"}
+    assert LAYER["night"] > LAYER["lake"]
 
 
 def test_every_ops_module_is_described() -> None:

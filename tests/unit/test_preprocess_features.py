@@ -12,8 +12,8 @@ import pytest
 from nightshift.config import find_pipeline
 from nightshift.features import FeatureStats, fit_stats, to_linear_matrix, to_tree_frame
 from nightshift.ingest import RAW, conform, ingest_date
+from nightshift.night.inputs import lake_for
 from nightshift.preprocess import PROCESSED, derive_features, preprocess_date, processed_frame
-from nightshift.stages import lake_for
 from nightshift.validate import DataValidationError, validate_date
 
 DAY = dt.date(2026, 6, 3)

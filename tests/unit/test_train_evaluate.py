@@ -16,8 +16,8 @@ from nightshift.ingest import ingest_date
 from nightshift.kinds import load_scorer
 from nightshift.kinds.sgd import SGDModel
 from nightshift.kinds.xgboost import XGBoostModel
+from nightshift.night.inputs import lake_for
 from nightshift.preprocess import preprocess_date, processed_frame
-from nightshift.stages import lake_for
 from nightshift.train import rank_order, train_sgd, train_xgboost, training_curve
 from tests.conftest import in_process_client
 

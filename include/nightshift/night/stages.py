@@ -1,0 +1,299 @@
+"""The nightly stages, one function per Airflow task, testable without Airflow.
+
+Each stage reads and writes partitions keyed by the run's date and returns a small JSON-able
+dict (URIs, counts, seconds) for XCom. ``run_nightly`` runs them in order in one process, for
+the command line and the benchmarks.
+
+The training window of date D is the ``window_days`` days before D; D itself is held out for
+evaluation, so the newest day is never trained on. A window day that has never been processed
+is ingested, validated and processed by D's run, so a first run on an empty lake works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nightshift.config import Pipeline, Stage
+from nightshift.ingest import ingest_date
+from nightshift.lake import (
+    RAW,
+)
+from nightshift.night.inputs import (
+    EVALUATION,
+    NightInputs,
+    dates_to_prepare,
+    fit_inputs,
+    lake_for,
+    night_inputs,
+    save_model,
+)
+from nightshift.night.scoring import score_night
+from nightshift.night.summary import (
+    PublishAsked,
+    evaluation_json,
+    publish_night,
+    write_validation_report,
+)
+from nightshift.profiling import dask_report, profiled
+from nightshift.records import (
+    Approval,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _timed(result: dict[str, Any], stage: Stage) -> Iterator[None]:
+    """Time the block into ``result["seconds"]``, and the CPU seconds of the process that ran
+    it (all its threads; not the Dask workers') into ``result["cpu_seconds"]``; profile it
+    when profiling is on."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with profiled(stage.value):
+        yield
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    result["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
+
+
+def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Land the run date (and any unprocessed window day) in the raw stage.
+
+    The run date's input must be there and readable, or the run stops here. A window day
+    whose input is missing or unreadable is left out of the window, with a warning.
+    """
+    from nightshift.ingest import SourceError
+
+    result: dict[str, Any] = {"raw": {}, "skipped": {}}
+    with _timed(result, Stage.INGEST):
+        lake = lake_for(pipeline)
+        dates = dates_to_prepare(pipeline, partition_date)
+        for day in dates:
+            try:
+                result["raw"][day.isoformat()] = ingest_date(pipeline, lake, day).uri
+            except SourceError as exc:
+                if day == partition_date:
+                    raise
+                log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
+                result["skipped"][day.isoformat()] = str(exc)
+        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["raw"]]
+    return result
+
+
+def validate(
+    pipeline: Pipeline, dates: list[dt.date], partition_date: dt.date | None = None
+) -> dict[str, Any]:
+    """Check each ingested date; the run date failing a blocking check stops the run.
+
+    A window day that fails is quarantined and left out of the window, with a warning.
+    Returns the dates that passed and their rows.
+    """
+    from nightshift.validate import DataValidationError, validate_date
+
+    partition_date = partition_date or max(dates)
+    result: dict[str, Any] = {"rows": {}, "skipped": {}}
+    with _timed(result, Stage.VALIDATE):
+        lake = lake_for(pipeline)
+        for day in dates:
+            try:
+                summary = validate_date(pipeline, lake, lake.read(RAW, day))
+            except DataValidationError as exc:
+                write_validation_report(pipeline, day, exc.failures, exc.quarantine or "")
+                if day == partition_date:
+                    raise
+                log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
+                result["skipped"][day.isoformat()] = str(exc)
+                continue
+            result["rows"][day.isoformat()] = summary["rows"]
+        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["rows"]]
+    return result
+
+
+def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
+    """Process each validated date's batches on the Dask cluster."""
+    from nightshift.cluster import accelerators, dask_client
+    from nightshift.preprocess import preprocess_date
+
+    result: dict[str, Any] = {}
+    with _timed(result, Stage.PREPROCESS):
+        lake = lake_for(pipeline)
+        with dask_client() as client:
+            backend = accelerators(client).dataframe_backend
+            result["backend"] = backend
+            result["processed"] = {
+                d.isoformat(): preprocess_date(
+                    client, pipeline, lake, lake.read(RAW, d), backend
+                ).uri
+                for d in dates
+            }
+    return result
+
+
+def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+    """Fit imputation, scaling and vocabularies on the training window; save them, with a
+    sample of the window for drift and the training curve, and the night's inputs."""
+    result: dict[str, Any] = {}
+    with _timed(result, Stage.FIT_FEATURES):
+        result.update(fit_inputs(pipeline, partition_date))
+    return result
+
+
+def train_distributed(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
+    """Train the kinds that train across the Dask cluster in their own task (XGBoost, with
+    ``xgboost.dask``), on the inputs ``fit_features`` recorded (its ``version``; default:
+    the current features partition)."""
+    from nightshift.cluster import accelerators, dask_client
+    from nightshift.kinds.base import TrainJob
+
+    result: dict[str, Any] = {"models": {}}
+    with _timed(result, Stage.TRAIN_DISTRIBUTED):
+        specs = _specs_trained_in(pipeline, Stage.TRAIN_DISTRIBUTED)
+        if specs:
+            inputs = night_inputs(pipeline, partition_date, features_version)
+            with dask_client() as client, dask_report(Stage.TRAIN_DISTRIBUTED.value):
+                device = accelerators(client).xgboost_device
+                result["device"] = device
+                job = TrainJob(
+                    pipeline,
+                    inputs.window_paths,
+                    inputs.stats,
+                    client,
+                    device,
+                    inputs.window_sample,
+                )
+                _train_each(partition_date, specs, job, inputs, result)
+    return result
+
+
+def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
+    """The pipeline's models whose kind trains in ``stage``."""
+    from nightshift.kinds import kind_of
+
+    return [spec for spec in pipeline.models if kind_of(spec.kind).stage is stage]
+
+
+def _train_each(
+    partition_date: dt.date, specs: list[Any], job: Any, inputs: NightInputs, result: dict
+) -> None:
+    """Train each of ``specs`` by its kind on ``job``; save it in the lake; add to ``result``."""
+    from nightshift.kinds import kind_of
+
+    for spec in specs:
+        trained = kind_of(spec.kind).train(spec, job)
+        if "kept_bytes" in result:
+            result["kept_bytes"] += trained.kept_bytes
+        result["models"][spec.name] = save_model(
+            job.pipeline, partition_date, trained, inputs.stats_json
+        )
+
+
+def train_incremental(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
+    """Train the kinds that learn batch by batch, and the baseline, on the inputs
+    ``fit_features`` recorded (as :func:`train_distributed`); a Dask client is opened only
+    where a kind trains on the workers tonight (SGD on a large window,
+    ``train.sgd_on_workers``)."""
+    from nightshift.cluster import dask_client
+    from nightshift.kinds import kind_of
+    from nightshift.kinds.base import TrainJob
+
+    result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
+    with _timed(result, Stage.TRAIN_INCREMENTAL):
+        inputs = night_inputs(pipeline, partition_date, features_version)
+        specs = _specs_trained_in(pipeline, Stage.TRAIN_INCREMENTAL)
+        paths = inputs.window_paths
+        on_workers = any(kind_of(s.kind).needs_cluster(pipeline, paths) for s in specs)
+        with dask_client() if on_workers else contextlib.nullcontext() as client:
+            job = TrainJob(pipeline, paths, inputs.stats, client, "cpu", inputs.window_sample)
+            _train_each(partition_date, specs, job, inputs, result)
+    return result
+
+
+def evaluate(
+    pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
+) -> dict[str, Any]:
+    """Score every model, and each model's champion, on the held-out run date; save it all.
+    The held-out rows and the window sample for drift are the ones ``fit_features`` recorded.
+
+    Measurements only: the promotion decision is publish's, from what is saved here.
+    """
+    result: dict[str, Any] = {}
+    with _timed(result, Stage.EVALUATE):
+        lake = lake_for(pipeline)
+        evaluation = score_night(pipeline, partition_date, features_version)
+        with lake.writer(EVALUATION, partition_date) as writer:
+            writer.write_bytes("evaluation.json", evaluation_json(evaluation))
+        result.update(
+            evaluation=lake.partition_uri(EVALUATION, partition_date),
+            best=evaluation.best,
+            **{evaluation.headline_metric: evaluation.headline(evaluation.best)},
+        )
+    return result
+
+
+def publish(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    timings: dict[str, float],
+    run_id: str,
+    promote: bool = True,
+    airflow_url: str | None = None,
+    answer: Approval | None = None,
+) -> dict[str, Any]:
+    """Decide each champion; log to MLflow; move the aliases; write the report and index.
+
+    In that order: a publish that dies before the aliases move leaves every champion as it
+    was, and its retry reuses the MLflow runs it had finished. Where the pipeline requires
+    approval, a promotion the gate earned waits for ``answer`` (none yet: "awaiting").
+    """
+    result: dict[str, Any] = {}
+    with _timed(result, Stage.PUBLISH):
+        asked = PublishAsked(run_id, promote, timings, airflow_url, answer)
+        summary, moved = publish_night(pipeline, partition_date, asked)
+        folder = pipeline.report_folder(partition_date)
+        result.update(
+            report=folder.report,
+            metrics=folder.metrics,
+            champion=summary.champion.model_id,
+            promoted=summary.champion.promoted,
+            decision=summary.champion.reason,
+            aliases_moved=moved,
+            awaiting_approval=summary.approval is not None and summary.approval.state == "awaiting",
+        )
+    return result
+
+
+def run_nightly(
+    pipeline: Pipeline,
+    partition_date: dt.date,
+    run_id: str = "local",
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stage for ``partition_date`` in this process; return each stage's result."""
+    results: dict[str, dict[str, Any]] = {}
+
+    def record(stage: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        results[stage] = outcome
+        if on_stage is not None:
+            on_stage(stage, outcome)
+        return outcome
+
+    ingested = record(Stage.INGEST, ingest(pipeline, partition_date))
+    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
+    validated = record(Stage.VALIDATE, validate(pipeline, dates, partition_date))
+    valid = [dt.date.fromisoformat(d) for d in validated["dates"]]
+    record(Stage.PREPROCESS, preprocess(pipeline, valid))
+    version = record(Stage.FIT_FEATURES, fit_features(pipeline, partition_date))["version"]
+    record(Stage.TRAIN_DISTRIBUTED, train_distributed(pipeline, partition_date, version))
+    record(Stage.TRAIN_INCREMENTAL, train_incremental(pipeline, partition_date, version))
+    record(Stage.EVALUATE, evaluate(pipeline, partition_date, version))
+    timings = {str(stage): outcome["seconds"] for stage, outcome in results.items()}
+    record(Stage.PUBLISH, publish(pipeline, partition_date, timings, run_id))
+    return results
