@@ -18,16 +18,16 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from nightshift.config import Pipeline
-from nightshift.features import fit_stats, labels, to_linear_matrix, to_tree_frame
-from nightshift.generator import generate_day
-from nightshift.ingest import conform, transform
-from nightshift.kinds.sgd import SGDModel
-from nightshift.kinds.xgboost import XGBoostModel
-from nightshift.lake import SOURCE_ROW
-from nightshift.preprocess import LABEL, derive_features
-from nightshift.train import _sgd_estimator, xgboost_params
-from nightshift.validate import check_frame
+from nightshift.config.pipeline import Pipeline
+from nightshift.data.features import fit_stats, labels, to_linear_matrix, to_tree_frame
+from nightshift.data.generator import generate_day
+from nightshift.data.ingest import conform, transform
+from nightshift.data.preprocess import LABEL, derive_features
+from nightshift.data.validate import check_frame
+from nightshift.models.kinds.sgd import SGDModel
+from nightshift.models.kinds.xgboost import XGBoostModel
+from nightshift.models.train import _sgd_estimator, xgboost_params
+from nightshift.storage.lake import SOURCE_ROW
 
 
 def run(pipeline: Pipeline, day: dt.date, window_paths: list[str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def capacity(p9: dict[str, Any], sgd: dict[str, Any]) -> dict[str, Any]:
     """TEAM's workers and night with the window streamed (external memory) and SGD mixed."""
     import psutil
 
-    from nightshift.xgboost_batches import PLAN_FRACTION
+    from nightshift.models.xgboost_batches import PLAN_FRACTION
 
     machine_gib = psutil.virtual_memory().total / 2**30  # each worker a machine like this one
     fixed, per_million = fit_memory(p9)

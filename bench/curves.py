@@ -81,7 +81,7 @@ class PeakMemory:
 
 def night_point(rows: int, window: int) -> dict[str, Any]:
     """Measure one night of ``rows`` rows per day on a ``window``-day window."""
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     home, data = _bench_home(f"nightshift-curve-{rows}-{window}-", rows, window)
     os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
@@ -114,7 +114,7 @@ def backfill_rates(nights: int, rows: int, window: int) -> dict[str, Any]:
     """Nights per hour: a backfill of ``nights`` dates under the scheduler (Airflow's own
     ``backfill create``, as the README says) against the same nights run in process one after
     the other with ``run_nightly``, each on its own empty lake."""
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
     from nightshift.night.stages import run_nightly
     from nightshift.ops.local_airflow import fresh
 

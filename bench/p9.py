@@ -47,7 +47,7 @@ from scale import save  # noqa: E402  (bench/ is not a package)
 
 def wide_pipeline(features: int, batch_rows: int, rounds: int) -> Any:
     """The retail pipeline's shape with ``features`` float columns and nothing else."""
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     data: dict[str, Any] = yaml.safe_load(
         (REPO / "include/pipelines/retail_conversion.yaml").read_text()
@@ -132,11 +132,11 @@ def train_once(
     sample: pd.DataFrame,
 ) -> dict[str, Any]:
     """Train on a fresh local cluster of ``workers`` x ``worker_mib``: seconds, AUC, peaks."""
-    from nightshift.cluster import ClusterPlan, dask_client
-    from nightshift.evaluate import classification_metrics
-    from nightshift.features import labels
-    from nightshift.kinds import load_scorer
-    from nightshift.train import train_xgboost
+    from nightshift.data.features import labels
+    from nightshift.evaluation.evaluate import classification_metrics
+    from nightshift.models.cluster import ClusterPlan, dask_client
+    from nightshift.models.kinds import load_scorer
+    from nightshift.models.train import train_xgboost
 
     training = pipeline.training.model_copy(update={"memory": memory})
     chosen = pipeline.model_copy(update={"training": training})
@@ -192,7 +192,7 @@ def window_sample(paths: list[str], rows: int = 200_000) -> pd.DataFrame:
 
 def window_gib(paths: list[str], pipeline: Any, stats: Any) -> tuple[int, float]:
     """The window's rows, and its training frame's size in memory (as ``in_memory`` holds it)."""
-    from nightshift.xgboost_batches import measure_window
+    from nightshift.models.xgboost_batches import measure_window
 
     size = measure_window(paths, pipeline, stats)
     return size.rows, size.rows * size.frame_row_bytes / 2**30
@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--multiple", type=float, default=10.0, help="big window / total limit")
     parser.add_argument("--big-rounds", type=int, default=10)
     args = parser.parse_args()
-    from nightshift.features import fit_stats
+    from nightshift.data.features import fit_stats
 
     folder = Path(tempfile.mkdtemp(prefix="nightshift-bench-p9-"))
     try:

@@ -97,7 +97,7 @@ def p1_p4(rows: int, window: int) -> None:
     Then the same night in one process under the profiler (bench/out/profile/)."""
     import baseline_script
 
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
     from nightshift.night.inputs import training_paths
 
     home, data = _bench_home("nightshift-bench-p1-", rows, window)
@@ -247,7 +247,7 @@ def _since(run: dict[str, Any], when: str) -> float:
 def critical_path(bodies: dict[str, float]) -> float:
     """The seconds of task bodies on the run's longest path: the stages one after the other,
     except the two training tasks, which run side by side: the longer one counts."""
-    from nightshift.config import Stage
+    from nightshift.config.pipeline import Stage
 
     parallel = (Stage.TRAIN_DISTRIBUTED, Stage.TRAIN_INCREMENTAL)
     return sum(v for k, v in bodies.items() if k not in parallel) + max(
@@ -261,8 +261,8 @@ def _profile_night(pipeline: Any) -> None:
     profiler slows Python-heavy code, so P1 and P4 come from the unprofiled run."""
     import shutil
 
+    from nightshift.config.profiling import PROFILE_ENV, top_lines
     from nightshift.night.stages import run_nightly
-    from nightshift.profiling import PROFILE_ENV, top_lines
 
     folder = OUT / "profile"
     shutil.rmtree(folder, ignore_errors=True)
@@ -283,11 +283,11 @@ def _profile_night(pipeline: Any) -> None:
 
 def p2(rows: int) -> None:
     """P2: preprocessing throughput as a fraction of bare pyarrow read + decode + write."""
-    from nightshift.cluster import dask_client
-    from nightshift.config import parse_pipeline
-    from nightshift.ingest import RAW, ingest_date
-    from nightshift.lake import Lake
-    from nightshift.preprocess import preprocess_date
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.data.ingest import RAW, ingest_date
+    from nightshift.data.preprocess import preprocess_date
+    from nightshift.models.cluster import dask_client
+    from nightshift.storage.lake import Lake
 
     home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p2-"))
     pipeline = parse_pipeline(_pipeline(rows, 7), "bench")
@@ -334,12 +334,12 @@ def p3(worker_memory_mib: int, workers: int, multiple: float) -> None:
     """P3: a day several times the Dask memory budget: completes, peak RSS, restarts."""
     import psutil
 
-    from nightshift.cluster import ClusterPlan, dask_client
-    from nightshift.config import parse_pipeline
-    from nightshift.generator import generate_day
-    from nightshift.ingest import RAW, batches, conform
-    from nightshift.lake import Lake, write_parquet
-    from nightshift.preprocess import preprocess_date
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.data.generator import generate_day
+    from nightshift.data.ingest import RAW, batches, conform
+    from nightshift.data.preprocess import preprocess_date
+    from nightshift.models.cluster import ClusterPlan, dask_client
+    from nightshift.storage.lake import Lake, write_parquet
 
     budget = worker_memory_mib * workers * 2**20
     home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p3-"))

@@ -26,17 +26,17 @@ from scale import save
 
 
 def _auc(model: Any, stats: Any, held_out: pd.DataFrame) -> float:
-    from nightshift.evaluate import classification_metrics
-    from nightshift.features import labels
-    from nightshift.kinds import load_scorer
+    from nightshift.data.features import labels
+    from nightshift.evaluation.evaluate import classification_metrics
+    from nightshift.models.kinds import load_scorer
 
     loaded = load_scorer("sgd", model.payload, stats, "binary_classification")
     return classification_metrics(labels(held_out), loaded.predict(held_out), 0.5)["roc_auc"]
 
 
 def _on_workers(workers: int, pipeline: Any, paths: list[str], stats: Any) -> tuple[Any, float]:
-    from nightshift.cluster import ClusterPlan, dask_client
-    from nightshift.train import train_sgd_on_dask
+    from nightshift.models.cluster import ClusterPlan, dask_client
+    from nightshift.models.train import train_sgd_on_dask
 
     # Memory limits "auto": the machine shared out, so the workers together keep as many batch
     # matrices between epochs as the one process does (an eighth of the memory).
@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
-    from nightshift.features import fit_stats
-    from nightshift.kinds.sgd import SGDModel
-    from nightshift.train import train_sgd
+    from nightshift.data.features import fit_stats
+    from nightshift.models.kinds.sgd import SGDModel
+    from nightshift.models.train import train_sgd
 
     pipeline = wide_pipeline(args.features, 20_000, 1)
     spec = SGDModel(kind="sgd", name="sgd", epochs=args.epochs)

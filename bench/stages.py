@@ -18,8 +18,8 @@ import time
 
 import pyarrow.parquet as pq
 
-from nightshift.config import find_pipeline
-from nightshift.ingest import RAW
+from nightshift.config.pipeline import find_pipeline
+from nightshift.data.ingest import RAW
 from nightshift.night.inputs import lake_for
 from nightshift.night.stages import run_nightly
 

@@ -20,9 +20,9 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
-from nightshift.alerts import REPORTS_ROUTE as PREFIX
 from nightshift.ops.deadline import ReportDeadline
 from nightshift.ops.timetable import NightlyTimetable
+from nightshift.publishing.alerts import REPORTS_ROUTE as PREFIX
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -58,7 +58,7 @@ def _readable_pipelines(user: Any) -> dict[str, Any]:
     """Return the valid pipelines, by name, whose DAG ``user`` may read."""
     from airflow.api_fastapi.app import get_auth_manager
 
-    from nightshift.config import load_pipelines
+    from nightshift.config.pipeline import load_pipelines
 
     manager = get_auth_manager()
     pipelines, _ = load_pipelines()
@@ -93,8 +93,8 @@ async def _login_or_error(request: Request, exc: HTTPException) -> Any:
 @app.get("/", response_class=HTMLResponse)
 def index(user: User) -> str:
     """The reports index: per pipeline, its trend and its runs by date."""
-    from nightshift.report import render_index
-    from nightshift.report_index import list_runs
+    from nightshift.publishing.report import render_index
+    from nightshift.publishing.report_index import list_runs
 
     pipelines = _readable_pipelines(user)
     return render_index({name: (p, list_runs(p)) for name, p in sorted(pipelines.items())})
@@ -105,7 +105,7 @@ def runs(user: User) -> dict[str, list[dict[str, Any]]]:
     """Every published run the user may read, as JSON."""
     from dataclasses import asdict
 
-    from nightshift.report_index import list_runs
+    from nightshift.publishing.report_index import list_runs
 
     return {
         name: [asdict(run) for run in list_runs(pipeline)]
@@ -116,7 +116,7 @@ def runs(user: User) -> dict[str, list[dict[str, Any]]]:
 @app.get("/by-run/{dag_id}/{run_id}")
 def by_run(dag_id: str, run_id: str, user: User) -> Any:
     """Redirect an Airflow run to its report (the "Report" tab of a DAG run)."""
-    from nightshift.report_index import find_run
+    from nightshift.publishing.report_index import find_run
 
     name = dag_id.removeprefix("nightshift_")
     run = find_run(_pipeline(user, name), run_id)
@@ -132,7 +132,7 @@ def by_run(dag_id: str, run_id: str, user: User) -> Any:
 @app.get("/files/{pipeline}/{path:path}")
 def files(pipeline: str, path: str, user: User) -> FileResponse:
     """Serve a file from the pipeline's reports folder, and nothing outside it."""
-    from nightshift.report_index import UnsafePath, pipeline_reports_root, safe_path
+    from nightshift.publishing.report_index import UnsafePath, pipeline_reports_root, safe_path
 
     root = pipeline_reports_root(_pipeline(user, pipeline))
     try:

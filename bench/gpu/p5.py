@@ -1,11 +1,11 @@
 """P5: XGBoost on one GPU against the same training on all CPU cores, through nightshift's code.
 
 The generator's days are ingested and preprocessed by nightshift's own stages on a local Dask
-cluster; then ``nightshift.train.train_xgboost`` fits the same processed batches twice: on the
-cluster nightshift picks for a GPU machine (dask-cuda's ``LocalCUDACluster``, ``device="cuda"``)
-and on its CPU cluster (one single-threaded worker per core, ``device="cpu"``, ``hist``). Both
-models score a held-out day. One JSON holds rows, seconds, ROC AUC per device and the GPU's name;
-P5 = CPU seconds / GPU seconds.
+cluster; then ``nightshift.models.train.train_xgboost`` fits the same processed batches twice:
+on the cluster nightshift picks for a GPU machine (dask-cuda's ``LocalCUDACluster``,
+``device="cuda"``) and on its CPU cluster (one single-threaded worker per core, ``device="cpu"``,
+``hist``). Both models score a held-out day. One JSON holds rows, seconds, ROC AUC per device
+and the GPU's name; P5 = CPU seconds / GPU seconds.
 
     python bench/gpu/p5.py --rows 10000000 --out p5.json      # on a GPU machine (bench/gpu/run.sh)
     python bench/gpu/p5.py --cpu-only --rows 20000 --out x.json  # anywhere (tests/e2e)
@@ -51,7 +51,7 @@ class Fit:
 def pipeline_for(rows: int, days: int, rounds: int, lake: Path, memory: str = "auto") -> Any:
     """Return the shipped example pipeline with only XGBoost, ``rows`` over ``days`` days,
     holding the window as ``memory`` says (``training.memory``)."""
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     data = yaml.safe_load(EXAMPLE.read_text())
     data["source"]["rows_per_day"] = max(1, rows // days)
@@ -67,10 +67,10 @@ def prepare(pipeline: Any, days: int) -> tuple[list[str], list[str], float]:
 
     Return the window's processed batch paths, the held-out day's, and the seconds it took.
     """
-    from nightshift.cluster import ClusterPlan, dask_client
-    from nightshift.ingest import ingest_date
-    from nightshift.lake import Lake
-    from nightshift.preprocess import preprocess_date
+    from nightshift.data.ingest import ingest_date
+    from nightshift.data.preprocess import preprocess_date
+    from nightshift.models.cluster import ClusterPlan, dask_client
+    from nightshift.storage.lake import Lake
 
     started = time.perf_counter()
     lake = Lake(pipeline.lake_root(), pipeline.name)
@@ -89,12 +89,12 @@ def fit(pipeline: Any, plan: Any, window: list[str], held_out: list[str]) -> Fit
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from nightshift.cluster import accelerators, dask_client
-    from nightshift.config import LABEL
-    from nightshift.features import fit_stats
-    from nightshift.kinds import load_scorer
-    from nightshift.preprocess import processed_frame
-    from nightshift.train import train_xgboost
+    from nightshift.config.pipeline import LABEL
+    from nightshift.data.features import fit_stats
+    from nightshift.data.preprocess import processed_frame
+    from nightshift.models.cluster import accelerators, dask_client
+    from nightshift.models.kinds import load_scorer
+    from nightshift.models.train import train_xgboost
 
     with dask_client(plan) as client:
         device = accelerators(client).xgboost_device
@@ -127,8 +127,8 @@ def gpu_name() -> str | None:
 
 def run(rows: int, days: int, rounds: int, cpu_only: bool, memory: str = "auto") -> dict[str, Any]:
     """Prepare the data once, train on each device, and return the result record."""
-    from nightshift.cluster import ClusterPlan, current_plan
-    from nightshift.lake import PROCESSED, Lake
+    from nightshift.models.cluster import ClusterPlan, current_plan
+    from nightshift.storage.lake import PROCESSED, Lake
 
     with tempfile.TemporaryDirectory(prefix="nightshift-p5-") as folder:
         pipeline = pipeline_for(rows, days, rounds, Path(folder), memory)

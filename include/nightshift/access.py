@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from nightshift.config import Pipeline
+    from nightshift.config.pipeline import Pipeline
 
 Level = Literal["read", "operate"]
 

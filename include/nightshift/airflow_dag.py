@@ -21,11 +21,11 @@ from airflow.sdk import (
 )
 
 from nightshift.access import access_control
-from nightshift.config import FileSource, Pipeline, Schedule, Stage, load_pipelines
+from nightshift.config.pipeline import FileSource, Pipeline, Schedule, Stage, load_pipelines
+from nightshift.config.records import Approval
+from nightshift.config.run_date import airflow_base_url, day_after, partition_date_for
 from nightshift.ops.deadline import deadline_alerts
 from nightshift.ops.timetable import NightlyTimetable
-from nightshift.records import Approval
-from nightshift.run_date import airflow_base_url, day_after, partition_date_for
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class NightTasks:
         """Land the run date (and any unprocessed window day) in the raw stage."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from nightshift.ingest import SourceError
+        from nightshift.data.ingest import SourceError
         from nightshift.night import stages
 
         context = get_current_context()
@@ -149,8 +149,8 @@ class NightTasks:
         """Validate the landed dates; bad data fails the task at once, with the reason."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from nightshift.data.validate import DataValidationError
         from nightshift.night import stages
-        from nightshift.validate import DataValidationError
 
         day = dt.date.fromisoformat(ingested["partition_date"])
         try:
@@ -191,7 +191,7 @@ class NightTasks:
     ) -> dict[str, Any]:
         """Train the batch-wise models and the baseline on the recorded inputs; beside
         train_distributed, on the cores its workers leave idle where they share this machine."""
-        from nightshift.cluster import current_plan, on_idle_cores, shares_this_machine
+        from nightshift.models.cluster import current_plan, on_idle_cores, shares_this_machine
         from nightshift.night import stages
 
         day = dt.date.fromisoformat(ingested["partition_date"])
@@ -281,8 +281,8 @@ def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: An
     """Send the night's alert, if its summary has something to say (the last thing it does)."""
     import json
 
-    from nightshift import alerts
-    from nightshift.lake import read_bytes
+    from nightshift.publishing import alerts
+    from nightshift.storage.lake import read_bytes
 
     if not pipeline.alerts.channels:
         return
@@ -304,9 +304,9 @@ class NightFailed:
 
     def __call__(self, context: Any) -> None:
         """Work out the night's date and what stopped it; deliver the alert."""
-        from nightshift import alerts
         from nightshift.night.inputs import lake_for
-        from nightshift.quarantine import holds
+        from nightshift.publishing import alerts
+        from nightshift.storage.quarantine import holds
 
         day = partition_date_for(self.pipeline, context)
         ti = context.get("ti")

@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import (
+from nightshift.config.pipeline import (
     ConfigError,
     Pipeline,
     Stage,
@@ -27,8 +27,8 @@ from nightshift.config import (
     pipeline_files,
     pipelines_dir,
 )
-from nightshift.quarantine import NoHold
-from nightshift.tracking import RegistryError
+from nightshift.publishing.tracking import RegistryError
+from nightshift.storage.quarantine import NoHold
 
 
 class CommandError(ValueError):
@@ -72,8 +72,8 @@ def _quiet_logging(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every stage of one date in this process (no Airflow); print the report path."""
+    from nightshift.config.run_date import last_complete_day
     from nightshift.night.stages import run_nightly
-    from nightshift.run_date import last_complete_day
 
     pipeline = pipeline_named(args.pipeline)
     day = args.date or last_complete_day(pipeline)
@@ -95,8 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> tuple[Any, str]:
-    from nightshift import tracking
-    from nightshift.kinds import is_learned
+    from nightshift.models.kinds import is_learned
+    from nightshift.publishing import tracking
 
     pipeline = pipeline_named(args.pipeline)
     known = [m.name for m in pipeline.models if is_learned(m.kind)]
@@ -107,7 +107,7 @@ def _registry(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_champion(args: argparse.Namespace) -> int:
     """Print the champion of a pipeline's model and the history of champion changes."""
-    from nightshift import tracking
+    from nightshift.publishing import tracking
 
     mlflow_client, name = _registry(args)
     current = tracking.champion(mlflow_client, name)
@@ -119,7 +119,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Make a model version the champion by hand (the alias moves; the reason is recorded)."""
-    from nightshift import tracking
+    from nightshift.publishing import tracking
 
     mlflow_client, name = _registry(args)
     champion = tracking.promote(mlflow_client, name, args.version, args.reason)
@@ -129,7 +129,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Put the previous champion back."""
-    from nightshift import tracking
+    from nightshift.publishing import tracking
 
     mlflow_client, name = _registry(args)
     champion = tracking.rollback(mlflow_client, name, args.reason)
@@ -142,7 +142,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Write a starter pipeline YAML from a sample file of the user's data."""
-    from nightshift.config import pipelines_dir
+    from nightshift.config.pipeline import pipelines_dir
     from nightshift.starter import infer, pipeline_name, read_sample, starter_yaml
 
     source = Path(args.sample)
@@ -166,8 +166,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     """Print each quarantined date: whether its newest hold still refuses the file, and why."""
-    from nightshift.lake import Lake
-    from nightshift.quarantine import held_dates, holds
+    from nightshift.storage.lake import Lake
+    from nightshift.storage.quarantine import held_dates, holds
 
     pipelines = [pipeline_named(args.pipeline)] if args.pipeline else load_pipelines()[0]
     print("pipeline\tdate\tstate\tstage\tfolder\twhy")
@@ -188,8 +188,8 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
     """Release a date's quarantine hold: its next run reads the same file again."""
     import getpass
 
-    from nightshift.lake import Lake
-    from nightshift.quarantine import release
+    from nightshift.storage.lake import Lake
+    from nightshift.storage.quarantine import release
 
     pipeline = pipeline_named(args.pipeline)
     lake = Lake(pipeline.lake_root(), pipeline.name)
@@ -631,8 +631,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_data_error(exc: BaseException) -> bool:
-    from nightshift.ingest import SourceError
-    from nightshift.validate import DataValidationError
+    from nightshift.data.ingest import SourceError
+    from nightshift.data.validate import DataValidationError
 
     return isinstance(exc, SourceError | DataValidationError)
 

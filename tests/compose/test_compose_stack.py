@@ -46,8 +46,8 @@ TIMINGS: dict[str, float] = {}
 USERS: dict[str, str] = {}  # name -> password, of the users the roles test creates
 DIGEST = """
 import datetime as dt, hashlib, json, sys
-from nightshift.config import find_pipeline
-from nightshift.lake import PROCESSED, Lake, read_bytes
+from nightshift.config.pipeline import find_pipeline
+from nightshift.storage.lake import PROCESSED, Lake, read_bytes
 from nightshift.night.inputs import model_stage
 pipeline = find_pipeline(sys.argv[1])
 lake = Lake(pipeline.lake_root(), pipeline.name)
@@ -140,7 +140,7 @@ def test_up_every_service_healthy_and_init_checked(stack: Stack) -> None:
         "airflow-scheduler",
         "python",
         "-c",
-        "from nightshift.config import find_pipeline as f; "
+        "from nightshift.config.pipeline import find_pipeline as f; "
         "print(f('retail_conversion').lake_root())",
     )
     assert lake.strip() == "s3://nightshift/lake", lake

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import Stage
+from nightshift.config.pipeline import Stage
 from tests.conftest import REPO, small_pipeline_dict, write_pipeline
 
 EXPECTED = {"nightshift_retail_conversion", "nightshift_basket_spend"}
@@ -115,7 +115,7 @@ def test_a_wrong_yaml_fails_only_its_own_pipeline(tmp_path: Path, monkeypatch) -
 
 def test_a_pipeline_that_waits_for_its_file_has_a_deferrable_wait_before_ingest() -> None:
     from nightshift.airflow_dag import build_dag
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
     from nightshift.ops.source_wait import SourceFileTrigger, WaitForSource
 
     data = small_pipeline_dict()
@@ -136,7 +136,7 @@ def test_approval_required_adds_a_human_step_after_publish() -> None:
     from airflow.providers.standard.operators.hitl import HITLOperator
 
     from nightshift.airflow_dag import build_dag
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     data = small_pipeline_dict()
     data["evaluation"].update(approval="required", approval_hours=6)

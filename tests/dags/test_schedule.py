@@ -15,7 +15,7 @@ def _serialized(cron: str, timezone: str, start: dt.date, **schedule: str):
     from airflow.serialization.serialized_objects import DagSerialization
 
     from nightshift.airflow_dag import build_dag
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     data = small_pipeline_dict()
     data["schedule"].update(cron=cron, timezone=timezone, start_date=start.isoformat(), **schedule)
@@ -61,8 +61,8 @@ def test_nightly_runs_at_the_cron_time_in_the_pipeline_timezone() -> None:
 def test_every_local_day_is_processed_exactly_once_across_dst(
     start: dt.date, change: dt.date
 ) -> None:
-    from nightshift.config import parse_pipeline
-    from nightshift.run_date import partition_date_for
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.config.run_date import partition_date_for
 
     tz = "Europe/Amsterdam"
     dag = _serialized("30 2 * * *", tz, start)
@@ -121,7 +121,7 @@ def test_a_pipeline_whose_data_ends_has_no_run_after_its_end_date() -> None:
 
 
 def test_a_cron_that_fires_more_than_once_a_day_is_refused() -> None:
-    from nightshift.config import ConfigError, parse_pipeline
+    from nightshift.config.pipeline import ConfigError, parse_pipeline
 
     data = small_pipeline_dict()
     data["schedule"].update(cron="*/10 * * * *")
@@ -140,7 +140,7 @@ def test_a_backfill_by_dates_gets_exactly_those_dates_as_keys() -> None:
 
 
 def test_an_end_date_before_the_start_date_is_refused() -> None:
-    from nightshift.config import ConfigError, parse_pipeline
+    from nightshift.config.pipeline import ConfigError, parse_pipeline
 
     data = small_pipeline_dict()
     data["schedule"].update(start_date="2026-03-01", end_date="2026-02-01")

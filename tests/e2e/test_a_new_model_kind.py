@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift import tracking
-from nightshift.config import MODEL_KINDS, ConfigError, parse_pipeline
+from nightshift.config.pipeline import MODEL_KINDS, ConfigError, parse_pipeline
 from nightshift.night.inputs import load_model
 from nightshift.night.stages import run_nightly
+from nightshift.publishing import tracking
 from tests.conftest import small_pipeline_dict
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +58,7 @@ def test_a_new_kind_trains_scores_logs_and_reports(project: Path, toy_kind: None
 
 
 def _matrix(scorer: object, frame: pd.DataFrame) -> np.ndarray:
-    from nightshift.features import to_linear_matrix
+    from nightshift.data.features import to_linear_matrix
 
     return to_linear_matrix(frame, scorer.stats)  # type: ignore[attr-defined]
 

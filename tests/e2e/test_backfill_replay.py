@@ -190,7 +190,7 @@ def test_thirty_dates_twice_and_backwards_leave_the_same_lake(replay_airflow) ->
     ]
     assert sorted(raw) == expected_dates
     assert raw == processed
-    from nightshift.generator import generate_day
+    from nightshift.data.generator import generate_day
 
     for day in (expected_dates[0], expected_dates[-1]):
         assert raw[day] == len(generate_day(dt.date.fromisoformat(day), ROWS, seed=7)), day

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import find_pipeline
+from nightshift.config.pipeline import find_pipeline
+from nightshift.config.profiling import PROFILE_ENV, top_lines
 from nightshift.night.inputs import training_paths
 from nightshift.night.stages import Stage, run_nightly
-from nightshift.profiling import PROFILE_ENV, top_lines
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from nightshift.config import ConfigError, YamlLoader, parse_pipeline
-from nightshift.ingest import SourceError
+from nightshift.config.pipeline import ConfigError, YamlLoader, parse_pipeline
+from nightshift.data.ingest import SourceError
 from nightshift.night import inputs, stages
 from tests.conftest import REPO
 
@@ -242,7 +242,7 @@ def test_init_writes_column_names_as_data_never_as_yaml(
 
 
 def test_z_timestamps_of_a_file_cut_at_local_midnight_name_the_zone(tmp_path: Path) -> None:
-    from nightshift.validate import DataValidationError
+    from nightshift.data.validate import DataValidationError
 
     data = pipeline_yaml(tmp_path)
     data["schedule"]["timezone"] = "UTC"  # left at the default

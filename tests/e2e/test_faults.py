@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import find_pipeline
+from nightshift.config.pipeline import find_pipeline
 from nightshift.night import inputs, stages
 
 pytestmark = pytest.mark.e2e
@@ -112,7 +112,7 @@ def test_killing_a_dask_worker_mid_preprocess_changes_nothing(
     data = pipeline.model_dump(by_alias=True)
     data["source"]["rows_per_day"] = 40_000
     data["training"]["batch_size"] = 1000  # 40 batches: plenty of work to interrupt
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
 
     pipeline = parse_pipeline(data, pipeline.source_file)
     lake = inputs.lake_for(pipeline)
@@ -182,8 +182,8 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
 ) -> None:
     from distributed import Client
 
-    from nightshift import tracking
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.publishing import tracking
 
     address, processes = dask_cluster
     monkeypatch.setenv("NIGHTSHIFT_DASK_ADDRESS", address)

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift.config import parse_pipeline
-from nightshift.generator import generate_day
-from nightshift.ingest import ingest_date
-from nightshift.lake import Lake
+from nightshift.config.pipeline import parse_pipeline
+from nightshift.data.generator import generate_day
+from nightshift.data.ingest import ingest_date
+from nightshift.data.validate import DataValidationError
 from nightshift.night.stages import run_nightly, validate
-from nightshift.validate import DataValidationError
+from nightshift.storage.lake import Lake
 from tests.conftest import small_pipeline_dict
 from tests.hostile import BREAKOUT, IMG, LINK, QUOTE, SCRIPT, assert_inert
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightshift.config import LABEL, find_pipeline
-from nightshift.lake import PROCESSED, read_bytes, write_parquet
+from nightshift.config.pipeline import LABEL, find_pipeline
 from nightshift.night import inputs, scoring, stages
+from nightshift.storage.lake import PROCESSED, read_bytes, write_parquet
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from nightshift.config import parse_pipeline
-from nightshift.generator import generate_day
-from nightshift.lake import Lake, PartitionMissing, read_bytes
+from nightshift.config.pipeline import parse_pipeline
+from nightshift.data.generator import generate_day
 from nightshift.night.stages import run_nightly
+from nightshift.storage.lake import Lake, PartitionMissing, read_bytes
 from tests.conftest import REPO, small_pipeline_dict
 
 pytestmark = pytest.mark.e2e

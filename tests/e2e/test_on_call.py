@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nightshift.generator import generate_day
+from nightshift.data.generator import generate_day
 from nightshift.ops.local_airflow import LocalAirflow
 from tests.conftest import write_pipeline
 from tests.e2e.conftest import running_airflow, tiny_pipeline

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift import tracking
 from nightshift.cli import main
-from nightshift.config import find_pipeline
+from nightshift.config.pipeline import find_pipeline
 from nightshift.night import inputs, stages
+from nightshift.publishing import tracking
 
 pytestmark = pytest.mark.e2e
 
@@ -138,7 +138,7 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     lake_model, _ = inputs.load_model(pipeline, "xgboost", DATES[0])
     import xgboost as xgb
 
-    from nightshift.features import to_linear_matrix, to_tree_frame
+    from nightshift.data.features import to_linear_matrix, to_tree_frame
 
     matrix = xgb.DMatrix(to_tree_frame(frame, lake_model.stats), enable_categorical=True)
     assert np.allclose(booster.predict(matrix), lake_model.predict(frame))
@@ -267,9 +267,9 @@ def _publish_killed_at(point: str, day: dt.date, run_id: str) -> int:
     """Run publish in a child process that SIGKILLs itself at ``point``; return its status."""
     code = f"""
 import datetime as dt, os, signal
-from nightshift import tracking
+from nightshift.publishing import tracking
 from nightshift.night import inputs, stages, summary
-from nightshift.config import find_pipeline
+from nightshift.config.pipeline import find_pipeline
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.report import render_index, render_report
-from nightshift.report_index import summarise
+from nightshift.publishing.report import render_index, render_report
+from nightshift.publishing.report_index import summarise
 from tests.conftest import REPO
 from tests.unit.test_report import fixed_results
 
@@ -25,7 +25,7 @@ SHOTS = REPO / "test-artifacts" / "screenshots"
 
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
-    from nightshift.config import parse_pipeline
+    from nightshift.config.pipeline import parse_pipeline
     from tests.conftest import small_pipeline_dict
 
     folder = tmp_path / "demo"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.ops.local_airflow import LocalAirflow
-from nightshift.report import render_report
+from nightshift.publishing.report import render_report
 from tests.browser import signed_in_page
 from tests.conftest import REPO, small_pipeline_dict, write_pipeline
 from tests.e2e.conftest import project_airflow

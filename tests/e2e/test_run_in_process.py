@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import find_pipeline
+from nightshift.config.pipeline import find_pipeline
 from nightshift.night.stages import run_nightly
 
 pytestmark = pytest.mark.e2e

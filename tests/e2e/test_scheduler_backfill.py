@@ -119,9 +119,9 @@ def test_sigkill_of_a_task_mid_write_leaves_no_partial_partition(
     import signal
     import time
 
-    from nightshift.config import find_pipeline
-    from nightshift.ingest import ingest_date
-    from nightshift.lake import Lake
+    from nightshift.config.pipeline import find_pipeline
+    from nightshift.data.ingest import ingest_date
+    from nightshift.storage.lake import Lake
 
     airflow, project = airflow_project
     dag_id, day = "nightshift_e2e_conversion_big", "2026-10-20"

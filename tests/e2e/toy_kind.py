@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from nightshift.config import CLASSIFICATION, ModelName, ModelSpec
-from nightshift.features import FeatureStats, labels, to_linear_matrix
-from nightshift.kinds.base import ModelKind, Scorer, TrainJob
-from nightshift.preprocess import training_batch
-from nightshift.safe_models import UnsafeModel
-from nightshift.train import TrainedModel
+from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec
+from nightshift.data.features import FeatureStats, labels, to_linear_matrix
+from nightshift.data.preprocess import training_batch
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.safe_models import UnsafeModel
+from nightshift.models.train import TrainedModel
 
 ESTIMATORS = "sklearn.ensemble._hist_gradient_boosting"
 

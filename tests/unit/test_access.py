@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.access import access_control, team_roles
-from nightshift.config import ConfigError, parse_pipeline
+from nightshift.config.pipeline import ConfigError, parse_pipeline
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from nightshift import alerts
-from nightshift.config import Pipeline, parse_pipeline
-from nightshift.quarantine import Hold
+from nightshift.config.pipeline import Pipeline, parse_pipeline
+from nightshift.publishing import alerts
+from nightshift.storage.quarantine import Hold
 from tests.conftest import small_pipeline_dict
 from tests.receivers import receivers
 

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift.config import parse_pipeline
-from nightshift.generator import generate_day
-from nightshift.ingest import SourceError, ingest_date
-from nightshift.lake import Lake, PartitionMissing
+from nightshift.config.pipeline import parse_pipeline
+from nightshift.data.generator import generate_day
+from nightshift.data.ingest import SourceError, ingest_date
+from nightshift.data.validate import VALIDATION, DataValidationError, read_summary
 from nightshift.night import inputs, stages
-from nightshift.validate import VALIDATION, DataValidationError, read_summary
+from nightshift.storage.lake import Lake, PartitionMissing
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 GOOD = dt.date(2026, 9, 14)
@@ -475,7 +475,7 @@ def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
     """A file still being uploaded is read half, refused and held; the upload then finishes.
     The hold must record the half file ingest read (not the complete file a second read
     finds), so the retry reads the complete file as usual instead of refusing it."""
-    from nightshift import quarantine as quarantine_module
+    from nightshift.storage import quarantine as quarantine_module
 
     pipeline = _pipeline(tmp_path)
     source = _write(tmp_path / "in" / f"{DAY}.csv", _day())
@@ -487,7 +487,7 @@ def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
         source.write_bytes(complete)
         return real_quarantine(*args, **kwargs)
 
-    monkeypatch.setattr("nightshift.ingest.quarantine", upload_finishes_then_quarantine)
+    monkeypatch.setattr("nightshift.data.ingest.quarantine", upload_finishes_then_quarantine)
     with pytest.raises(SourceError, match="possibly truncated CSV"):
         _run(pipeline)
     reason = _quarantine(tmp_path)

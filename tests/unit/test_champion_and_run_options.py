@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nightshift.config import ConfigError, parse_pipeline
-from nightshift.preprocess import sample_rows
-from nightshift.report_index import UnsafePath, safe_path
+from nightshift.config.pipeline import ConfigError, parse_pipeline
+from nightshift.data.preprocess import sample_rows
+from nightshift.publishing.report_index import UnsafePath, safe_path
 from tests.conftest import small_pipeline_dict
 
 

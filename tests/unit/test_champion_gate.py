@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nightshift.champion import decide
-from nightshift.config import Evaluation
-from nightshift.records import Challenger, ChampionRef, ChampionScore
+from nightshift.config.pipeline import Evaluation
+from nightshift.config.records import Challenger, ChampionRef, ChampionScore
+from nightshift.evaluation.champion import decide
 
 RULES = Evaluation(margin=0.005, max_calibration_error=0.05, segment="channel")
 
@@ -142,7 +142,7 @@ def test_the_absolute_calibration_bound_is_optional_and_also_applies() -> None:
 
 def test_a_champion_trained_for_the_same_date_is_never_replaced() -> None:
     """Re-running a night must not replace the champion it promoted (`<`, not `<=`)."""
-    from nightshift.champion import trained_before
+    from nightshift.evaluation.champion import trained_before
 
     assert trained_before("2026-06-01", "2026-06-02") and not trained_before(
         "2026-06-02", "2026-06-02"

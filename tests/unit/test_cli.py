@@ -182,7 +182,7 @@ def test_dry_run_lists_the_nights_and_creates_none(monkeypatch, capsys) -> None:
 
 
 def test_nights_queued_for_long_say_why(monkeypatch) -> None:
-    from nightshift.config import find_pipeline
+    from nightshift.config.pipeline import find_pipeline
     from nightshift.ops import backfill
 
     clock = iter(range(0, 100_000, 30))

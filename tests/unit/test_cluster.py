@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from nightshift.cluster import (
+from nightshift.models.cluster import (
     ClusterError,
     ClusterPlan,
     airflow_connection_address,
@@ -128,7 +128,7 @@ def test_a_worker_names_its_own_gpu_only_when_dask_cuda_pinned_one(
 ) -> None:
     import socket
 
-    from nightshift import cluster
+    from nightshift.models import cluster
 
     monkeypatch.setattr(cluster, "visible_gpus", lambda: 1)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2,0")
@@ -155,7 +155,7 @@ def test_the_airflow_connection_is_read_from_airflows_secrets(
 
 def test_a_local_cluster_runs_work_and_is_gone_after(caplog: pytest.LogCaptureFixture) -> None:
     plan = ClusterPlan("local", "test", workers=1, memory_limit="1GiB")
-    with caplog.at_level("INFO", logger="nightshift.cluster"), dask_client(plan) as client:
+    with caplog.at_level("INFO", logger="nightshift.models.cluster"), dask_client(plan) as client:
         assert client.submit(sum, [1, 2, 3]).result() == 6
         address = client.scheduler.address
         # The same scheduler, used as an external one.
@@ -171,7 +171,7 @@ def test_a_local_cluster_runs_work_and_is_gone_after(caplog: pytest.LogCaptureFi
 def test_the_cluster_host_ends_when_its_task_is_killed() -> None:
     script = (
         "import sys, time\n"
-        "from nightshift.cluster import ClusterPlan, cluster_host\n"
+        "from nightshift.models.cluster import ClusterPlan, cluster_host\n"
         "with cluster_host(ClusterPlan('local', 't', workers=1)) as address:\n"
         "    print(address, flush=True)\n"
         "    time.sleep(600)\n"
@@ -251,7 +251,7 @@ def _task_with_work_on_idle_cores(script: str) -> tuple[subprocess.Popen[str], i
     ``script``, which hands ``work`` to ``on_idle_cores``; return it and the child's pid."""
     prelude = (
         "import os, signal, sys, time\n"
-        "from nightshift.cluster import on_idle_cores\n"
+        "from nightshift.models.cluster import on_idle_cores\n"
         "def work() -> None:\n"
         "    print(os.getpid(), flush=True)\n"
         "    time.sleep(600)\n"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import ConfigError, load_pipeline, load_pipelines, parse_pipeline
+from nightshift.config.pipeline import ConfigError, load_pipeline, load_pipelines, parse_pipeline
 from tests.conftest import EXAMPLE, small_pipeline_dict, write_pipeline
 
 
@@ -178,7 +178,7 @@ def test_one_bad_yaml_never_hides_the_good_ones(
 
 
 def test_any_other_failure_of_one_file_is_that_file_s_error(tmp_path: Path, monkeypatch) -> None:
-    from nightshift import config
+    from nightshift.config import pipeline as config
 
     write_pipeline(tmp_path, small_pipeline_dict(), name="good")
     write_pipeline(tmp_path, small_pipeline_dict(), name="bad")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from nightshift.evaluate import (
+from nightshift.evaluation.evaluate import (
     WeightedMetric,
     bootstrap_delta,
     confusion,
@@ -106,7 +106,7 @@ def test_psi_is_zero_for_the_same_distribution_and_flags_a_shift() -> None:
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_the_one_sort_curve_gives_scikit_learn_s_numbers(ties: bool) -> None:
-    from nightshift.evaluate import BinaryCurve, classification_metrics, log_loss
+    from nightshift.evaluation.evaluate import BinaryCurve, classification_metrics, log_loss
 
     rng = np.random.default_rng(3)
     y = (rng.random(20_000) < 0.3).astype("float64")
@@ -135,7 +135,7 @@ def test_the_one_sort_curve_gives_scikit_learn_s_numbers(ties: bool) -> None:
 
 
 def test_one_class_has_no_curve_and_nan_scores_are_refused() -> None:
-    from nightshift.evaluate import BinaryCurve, classification_metrics
+    from nightshift.evaluation.evaluate import BinaryCurve, classification_metrics
 
     assert BinaryCurve.of(np.ones(5), np.linspace(0, 1, 5)) is None
     assert classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)["roc_auc"] is None

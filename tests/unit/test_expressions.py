@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nightshift.expressions import ExpressionError, parse
+from nightshift.config.expressions import ExpressionError, parse
 
 TYPES = {"arr_delay": "float", "carrier": "string", "dep_time": "timestamp", "flights": "int"}
 

@@ -4,8 +4,8 @@ import datetime as dt
 
 import numpy as np
 
-from nightshift.generator import _drift, generate_day
-from nightshift.lake import write_parquet
+from nightshift.data.generator import _drift, generate_day
+from nightshift.storage.lake import write_parquet
 
 DAY = dt.date(2026, 3, 14)
 

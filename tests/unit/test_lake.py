@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.lake import Lake, PartitionMissing
+from nightshift.storage.lake import Lake, PartitionMissing
 
 DAY = dt.date(2026, 5, 1)
 
@@ -41,7 +41,7 @@ def test_rewrite_replaces_and_leaves_other_dates_alone(tmp_path: Path) -> None:
 
 
 def test_stale_versions_are_removed_after_the_grace_period(tmp_path: Path, monkeypatch) -> None:
-    from nightshift import lake as lake_module
+    from nightshift.storage import lake as lake_module
 
     lake = Lake(str(tmp_path), "demo")
     for payload in (b"one", b"two"):
@@ -97,7 +97,7 @@ def test_a_replaced_version_is_kept_for_the_grace_period_from_its_replacement(
 ) -> None:
     """A night that recorded a window partition's files (inputs.json) still reads them when
     a backfill replaces that partition under it, however old the partition was."""
-    from nightshift import lake as lake_module
+    from nightshift.storage import lake as lake_module
 
     lake = Lake(str(tmp_path), "demo")
     now = dt.datetime.now(dt.UTC)
@@ -127,7 +127,7 @@ def test_a_write_that_fails_half_way_leaves_the_old_partition_and_no_temp_file(
     import errno
     import os
 
-    from nightshift import lake as lake_module
+    from nightshift.storage import lake as lake_module
 
     lake = Lake(str(tmp_path), "demo")
     with lake.writer("raw", DAY) as writer:
@@ -163,7 +163,7 @@ def test_lake_files_are_created_private_whatever_the_umask(tmp_path: Path) -> No
     import os
     import stat
 
-    from nightshift.lake import write_bytes_atomic
+    from nightshift.storage.lake import write_bytes_atomic
 
     old = os.umask(0o022)
     try:

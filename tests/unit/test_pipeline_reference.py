@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from nightshift.config import FileSource, GeneratorSource, Pipeline
+from nightshift.config.pipeline import FileSource, GeneratorSource, Pipeline
 
 REFERENCE = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "README.md"
 # Keys documented as one row for the whole mapping or list, not per field.

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift.config import find_pipeline
-from nightshift.features import FeatureStats, fit_stats, to_linear_matrix, to_tree_frame
-from nightshift.ingest import RAW, conform, ingest_date
+from nightshift.config.pipeline import find_pipeline
+from nightshift.data.features import FeatureStats, fit_stats, to_linear_matrix, to_tree_frame
+from nightshift.data.ingest import RAW, conform, ingest_date
+from nightshift.data.preprocess import PROCESSED, derive_features, preprocess_date, processed_frame
+from nightshift.data.validate import DataValidationError, validate_date
 from nightshift.night.inputs import lake_for
-from nightshift.preprocess import PROCESSED, derive_features, preprocess_date, processed_frame
-from nightshift.validate import DataValidationError, validate_date
 
 DAY = dt.date(2026, 6, 3)
 
@@ -25,7 +25,7 @@ def pipeline(project: Path):
 
 
 def test_derive_features_is_row_level(pipeline) -> None:
-    from nightshift.generator import generate_day
+    from nightshift.data.generator import generate_day
 
     raw = conform(generate_day(DAY, rows=500), pipeline.schema_, "test")
     whole = derive_features(raw, pipeline)
@@ -120,7 +120,7 @@ def test_validation_blocks_bad_labels_with_file_column_and_rows(pipeline) -> Non
     "dtype", ["object", "string[pyarrow]", "string[python]", "str", "category"]
 )
 def test_category_codes_put_unknown_and_missing_values_in_other(dtype: str) -> None:
-    from nightshift.features import category_codes
+    from nightshift.data.features import category_codes
 
     values = pd.Series(["web", None, "app", "fax", "web", pd.NA], dtype=dtype)
     codes = category_codes(values, ["app", "web"])

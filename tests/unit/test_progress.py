@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from nightshift.progress import Progress
+from nightshift.config.progress import Progress
 
 
 @pytest.mark.parametrize(("total", "lines"), [(1000, 10), (25, 9), (3, 3), (1, 1)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nightshift.records import (
+from nightshift.config.records import (
     Challenger,
     ChampionRef,
     ChampionScore,
@@ -79,7 +79,7 @@ def test_a_lost_race_is_a_new_decision_and_the_old_one_is_unchanged() -> None:
 
 def test_only_an_approval_promotes_and_every_answer_says_who() -> None:
     from nightshift.airflow_dag import approval_from
-    from nightshift.records import Approval
+    from nightshift.config.records import Approval
 
     challenger = Challenger("xgboost", "2026-06-02", {"roc_auc": 0.8})
     earned = Decision("xgboost", True, "beats champion v3", challenger, ChampionScore(REF))

@@ -9,11 +9,11 @@ import html5lib
 import numpy as np
 import pytest
 
-from nightshift.champion import decide
-from nightshift.config import Evaluation
-from nightshift.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
-from nightshift.records import Challenger, ChampionScore
-from nightshift.report import render_index, render_report
+from nightshift.config.pipeline import Evaluation
+from nightshift.config.records import Challenger, ChampionScore
+from nightshift.evaluation.champion import decide
+from nightshift.evaluation.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
+from nightshift.publishing.report import render_index, render_report
 
 RNG = np.random.default_rng(11)
 Y = (RNG.random(800) < 0.3).astype(float)
@@ -222,8 +222,8 @@ def test_a_quick_run_and_a_run_without_promotion_say_so() -> None:
 
 @pytest.mark.parametrize("prefix", [None, ""])
 def test_index_lists_runs_newest_first_with_trend_and_links(prefix) -> None:
-    from nightshift.config import parse_pipeline
-    from nightshift.report_index import summarise
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.publishing.report_index import summarise
     from tests.conftest import small_pipeline_dict
 
     pipeline = parse_pipeline(small_pipeline_dict(), "demo.yaml")
@@ -244,8 +244,8 @@ def test_index_lists_runs_newest_first_with_trend_and_links(prefix) -> None:
 
 
 def test_a_constant_models_precision_recall_is_its_base_rate_not_a_diagonal() -> None:
-    from nightshift.evaluate import pr_points
-    from nightshift.report import pr_figure
+    from nightshift.evaluation.evaluate import pr_points
+    from nightshift.publishing.report import pr_figure
 
     constant = {"pr": pr_points(Y, SCORES["base_rate"])}
     assert len(constant["pr"]["recall"]) == 2  # scikit-learn's two points: (1, rate), (0, 1)
@@ -261,8 +261,8 @@ def test_one_pipeline_on_an_object_store_or_one_bad_metrics_file_breaks_no_index
     (logged), and a metrics.json whose date is not ISO is skipped, not a broken trend."""
     import json
 
-    from nightshift.config import parse_pipeline
-    from nightshift.report_index import list_runs
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.publishing.report_index import list_runs
     from tests.conftest import small_pipeline_dict
 
     local = small_pipeline_dict()

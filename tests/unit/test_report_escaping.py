@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.config import ConfigError, parse_pipeline
-from nightshift.report import _ENV, render_index, render_report, render_validation
-from nightshift.report_index import summarise
+from nightshift.config.pipeline import ConfigError, parse_pipeline
+from nightshift.publishing.report import _ENV, render_index, render_report, render_validation
+from nightshift.publishing.report_index import summarise
 from tests.conftest import small_pipeline_dict
 from tests.hostile import (
     BREAKOUT,
@@ -23,10 +23,12 @@ from tests.hostile import (
 )
 from tests.unit.test_report import fixed_results
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "include" / "nightshift" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "include/nightshift/publishing/templates"
+NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2"))
+assert NAMES, f"no templates in {TEMPLATES}"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*")))
+@pytest.mark.parametrize("name", NAMES)
 def test_every_template_escapes_whatever_its_name(name: str) -> None:
     assert _ENV.autoescape is True or _ENV.autoescape(name) is True, name
     # `|safe`, `| safe`, `|  safe`: no value is marked safe by hand (figures are Markup).
@@ -115,10 +117,10 @@ def test_figures_are_drawn_without_pyplot_state() -> None:
 
     code = (
         "import sys; from tests.unit.test_report import fixed_results; "
-        "from nightshift.report import render_report; render_report(fixed_results()); "
+        "from nightshift.publishing.report import render_report; render_report(fixed_results()); "
         "print('matplotlib.pyplot' in sys.modules)"
     )
-    repo = TEMPLATES.parents[2]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
     )

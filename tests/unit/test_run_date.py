@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from nightshift.config import find_pipeline
-from nightshift.run_date import partition_date_for
+from nightshift.config.pipeline import find_pipeline
+from nightshift.config.run_date import partition_date_for
 
 
 def _context(
@@ -59,7 +59,7 @@ def test_the_command_lines_default_date_is_the_dags(project: Path) -> None:
     """``nightshift run`` with no ``--date`` runs the day a manual Airflow run asked at the
     same moment would: yesterday in the pipeline's timezone, not the machine's."""
     from nightshift.cli import _parser as parser
-    from nightshift.run_date import last_complete_day
+    from nightshift.config.run_date import last_complete_day
 
     assert parser().parse_args(["run", "--pipeline", "retail_conversion"]).date is None
     pipeline = find_pipeline("retail_conversion")  # Europe/Amsterdam

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from nightshift import tracking
-from nightshift.config import parse_pipeline
-from nightshift.kinds import load_scorer, trusted_types
-from nightshift.safe_models import UnsafeModel
+from nightshift.config.pipeline import parse_pipeline
+from nightshift.models.kinds import load_scorer, trusted_types
+from nightshift.models.safe_models import UnsafeModel
+from nightshift.publishing import tracking
 from tests.conftest import small_pipeline_dict
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift import tracking
-from nightshift.config import parse_pipeline
+from nightshift.config.pipeline import parse_pipeline
+from nightshift.publishing import tracking
 from tests.conftest import small_pipeline_dict
 
 

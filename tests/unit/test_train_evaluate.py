@@ -9,16 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nightshift.config import find_pipeline
-from nightshift.evaluate import calibration_bins, classification_metrics, regression_metrics
-from nightshift.features import fit_stats, labels
-from nightshift.ingest import ingest_date
-from nightshift.kinds import load_scorer
-from nightshift.kinds.sgd import SGDModel
-from nightshift.kinds.xgboost import XGBoostModel
+from nightshift.config.pipeline import find_pipeline
+from nightshift.data.features import fit_stats, labels
+from nightshift.data.ingest import ingest_date
+from nightshift.data.preprocess import preprocess_date, processed_frame
+from nightshift.evaluation.evaluate import (
+    calibration_bins,
+    classification_metrics,
+    regression_metrics,
+)
+from nightshift.models.kinds import load_scorer
+from nightshift.models.kinds.sgd import SGDModel
+from nightshift.models.kinds.xgboost import XGBoostModel
+from nightshift.models.train import rank_order, train_sgd, train_xgboost, training_curve
 from nightshift.night.inputs import lake_for
-from nightshift.preprocess import preprocess_date, processed_frame
-from nightshift.train import rank_order, train_sgd, train_xgboost, training_curve
 from tests.conftest import in_process_client
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
@@ -55,10 +59,10 @@ def test_xgboost_dask_is_reproducible_and_learns(trained_inputs, dask_client) ->
 def test_a_large_window_s_training_curve_is_measured_on_a_fixed_sample(
     trained_inputs, dask_client, monkeypatch
 ) -> None:
-    import nightshift.train
+    import nightshift.models.train
 
     pipeline, paths, stats = trained_inputs
-    monkeypatch.setattr(nightshift.train, "CURVE_ROWS", 2000)
+    monkeypatch.setattr(nightshift.models.train, "CURVE_ROWS", 2000)
     spec = XGBoostModel(kind="xgboost", num_boost_round=5)
     first = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
     second = train_xgboost(dask_client, pipeline, spec, paths[:-1], stats)
@@ -111,7 +115,7 @@ def test_xgboost_streamed_from_the_batches_is_reproducible_and_learns_as_in_memo
 
 
 def test_auto_takes_the_first_way_of_holding_the_window_that_fits() -> None:
-    from nightshift.xgboost_batches import WindowSize, choose_memory
+    from nightshift.models.xgboost_batches import WindowSize, choose_memory
 
     size = WindowSize(
         rows=10_000_000, batches=200, largest_batch_rows=50_000, features=20, frame_row_bytes=150
@@ -135,14 +139,14 @@ def test_auto_takes_the_first_way_of_holding_the_window_that_fits() -> None:
 def test_the_bins_are_cut_from_a_bounded_sample_that_holds_every_category(
     trained_inputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nightshift.xgboost_batches
-    from nightshift.features import to_tree_frame
-    from nightshift.xgboost_batches import cut_rows
+    import nightshift.models.xgboost_batches
+    from nightshift.data.features import to_tree_frame
+    from nightshift.models.xgboost_batches import cut_rows
 
     _, paths, stats = trained_inputs
     frame = to_tree_frame(pd.read_parquet(paths[0]), stats)
     width = frame.shape[1]
-    monkeypatch.setattr(nightshift.xgboost_batches, "CUT_SAMPLE_VALUES", 1500 * width)
+    monkeypatch.setattr(nightshift.models.xgboost_batches, "CUT_SAMPLE_VALUES", 1500 * width)
     one_channel = frame[frame["channel"] == frame["channel"].iloc[0]]
     cuts = cut_rows(one_channel, stats, seed=1)
     assert cuts.shape[1] == width
@@ -155,14 +159,14 @@ def test_the_bins_are_cut_from_a_bounded_sample_that_holds_every_category(
 
 
 def test_gpu_external_memory_without_cudf_says_what_to_install_or_set() -> None:
-    from nightshift.xgboost_batches import device_frames
+    from nightshift.models.xgboost_batches import device_frames
 
     with pytest.raises(RuntimeError, match=r"training.memory: external on GPU workers needs cuDF"):
         device_frames()
 
 
 def test_the_window_is_measured_from_the_files(trained_inputs, dask_client) -> None:
-    from nightshift.xgboost_batches import measure_window, worker_budget
+    from nightshift.models.xgboost_batches import measure_window, worker_budget
 
     pipeline, paths, stats = trained_inputs
     size = measure_window(paths, pipeline, stats)
@@ -230,7 +234,7 @@ def test_sgd_trains_batch_by_batch_and_round_trips_as_json(trained_inputs) -> No
 def test_sgd_on_the_workers_mixes_to_the_model_one_process_learns(
     trained_inputs, dask_client
 ) -> None:
-    from nightshift.train import train_sgd_on_dask
+    from nightshift.models.train import train_sgd_on_dask
 
     pipeline, paths, stats = trained_inputs
     spec = SGDModel(kind="sgd", name="sgd", epochs=3)
@@ -254,8 +258,8 @@ def test_sgd_on_the_workers_mixes_to_the_model_one_process_learns(
 
 
 def test_the_linear_models_learn_on_the_workers_from_a_large_window_or_when_told() -> None:
-    from nightshift.sgd_workers import WORKER_ROWS
-    from nightshift.train import sgd_on_workers
+    from nightshift.models.sgd_workers import WORKER_ROWS
+    from nightshift.models.train import sgd_on_workers
 
     pipeline = find_pipeline("retail_conversion")
     batches = WORKER_ROWS // pipeline.training.batch_size
@@ -274,18 +278,18 @@ def test_the_linear_models_learn_on_the_workers_from_a_large_window_or_when_told
 def test_sgd_keeps_the_batch_matrices_that_fit_its_budget_and_learns_the_same(
     trained_inputs, monkeypatch
 ) -> None:
-    import nightshift.sgd_workers
+    import nightshift.models.sgd_workers
 
     pipeline, paths, stats = trained_inputs
     spec = SGDModel(kind="sgd", epochs=3)
     built = []
-    real = nightshift.sgd_workers.to_linear_matrix
+    real = nightshift.models.sgd_workers.to_linear_matrix
     monkeypatch.setattr(
-        nightshift.sgd_workers, "to_linear_matrix", lambda *a: built.append(1) or real(*a)
+        nightshift.models.sgd_workers, "to_linear_matrix", lambda *a: built.append(1) or real(*a)
     )
     rebuilt = train_sgd(pipeline, spec, paths[:-1], stats, budget=0)
     assert len(built) == 3 * len(paths[:-1])
-    one = nightshift.sgd_workers.LinearBatches(pipeline, paths, stats, 1 << 40)[0]
+    one = nightshift.models.sgd_workers.LinearBatches(pipeline, paths, stats, 1 << 40)[0]
     built.clear()
     half = train_sgd(pipeline, spec, paths[:-1], stats, budget=one[0].nbytes + one[1].nbytes)
     assert len(paths[:-1]) < len(built) < 3 * len(paths[:-1])  # some kept, the others rebuilt
@@ -336,13 +340,13 @@ def test_xgboost_model_does_not_depend_on_where_dask_computed_the_data(
     trained_inputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same rows give the same bytes even when Dask puts them all on one worker."""
-    import nightshift.train
+    import nightshift.models.train
 
     pipeline, paths, stats = trained_inputs
     spec = XGBoostModel(kind="xgboost", num_boost_round=20)
     with in_process_client() as client:
         spread = train_xgboost(client, pipeline, spec, paths, stats).payload
-    monkeypatch.setattr(nightshift.train, "pin_partitions", _all_on_one_worker)
+    monkeypatch.setattr(nightshift.models.train, "pin_partitions", _all_on_one_worker)
     with in_process_client() as client:
         piled = train_xgboost(client, pipeline, spec, paths, stats).payload
     assert hashlib.sha256(spread).hexdigest() == hashlib.sha256(piled).hexdigest()

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from nightshift.config import LABEL, Pipeline
-from nightshift.features import FeatureStats
-from nightshift.lake import (
+from nightshift.config.pipeline import LABEL, Pipeline
+from nightshift.data.features import FeatureStats
+from nightshift.storage.lake import (
     PROCESSED,
     Lake,
     Partition,
@@ -194,7 +194,7 @@ def save_model(pipeline: Pipeline, partition_date: dt.date, trained: Any, stats_
 
 def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any, dict[str, str]]:
     """Return the model ``name`` trained for ``trained_for`` and its partition's files."""
-    from nightshift.kinds import load_scorer
+    from nightshift.models.kinds import load_scorer
 
     partition = lake_for(pipeline).read(model_stage(name), trained_for)
     files = dict(
@@ -215,9 +215,9 @@ def fit_inputs(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     version of the features partition; return its URI, version, window and rows."""
     import dask
 
-    from nightshift.cluster import dask_client
-    from nightshift.features import stats_from, stats_graph
-    from nightshift.preprocess import processed_frame
+    from nightshift.data.features import stats_from, stats_graph
+    from nightshift.data.preprocess import processed_frame
+    from nightshift.models.cluster import dask_client
 
     lake = lake_for(pipeline)
     window = window_partitions(pipeline, partition_date)

@@ -12,14 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from nightshift.champion import trained_before
-from nightshift.config import LABEL, Pipeline
-from nightshift.features import labels
-from nightshift.lake import (
-    PROCESSED,
-    PartitionMissing,
-    read_bytes,
+from nightshift.config.pipeline import LABEL, Pipeline
+from nightshift.config.records import (
+    ChampionRef,
+    ChampionScore,
+    ModelScore,
+    NightEvaluation,
 )
+from nightshift.data.features import labels
+from nightshift.evaluation.champion import trained_before
 from nightshift.night.inputs import (
     NightInputs,
     lake_for,
@@ -27,11 +28,10 @@ from nightshift.night.inputs import (
     night_inputs,
     read_window_sample,
 )
-from nightshift.records import (
-    ChampionRef,
-    ChampionScore,
-    ModelScore,
-    NightEvaluation,
+from nightshift.storage.lake import (
+    PROCESSED,
+    PartitionMissing,
+    read_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class HeldOut:
 
 def _measure(pipeline: Pipeline, held_out: HeldOut, score: Any) -> dict[str, Any]:
     """Return one model's held-out metrics and curves (and per segment, if any)."""
-    from nightshift.evaluate import evaluate_scores, segment_metrics
+    from nightshift.evaluation.evaluate import evaluate_scores, segment_metrics
 
     task, threshold = pipeline.schema_.task, pipeline.training.threshold
     scored = evaluate_scores(task, held_out.y, score, threshold)
@@ -104,8 +104,8 @@ def score_champions(
 ) -> tuple[dict[str, ChampionScore | None], dict[str, Any]]:
     """Return each learned model's champion (registry alias) scored on the same rows, and the
     bootstrap interval of tonight's model minus it."""
-    from nightshift import tracking
-    from nightshift.evaluate import bootstrap_delta
+    from nightshift.evaluation.evaluate import bootstrap_delta
+    from nightshift.publishing import tracking
 
     metric, _ = pipeline.metric
     champions: dict[str, ChampionScore | None] = {}
@@ -161,8 +161,8 @@ def start_reads(
 ) -> tuple[Future[pd.DataFrame], Future[Any] | None]:
     """Start reading the window sample of ``columns`` for drift and opening the registry on
     ``io``: they wait on files and imports while the models score (XGBoost releases the GIL)."""
-    from nightshift import tracking
-    from nightshift.kinds import is_learned
+    from nightshift.models.kinds import is_learned
+    from nightshift.publishing import tracking
 
     window = io.submit(read_window_sample, pipeline, inputs, columns)
     learns = any(is_learned(spec.kind) for spec in pipeline.models)
@@ -191,8 +191,8 @@ def score_night(
     """Return the night's measurements: every model and each learned model's champion scored
     on the held-out rows ``fit_features`` recorded, the ranking, the bootstrap deltas, and the
     drift of the held-out day from the window sample."""
-    from nightshift.evaluate import drift
-    from nightshift.kinds import is_learned
+    from nightshift.evaluation.evaluate import drift
+    from nightshift.models.kinds import is_learned
 
     with ThreadPoolExecutor(1, "evaluate-io") as io:
         lake = lake_for(pipeline)

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nightshift.config import Pipeline, Stage
-from nightshift.ingest import ingest_date
-from nightshift.lake import (
-    RAW,
+from nightshift.config.pipeline import Pipeline, Stage
+from nightshift.config.profiling import dask_report, profiled
+from nightshift.config.records import (
+    Approval,
 )
+from nightshift.data.ingest import ingest_date
 from nightshift.night.inputs import (
     EVALUATION,
     NightInputs,
@@ -40,9 +41,8 @@ from nightshift.night.summary import (
     publish_night,
     write_validation_report,
 )
-from nightshift.profiling import dask_report, profiled
-from nightshift.records import (
-    Approval,
+from nightshift.storage.lake import (
+    RAW,
 )
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     The run date's input must be there and readable, or the run stops here. A window day
     whose input is missing or unreadable is left out of the window, with a warning.
     """
-    from nightshift.ingest import SourceError
+    from nightshift.data.ingest import SourceError
 
     result: dict[str, Any] = {"raw": {}, "skipped": {}}
     with _timed(result, Stage.INGEST):
@@ -92,7 +92,7 @@ def validate(
     A window day that fails is quarantined and left out of the window, with a warning.
     Returns the dates that passed and their rows.
     """
-    from nightshift.validate import DataValidationError, validate_date
+    from nightshift.data.validate import DataValidationError, validate_date
 
     partition_date = partition_date or max(dates)
     result: dict[str, Any] = {"rows": {}, "skipped": {}}
@@ -115,8 +115,8 @@ def validate(
 
 def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
     """Process each validated date's batches on the Dask cluster."""
-    from nightshift.cluster import accelerators, dask_client
-    from nightshift.preprocess import preprocess_date
+    from nightshift.data.preprocess import preprocess_date
+    from nightshift.models.cluster import accelerators, dask_client
 
     result: dict[str, Any] = {}
     with _timed(result, Stage.PREPROCESS):
@@ -148,8 +148,8 @@ def train_distributed(
     """Train the kinds that train across the Dask cluster in their own task (XGBoost, with
     ``xgboost.dask``), on the inputs ``fit_features`` recorded (its ``version``; default:
     the current features partition)."""
-    from nightshift.cluster import accelerators, dask_client
-    from nightshift.kinds.base import TrainJob
+    from nightshift.models.cluster import accelerators, dask_client
+    from nightshift.models.kinds.base import TrainJob
 
     result: dict[str, Any] = {"models": {}}
     with _timed(result, Stage.TRAIN_DISTRIBUTED):
@@ -173,7 +173,7 @@ def train_distributed(
 
 def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
     """The pipeline's models whose kind trains in ``stage``."""
-    from nightshift.kinds import kind_of
+    from nightshift.models.kinds import kind_of
 
     return [spec for spec in pipeline.models if kind_of(spec.kind).stage is stage]
 
@@ -182,7 +182,7 @@ def _train_each(
     partition_date: dt.date, specs: list[Any], job: Any, inputs: NightInputs, result: dict
 ) -> None:
     """Train each of ``specs`` by its kind on ``job``; save it in the lake; add to ``result``."""
-    from nightshift.kinds import kind_of
+    from nightshift.models.kinds import kind_of
 
     for spec in specs:
         trained = kind_of(spec.kind).train(spec, job)
@@ -200,9 +200,9 @@ def train_incremental(
     ``fit_features`` recorded (as :func:`train_distributed`); a Dask client is opened only
     where a kind trains on the workers tonight (SGD on a large window,
     ``train.sgd_on_workers``)."""
-    from nightshift.cluster import dask_client
-    from nightshift.kinds import kind_of
-    from nightshift.kinds.base import TrainJob
+    from nightshift.models.cluster import dask_client
+    from nightshift.models.kinds import kind_of
+    from nightshift.models.kinds.base import TrainJob
 
     result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
     with _timed(result, Stage.TRAIN_INCREMENTAL):

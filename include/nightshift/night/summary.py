@@ -10,14 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nightshift import __version__
-from nightshift.config import Pipeline
-from nightshift.features import FeatureStats
-from nightshift.lake import (
-    read_bytes,
-    write_bytes_atomic,
-)
-from nightshift.night.inputs import EVALUATION, FEATURES, lake_for, load_model, window_dates
-from nightshift.records import (
+from nightshift.config.pipeline import Pipeline
+from nightshift.config.records import (
     Approval,
     Challenger,
     ChampionOutcome,
@@ -27,6 +21,12 @@ from nightshift.records import (
     TrainingWindow,
     TrendPoint,
 )
+from nightshift.data.features import FeatureStats
+from nightshift.night.inputs import EVALUATION, FEATURES, lake_for, load_model, window_dates
+from nightshift.storage.lake import (
+    read_bytes,
+    write_bytes_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def write_validation_report(
     pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
 ) -> str:
     """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
-    from nightshift.quarantine import release_command
-    from nightshift.report import render_validation
+    from nightshift.publishing.report import render_validation
+    from nightshift.storage.quarantine import release_command
 
     folder = pipeline.report_folder(partition_date)
     payload = {
@@ -67,7 +67,7 @@ def gate_decisions(
     pipeline: Pipeline, partition_date: dt.date, evaluation: NightEvaluation, promote: bool
 ) -> dict[str, Decision]:
     """Return the gate's decision for each learned model against its champion."""
-    from nightshift.champion import decide
+    from nightshift.evaluation.champion import decide
 
     decisions = {}
     for name, champion in evaluation.champions.items():
@@ -103,7 +103,7 @@ def read_training_window(pipeline: Pipeline, partition_date: dt.date) -> Trainin
 
 def _left_out(pipeline: Pipeline, partition_date: dt.date, used: list[str]) -> dict[str, str]:
     """Return the window's days the night did not train on, and why."""
-    from nightshift.quarantine import HELD, holds
+    from nightshift.storage.quarantine import HELD, holds
 
     lake = lake_for(pipeline)
     left_out = {}
@@ -139,8 +139,8 @@ def night_summary(
     published: Published,
 ) -> NightSummary:
     """Return what the report and metrics.json say about the night."""
-    from nightshift import tracking
-    from nightshift.validate import read_summary
+    from nightshift.data.validate import read_summary
+    from nightshift.publishing import tracking
 
     champion = _champion_outcome(evaluation, published)
     tracking_uri, _ = tracking.store(pipeline)
@@ -196,7 +196,7 @@ def _trend(
     pipeline: Pipeline, partition_date: dt.date, evaluation: NightEvaluation, promoted: bool
 ) -> list[TrendPoint]:
     """Return the headline metric of the nights published before this one, and this one's."""
-    from nightshift.report_index import published_runs
+    from nightshift.publishing.report_index import published_runs
 
     earlier = [
         run for run in published_runs(pipeline) if run.partition_date < partition_date.isoformat()
@@ -229,8 +229,8 @@ def write_report(
     pipeline: Pipeline, partition_date: dt.date, summary: NightSummary, airflow_url: str | None
 ) -> tuple[str, bytes]:
     """Write the night's report.html and metrics.json, then the index; return both."""
-    from nightshift.report import render_report
-    from nightshift.report_index import publish_index
+    from nightshift.publishing.report import render_report
+    from nightshift.publishing.report_index import publish_index
 
     folder = pipeline.report_folder(partition_date)
     results = summary.to_dict()
@@ -266,7 +266,7 @@ def publish_night(
     was, and its retry reuses the MLflow runs it had finished. Where the pipeline requires
     approval, a promotion the gate earned waits for ``answer`` (none yet: "awaiting").
     """
-    from nightshift import tracking
+    from nightshift.publishing import tracking
 
     evaluation = read_evaluation(pipeline, partition_date)
     gate = gate_decisions(pipeline, partition_date, evaluation, asked.promote)

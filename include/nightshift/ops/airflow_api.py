@@ -175,7 +175,7 @@ class AirflowAPI:
         raise TimeoutError(f"{dag_id} {run_id}: not finished in {timeout}s: {seen}")
 
     def progress(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """The latest ``nightshift.progress`` line in each running task's log."""
+        """The latest ``nightshift.config.progress`` line in each running task's log."""
         quoted = urllib.parse.quote(run_id, safe="")
         runs = f"dags/{dag_id}/dagRuns/{quoted}/taskInstances"
         found = {}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nightshift.config import Pipeline
+from nightshift.config.pipeline import Pipeline
 from nightshift.ops.airflow_api import FINISHED
 from nightshift.ops.local_airflow import LocalAirflow
 

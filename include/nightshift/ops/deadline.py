@@ -28,7 +28,7 @@ from airflow.sdk.definitions.deadline import (
     deadline_reference,
 )
 
-from nightshift.config import Pipeline
+from nightshift.config.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ async def report_deadline_missed(pipeline: str, deadline: str, context: dict[str
 
 def _send_missed(name: str, deadline: str, context: dict[str, Any]) -> str:
     """Find the pipeline and the night's date; send the deadline alert on every channel."""
-    from nightshift import alerts
-    from nightshift.config import load_pipelines
-    from nightshift.run_date import airflow_base_url
+    from nightshift.config.pipeline import load_pipelines
+    from nightshift.config.run_date import airflow_base_url
+    from nightshift.publishing import alerts
 
     pipeline = next(p for p in load_pipelines()[0] if p.name == name)
     run = context["dag_run"]

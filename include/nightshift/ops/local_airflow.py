@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import PROJECT_ROOT
+from nightshift.config.pipeline import PROJECT_ROOT
 from nightshift.ops.airflow_api import AirflowAPI
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class LocalAirflow(AirflowAPI):
 
     def start_dask(self, workers: int | None = None) -> None:
         """Start a shared Dask scheduler and workers on loopback for the Airflow tasks."""
-        from nightshift.cluster import local_worker_count
+        from nightshift.models.cluster import local_worker_count
 
         env = {k: v for k, v in self.env().items() if not k.startswith("AIRFLOW")}
         self._start(

@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from nightshift.config import FileSource, Pipeline
+from nightshift.config.pipeline import FileSource, Pipeline
 
 TASK_ID = "wait_for_source"
 
@@ -79,8 +79,8 @@ class WaitForSource(BaseOperator):
 
     def execute(self, context: Any) -> str:
         """Return the file's path if it is there; otherwise defer until it is, or time is up."""
-        from nightshift.ingest import source_location
-        from nightshift.run_date import partition_date_for
+        from nightshift.config.run_date import partition_date_for
+        from nightshift.data.ingest import source_location
 
         pipeline = self.nightshift_pipeline
         source = pipeline.source

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from nightshift.config import CLASSIFICATION
+from nightshift.config.pipeline import CLASSIFICATION
 
 
 def _clean(value: float) -> float | None:

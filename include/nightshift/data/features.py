@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nightshift.config import LABEL, Pipeline
+from nightshift.config.pipeline import LABEL, Pipeline
 
 OTHER = "__other__"
 

@@ -1,7 +1,7 @@
 """Model kinds: one module each, named in ``config.MODEL_KINDS``.
 
-A kind's module holds ``SPEC`` (its YAML keys, a :class:`~nightshift.config.ModelSpec`) and
-``KIND`` (a :class:`~nightshift.kinds.base.ModelKind`: how it trains, loads, scores and is
+A kind's module holds ``SPEC`` (its YAML keys, a :class:`~nightshift.config.pipeline.ModelSpec`) and
+``KIND`` (a :class:`~nightshift.models.kinds.base.ModelKind`: how it trains, loads, scores and is
 logged to MLflow). The night asks the kind; nothing else in nightshift asks which kind a model
 is. A new kind is a new module here and one line in ``MODEL_KINDS``.
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nightshift.config import MODEL_KINDS, kind_module
-from nightshift.kinds.base import ModelKind, Scorer
-from nightshift.safe_models import UnsafeModel, is_pickle
+from nightshift.config.pipeline import MODEL_KINDS, kind_module
+from nightshift.models.kinds.base import ModelKind, Scorer
+from nightshift.models.safe_models import UnsafeModel, is_pickle
 
 if TYPE_CHECKING:
-    from nightshift.features import FeatureStats
+    from nightshift.data.features import FeatureStats
 
 
 def kind_of(kind: str) -> ModelKind:

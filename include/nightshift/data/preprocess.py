@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from distributed import Client, as_completed
 
-from nightshift.config import LABEL, Pipeline
-from nightshift.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
-from nightshift.progress import Progress
+from nightshift.config.pipeline import LABEL, Pipeline
+from nightshift.storage.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
+from nightshift.config.progress import Progress
 
 log = logging.getLogger(__name__)
 

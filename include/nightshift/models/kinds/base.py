@@ -8,15 +8,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nightshift.config import ModelSpec, Pipeline, Stage
+from nightshift.config.pipeline import ModelSpec, Pipeline, Stage
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from distributed import Client
 
-    from nightshift.features import FeatureStats
-    from nightshift.train import TrainedModel
+    from nightshift.data.features import FeatureStats
+    from nightshift.models.train import TrainedModel
 
 
 @dataclass(frozen=True)

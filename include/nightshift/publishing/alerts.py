@@ -19,8 +19,8 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier, Connection
 
-from nightshift.config import EmailChannel, Pipeline, ReportFolder, WebhookChannel
-from nightshift.quarantine import HELD, Hold
+from nightshift.config.pipeline import EmailChannel, Pipeline, ReportFolder, WebhookChannel
+from nightshift.storage.quarantine import HELD, Hold
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nightshift.config import Pipeline
-from nightshift.features import FeatureStats, labels, to_linear_matrix
+from nightshift.config.pipeline import Pipeline
+from nightshift.data.features import FeatureStats, labels, to_linear_matrix
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from nightshift.kinds.sgd import SGDModel
+    from nightshift.models.kinds.sgd import SGDModel
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class LinearBatches:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index in self.kept:
             return self.kept[index]
-        from nightshift.preprocess import training_batch
+        from nightshift.data.preprocess import training_batch
 
         batch = training_batch(self.paths[index], self.pipeline)
         x, y = to_linear_matrix(batch, self.stats), labels(batch)

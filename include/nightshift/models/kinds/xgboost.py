@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from nightshift.config import ModelName, ModelSpec, Pipeline, Stage
-from nightshift.kinds.base import ModelKind, Scorer, TrainJob
-from nightshift.safe_models import UnsafeModel
+from nightshift.config.pipeline import ModelName, ModelSpec, Pipeline, Stage
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.safe_models import UnsafeModel
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from nightshift.features import FeatureStats
-    from nightshift.train import TrainedModel
+    from nightshift.data.features import FeatureStats
+    from nightshift.models.train import TrainedModel
 
 
 class XGBoostModel(ModelSpec):
@@ -38,7 +38,7 @@ class XGBoostScorer(Scorer):
         """The positive-class probability, or the predicted value."""
         import numpy as np
 
-        from nightshift.features import to_tree_frame
+        from nightshift.data.features import to_tree_frame
 
         # Straight from the frame: building a DMatrix first copies every row once more.
         scores = self.booster.inplace_predict(to_tree_frame(frame, self.stats))
@@ -57,7 +57,7 @@ class XGBoostScorer(Scorer):
         import numpy as np
         import xgboost as xgb
 
-        from nightshift.features import to_tree_frame
+        from nightshift.data.features import to_tree_frame
 
         gain: dict[str, float] = {
             k: float(v) for k, v in self.booster.get_score(importance_type="total_gain").items()
@@ -90,7 +90,7 @@ class XGBoost(ModelKind):
 
     def train(self, spec: XGBoostModel, job: TrainJob) -> TrainedModel:
         """``train.train_xgboost``: the window held as ``training.memory`` says."""
-        from nightshift.train import train_xgboost
+        from nightshift.models.train import train_xgboost
 
         assert job.client is not None, "XGBoost trains on the Dask cluster"
         return train_xgboost(

@@ -10,7 +10,7 @@ import datetime as dt
 import os
 from typing import Any
 
-from nightshift.config import Pipeline
+from nightshift.config.pipeline import Pipeline
 
 
 def last_complete_day(pipeline: Pipeline, now: dt.datetime | None = None) -> dt.date:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
@@ -177,19 +177,19 @@ ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
 
 class ModelSpec(_Strict):
     """A model of the pipeline's ``models:`` list. Each kind subclasses this in its own module
-    of ``nightshift.kinds`` (its YAML keys), named in :data:`MODEL_KINDS`."""
+    of ``nightshift.models.kinds`` (its YAML keys), named in :data:`MODEL_KINDS`."""
 
     kind: str
     name: ModelName
 
 
-# Every kind of model: its ``kind:`` in the YAML and the module of ``nightshift.kinds`` that
+# Every kind of model: its ``kind:`` in the YAML and the module of ``nightshift.models.kinds`` that
 # holds its spec (``SPEC``) and its class (``KIND``). A new kind is a new module and a line
 # here. Named, not imported: the kinds sit above configuration and import it.
 MODEL_KINDS: dict[str, str] = {
-    "xgboost": "nightshift.kinds.xgboost",
-    "sgd": "nightshift.kinds.sgd",
-    "baseline": "nightshift.kinds.baseline",
+    "xgboost": "nightshift.models.kinds.xgboost",
+    "sgd": "nightshift.models.kinds.sgd",
+    "baseline": "nightshift.models.kinds.baseline",
 }
 
 
@@ -418,7 +418,7 @@ class WebhookChannel(_Strict):
 
 
 class Alerts(_Strict):
-    """Who hears about a night, and of what (``nightshift.alerts``).
+    """Who hears about a night, and of what (``nightshift.publishing.alerts``).
 
     One message per channel per night that has something to say; none for a healthy night.
     Secrets live in the Airflow connections the channels name, never in the YAML.
@@ -490,7 +490,7 @@ class Pipeline(_Strict):
     schema_: Schema = Field(alias="schema")
     # Columns computed from the source's at ingest, in order (name -> expression), rows to
     # keep, a Python hook ("package.module:function", a frame in, a frame out) for what an
-    # expression cannot say, and columns never to train on. See nightshift.expressions.
+    # expression cannot say, and columns never to train on. See nightshift.config.expressions.
     derive: dict[str, str] = Field(default_factory=dict)
     filters: list[str] = Field(default_factory=list, alias="filter")
     hook: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -679,7 +679,7 @@ def _derived_columns(pipeline: Pipeline) -> tuple[list[Column], list[str]]:
     """Return the source's columns and the derived ones (typed from their expressions), and
     each problem found: an expression that does not parse or type, a filter that is not
     true/false, a bad drop."""
-    from nightshift.expressions import ExpressionError, parse
+    from nightshift.config.expressions import ExpressionError, parse
 
     columns = list(pipeline.schema_.columns)
     types: dict[str, str] = {c.name: c.type for c in columns}
@@ -702,7 +702,7 @@ def _derived_columns(pipeline: Pipeline) -> tuple[list[Column], list[str]]:
 
 
 def _filter_and_drop_problems(pipeline: Pipeline, types: dict[str, str]) -> list[str]:
-    from nightshift.expressions import ExpressionError, parse
+    from nightshift.config.expressions import ExpressionError, parse
 
     problems = []
     for index, text in enumerate(pipeline.filters):

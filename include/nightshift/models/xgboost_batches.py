@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nightshift.config import LABEL, Pipeline
-from nightshift.features import FeatureStats, to_tree_frame
+from nightshift.config.pipeline import LABEL, Pipeline
+from nightshift.data.features import FeatureStats, to_tree_frame
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -113,7 +113,7 @@ def _parquet_rows(path: str) -> int:
 
 def measure_window(paths: list[str], pipeline: Pipeline, stats: FeatureStats) -> WindowSize:
     """Measure the window: rows from the files' footers, bytes per row from its first batch."""
-    from nightshift.preprocess import training_batch
+    from nightshift.data.preprocess import training_batch
 
     fraction = pipeline.training.sample_fraction
     counts = [int(np.ceil(_parquet_rows(p) * fraction)) for p in paths]
@@ -184,7 +184,7 @@ class WindowBatches:
 
     def batch(self) -> tuple[Any, Any]:
         """Return the current batch's features and labels, as the device wants them."""
-        from nightshift.preprocess import training_batch
+        from nightshift.data.preprocess import training_batch
 
         frame = training_batch(self.paths[self.index], self.pipeline)
         x, y = to_tree_frame(frame, self.stats), frame[LABEL].to_numpy()

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightshift.champion import trained_before
-from nightshift.config import Pipeline
-from nightshift.records import ChampionRef, Decision, NightEvaluation, TrainingWindow
+from nightshift.config.pipeline import Pipeline
+from nightshift.config.records import ChampionRef, Decision, NightEvaluation, TrainingWindow
+from nightshift.evaluation.champion import trained_before
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def _log_model(trained: Any, registered: str | None) -> Any:
     """Log ``trained`` (a scorer read from the lake) to the active run in its kind's MLflow
     flavour; return the ModelInfo, or None for a kind that is not registered."""
     _mlflow_environment()
-    from nightshift.kinds import kind_of
+    from nightshift.models.kinds import kind_of
 
     return kind_of(trained.kind).log_model(trained, registered)
 
@@ -307,8 +307,8 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     _mlflow_environment()
     from mlflow.artifacts import download_artifacts
 
-    from nightshift.kinds import trusted_types
-    from nightshift.safe_models import UnsafeModel, is_pickle
+    from nightshift.models.kinds import trusted_types
+    from nightshift.models.safe_models import UnsafeModel, is_pickle
 
     client(pipeline)
     uri = f"models:/{name}{version if version.startswith('@') else '/' + version}"
@@ -369,7 +369,7 @@ def log_nightly(
     all find the run logged first and reuse it. A run left unfinished by a killed attempt is
     deleted and logged again.
     """
-    from nightshift.kinds import is_learned
+    from nightshift.models.kinds import is_learned
 
     mlflow_client = client(pipeline)
     experiment = experiment_id(mlflow_client, pipeline)
@@ -415,7 +415,7 @@ def log_nightly(
 
 def _fingerprint(files: dict[str, str], metrics: dict[str, Any]) -> str:
     """A model's lake files and its held-out metrics, hashed: what makes two logs the same."""
-    from nightshift.lake import read_bytes
+    from nightshift.storage.lake import read_bytes
 
     digest = hashlib.sha256()
     for name in sorted(files.keys() - {"_partition"}):

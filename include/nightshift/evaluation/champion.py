@@ -15,8 +15,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from nightshift.config import HIGHER_IS_BETTER, Evaluation
-from nightshift.records import Challenger, ChampionScore, Check, Decision
+from nightshift.config.pipeline import HIGHER_IS_BETTER, Evaluation
+from nightshift.config.records import Challenger, ChampionScore, Check, Decision
 
 
 def trained_before(trained_for: str, day: dt.date | str) -> bool:

@@ -19,7 +19,7 @@ from markupsafe import Markup
 # data and YAML, and the plugin serves them under the Airflow api-server's origin.
 # (``select_autoescape(["html"])`` would match only names ending in ``.html``, not ``.html.j2``.)
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("nightshift", "templates"),
+    loader=jinja2.PackageLoader("nightshift.publishing", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,

@@ -15,7 +15,7 @@ Three modes, chosen by :func:`plan_cluster` from the environment:
 
 ``NIGHTSHIFT_DASK_MODE=local`` or ``local-cuda`` forces a local mode.
 
-Local clusters run inside a fresh ``python -m nightshift.cluster_host`` interpreter, never in
+Local clusters run inside a fresh ``python -m nightshift.models.cluster_host`` interpreter, never in
 the calling process. Under Airflow's real scheduler the task process runs with the metadata DB
 deliberately unreachable and its ``__main__`` is the ``airflow`` entry point, so workers that
 a ``LocalCluster(processes=True)`` spawns from it re-import Airflow and die with "Could not
@@ -322,7 +322,7 @@ def cluster_host(plan: ClusterPlan) -> Iterator[str]:
     # The host never needs Airflow's settings; keep them (and the unreachable DB URL) away.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__DATABASE")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nightshift.cluster_host", json.dumps(asdict(plan))],
+        [sys.executable, "-m", "nightshift.models.cluster_host", json.dumps(asdict(plan))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,

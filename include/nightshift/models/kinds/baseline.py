@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from nightshift.config import ModelName, ModelSpec
-from nightshift.kinds.base import ModelKind, Scorer, TrainJob
-from nightshift.safe_models import json_model
+from nightshift.config.pipeline import ModelName, ModelSpec
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.safe_models import json_model
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from nightshift.features import FeatureStats
-    from nightshift.train import TrainedModel
+    from nightshift.data.features import FeatureStats
+    from nightshift.models.train import TrainedModel
 
 
 class BaselineModel(ModelSpec):
@@ -47,7 +47,7 @@ class Baseline(ModelKind):
 
     def train(self, spec: BaselineModel, job: TrainJob) -> TrainedModel:
         """The window's base rate or mean, from the fitted feature statistics."""
-        from nightshift.train import train_baseline
+        from nightshift.models.train import train_baseline
 
         return train_baseline(job.pipeline, spec, job.stats)
 

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from nightshift.config import CLASSIFICATION, ModelName, ModelSpec, Pipeline
-from nightshift.kinds.base import ModelKind, Scorer, TrainJob
-from nightshift.safe_models import json_model
+from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec, Pipeline
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.safe_models import json_model
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from nightshift.features import FeatureStats
-    from nightshift.train import TrainedModel
+    from nightshift.data.features import FeatureStats
+    from nightshift.models.train import TrainedModel
 
 
 class SGDModel(ModelSpec):
@@ -40,7 +40,7 @@ class LinearScorer(Scorer):
         """The positive-class probability, or the predicted value."""
         import numpy as np
 
-        from nightshift.features import to_linear_matrix
+        from nightshift.data.features import to_linear_matrix
 
         x = to_linear_matrix(frame, self.stats)
         if self.task == CLASSIFICATION:
@@ -77,13 +77,13 @@ class SGD(ModelKind):
 
     def needs_cluster(self, pipeline: Pipeline, paths: list[str]) -> bool:
         """On the workers for a large window (``training.sgd``, ``train.sgd_on_workers``)."""
-        from nightshift.train import sgd_on_workers
+        from nightshift.models.train import sgd_on_workers
 
         return sgd_on_workers(pipeline, paths)
 
     def train(self, spec: SGDModel, job: TrainJob) -> TrainedModel:
         """``partial_fit`` over the batches: on the workers where the stage opened a client."""
-        from nightshift.train import train_sgd, train_sgd_on_dask
+        from nightshift.models.train import train_sgd, train_sgd_on_dask
 
         if job.client is not None:
             return train_sgd_on_dask(job.client, job.pipeline, spec, job.paths, job.stats)

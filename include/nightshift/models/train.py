@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nightshift.config import LABEL, Pipeline
-from nightshift.features import FeatureStats, to_tree_frame
-from nightshift.progress import TOPIC, Progress, relay_events, round_callback
-from nightshift.sgd_workers import LinearBatches, batch_loss, kept_batch_budget
+from nightshift.config.pipeline import LABEL, Pipeline
+from nightshift.config.progress import TOPIC, Progress, relay_events, round_callback
+from nightshift.data.features import FeatureStats, to_tree_frame
+from nightshift.models.sgd_workers import LinearBatches, batch_loss, kept_batch_budget
 
 if TYPE_CHECKING:  # Dask loads only where a model trains: loading and scoring never need it
     import dask.dataframe as dd
     from distributed import Client
 
-    from nightshift.kinds.baseline import BaselineModel
-    from nightshift.kinds.sgd import SGDModel
-    from nightshift.kinds.xgboost import XGBoostModel
-    from nightshift.xgboost_batches import WorkerTask
+    from nightshift.models.kinds.baseline import BaselineModel
+    from nightshift.models.kinds.sgd import SGDModel
+    from nightshift.models.kinds.xgboost import XGBoostModel
+    from nightshift.models.xgboost_batches import WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,11 @@ def train_xgboost(
 ) -> TrainedModel:
     """Train XGBoost across the Dask workers on the processed batches at ``paths``, holding
     the window as ``training.memory`` says (``auto``: the first way that fits the workers'
-    memory, :mod:`nightshift.xgboost_batches`); measure its training curve on ``curve_rows``
+    memory, :mod:`nightshift.models.xgboost_batches`); measure its training curve on ``curve_rows``
     (processed rows of the window, with the label), or on a sample of the training data."""
     import xgboost as xgb
 
-    from nightshift.xgboost_batches import WorkerTask, cut_rows, plan_memory
+    from nightshift.models.xgboost_batches import WorkerTask, cut_rows, plan_memory
 
     plan = plan_memory(client, pipeline, paths, stats)
     params = xgboost_params(pipeline, spec, device)
@@ -188,7 +188,7 @@ def train_xgboost(
 
 
 def _lazy_training_frame(pipeline: Pipeline, paths: list[str], stats: FeatureStats) -> dd.DataFrame:
-    from nightshift.preprocess import processed_frame
+    from nightshift.data.preprocess import processed_frame
 
     frame = processed_frame(paths, pipeline)
     meta = _tree_training_frame(frame._meta, stats)
@@ -218,7 +218,7 @@ def _train_in_memory(
         params,
         dtrain,
         num_boost_round=spec.num_boost_round,
-        # Rounds are reported each tenth (nightshift.progress), not one log line per round.
+        # Rounds are reported each tenth (nightshift.config.progress), not one log line per round.
         callbacks=[rounds],
         verbose_eval=False,
         # Without a timeout, losing a worker mid-training hangs the others forever.
@@ -231,7 +231,7 @@ def _train_from_batches(client: Client, job: WorkerTask) -> bytes:
     """Each worker streams a contiguous share of ``job``'s batches, in rank order (the same
     files on the same rank every night: the model depends on the data alone), into its
     matrix; return the model."""
-    from nightshift.xgboost_batches import train_streamed
+    from nightshift.models.xgboost_batches import train_streamed
 
     tasks = [
         replace(job, address=worker, paths=[job.paths[i] for i in chunk])
@@ -357,9 +357,9 @@ def train_sgd(
 
 def sgd_on_workers(pipeline: Pipeline, paths: list[str]) -> bool:
     """Whether the linear models learn on the Dask workers: ``training.sgd``, or for ``auto``
-    a window of at least :data:`~nightshift.sgd_workers.WORKER_ROWS` rows (its batches at
+    a window of at least :data:`~nightshift.models.sgd_workers.WORKER_ROWS` rows (its batches at
     most ``batch_size`` rows each: counted without reading them)."""
-    from nightshift.sgd_workers import WORKER_ROWS
+    from nightshift.models.sgd_workers import WORKER_ROWS
 
     training = pipeline.training
     if training.sgd != "auto":
@@ -371,8 +371,8 @@ def train_sgd_on_dask(
     client: Client, pipeline: Pipeline, spec: SGDModel, paths: list[str], stats: FeatureStats
 ) -> TrainedModel:
     """Train a linear model on the Dask workers by parameter mixing
-    (:mod:`nightshift.sgd_workers`): the same estimator and file as :func:`train_sgd`."""
-    from nightshift.sgd_workers import train_sgd_on_workers
+    (:mod:`nightshift.models.sgd_workers`): the same estimator and file as :func:`train_sgd`."""
+    from nightshift.models.sgd_workers import train_sgd_on_workers
 
     estimator = _sgd_estimator(pipeline, spec)
     # The same fixed shares as XGBoost's ranks: contiguous, in the workers' name order.

@@ -13,8 +13,8 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
-from nightshift.config import PANDAS_DTYPES, Pipeline
-from nightshift.lake import (
+from nightshift.config.pipeline import PANDAS_DTYPES, Pipeline
+from nightshift.storage.lake import (
     FIRST_DATA_ROW,
     SOURCE_ROW,
     Lake,
@@ -22,7 +22,7 @@ from nightshift.lake import (
     PartitionMissing,
     read_bytes,
 )
-from nightshift.quarantine import quarantine, release_command
+from nightshift.storage.quarantine import quarantine, release_command
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Host a local Dask cluster in this fresh interpreter until stdin closes.
 
-``python -m nightshift.cluster_host '<plan json>'`` starts a ``LocalCluster`` (CPU) or dask-cuda's
-``LocalCUDACluster`` (one worker per GPU), prints ``{"address": ...}`` on one line, and closes
-the cluster when its parent closes stdin or dies. See ``nightshift.cluster`` for why.
+``python -m nightshift.models.cluster_host '<plan json>'`` starts a ``LocalCluster`` (CPU) or
+dask-cuda's ``LocalCUDACluster`` (one worker per GPU), prints ``{"address": ...}`` on one line,
+and closes the cluster when its parent closes stdin or dies. See ``nightshift.models.cluster``
+for why.
 """
 
 from __future__ import annotations

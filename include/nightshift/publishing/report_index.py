@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightshift.config import HIGHER_IS_BETTER, Pipeline, ReportFolder
+from nightshift.config.pipeline import HIGHER_IS_BETTER, Pipeline, ReportFolder
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def publish_index(pipeline: Pipeline, airflow_base: str = "") -> str:
     happen under a file lock, so the last writer has seen every run published before it;
     on an object store the Airflow plugin's index (always read live) is the one to trust.
     """
-    from nightshift.lake import write_bytes_atomic
-    from nightshift.report import render_index
+    from nightshift.publishing.report import render_index
+    from nightshift.storage.lake import write_bytes_atomic
 
     root = pipeline.reports_dir()
     uri = f"{root}/index.html"

@@ -13,7 +13,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from nightshift.config import (
+from nightshift.config.pipeline import (
     PANDAS_DTYPES,
     FileSource,
     GeneratorSource,
@@ -21,9 +21,9 @@ from nightshift.config import (
     Schema,
     hook_refusal,
 )
-from nightshift.generator import generate_day
-from nightshift.lake import FIRST_DATA_ROW, RAW, SOURCE_ROW, Lake, Partition, write_parquet
-from nightshift.quarantine import Hold, holding, quarantine, release_command, sha256
+from nightshift.data.generator import generate_day
+from nightshift.storage.lake import FIRST_DATA_ROW, RAW, SOURCE_ROW, Lake, Partition, write_parquet
+from nightshift.storage.quarantine import Hold, holding, quarantine, release_command, sha256
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def source_location(source: FileSource, partition_date: dt.date) -> str:
     """Return where the date's source file is: a URL, or a path resolved in the project."""
     location = source.path_for(partition_date)
     if "://" not in location and not location.startswith("/"):
-        from nightshift.config import _resolve
+        from nightshift.config.pipeline import _resolve
 
         location = _resolve(location)
     return location
@@ -208,7 +208,7 @@ def transform(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Apply the pipeline's ``derive``, ``filter``, ``hook`` and ``drop``, in that order;
     return the day's frame and, per filter rule, the rows it left out."""
-    from nightshift.expressions import parse
+    from nightshift.config.expressions import parse
 
     timezone = pipeline.schedule.timezone
     types = pipeline.derived_types  # the types the configuration check gave them

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import fsspec
 
-from nightshift.config import Pipeline
-from nightshift.lake import Lake, Partition, read_bytes, write_bytes_atomic
+from nightshift.config.pipeline import Pipeline
+from nightshift.storage.lake import Lake, Partition, read_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Hold:
 
 
 # How a night names a window day it left out because the day's input is held (the report,
-# and nightshift.alerts, which reads it back from metrics.json).
+# and nightshift.publishing.alerts, which reads it back from metrics.json).
 HELD = "held in quarantine"
 
 
@@ -164,7 +164,7 @@ def _copy_source(
 def _mode_of(origin: str) -> int:
     """The mode for a copy of ``origin``: no more open than the source file, if it is local,
     nor than the lake's files."""
-    from nightshift.lake import PRIVATE
+    from nightshift.storage.lake import PRIVATE
 
     try:
         return os.stat(origin.removeprefix("file://")).st_mode & PRIVATE
