@@ -18,8 +18,8 @@ import pandas as pd
 from distributed import Client, as_completed
 
 from nightshift.config.pipeline import LABEL, Pipeline
-from nightshift.storage.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
 from nightshift.config.progress import Progress
+from nightshift.storage.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
 
 log = logging.getLogger(__name__)
 
