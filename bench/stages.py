@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from nightshift.config.pipeline import find_pipeline
 from nightshift.data.ingest import RAW
-from nightshift.night.inputs import lake_for
 from nightshift.night.stages import run_nightly
+from nightshift.storage.lake import lake_for
 
 
 def main() -> None:

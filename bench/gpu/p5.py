@@ -70,10 +70,10 @@ def prepare(pipeline: Any, days: int) -> tuple[list[str], list[str], float]:
     from nightshift.data.ingest import ingest_date
     from nightshift.data.preprocess import preprocess_date
     from nightshift.models.cluster import ClusterPlan, dask_client
-    from nightshift.storage.lake import Lake
+    from nightshift.storage.lake import lake_for
 
     started = time.perf_counter()
-    lake = Lake(pipeline.lake_root(), pipeline.name)
+    lake = lake_for(pipeline)
     plan = ClusterPlan("local", "prepare", workers=os.cpu_count() or 1)
     processed = []
     with dask_client(plan) as client:
@@ -128,12 +128,12 @@ def gpu_name() -> str | None:
 def run(rows: int, days: int, rounds: int, cpu_only: bool, memory: str = "auto") -> dict[str, Any]:
     """Prepare the data once, train on each device, and return the result record."""
     from nightshift.models.cluster import ClusterPlan, current_plan
-    from nightshift.storage.lake import PROCESSED, Lake
+    from nightshift.storage.lake import PROCESSED, lake_for
 
     with tempfile.TemporaryDirectory(prefix="nightshift-p5-") as folder:
         pipeline = pipeline_for(rows, days, rounds, Path(folder), memory)
         window, held_out, prepare_seconds = prepare(pipeline, days)
-        lake = Lake(pipeline.lake_root(), pipeline.name)
+        lake = lake_for(pipeline)
         trained_rows = sum(
             sum(lake.read(PROCESSED, FIRST_DAY + dt.timedelta(days=d)).meta["rows_per_batch"])
             for d in range(days)

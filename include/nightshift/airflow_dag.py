@@ -304,8 +304,8 @@ class NightFailed:
 
     def __call__(self, context: Any) -> None:
         """Work out the night's date and what stopped it; deliver the alert."""
-        from nightshift.night.inputs import lake_for
         from nightshift.publishing import alerts
+        from nightshift.storage.lake import lake_for
         from nightshift.storage.quarantine import holds
 
         day = partition_date_for(self.pipeline, context)

@@ -166,13 +166,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     """Print each quarantined date: whether its newest hold still refuses the file, and why."""
-    from nightshift.storage.lake import Lake
+    from nightshift.storage.lake import lake_for
     from nightshift.storage.quarantine import held_dates, holds
 
     pipelines = [pipeline_named(args.pipeline)] if args.pipeline else load_pipelines()[0]
     print("pipeline\tdate\tstate\tstage\tfolder\twhy")
     for pipeline in pipelines:
-        lake = Lake(pipeline.lake_root(), pipeline.name)
+        lake = lake_for(pipeline)
         for day in held_dates(lake):
             found = holds(lake, day)
             if not found:
@@ -188,11 +188,11 @@ def cmd_quarantine_release(args: argparse.Namespace) -> int:
     """Release a date's quarantine hold: its next run reads the same file again."""
     import getpass
 
-    from nightshift.storage.lake import Lake
+    from nightshift.storage.lake import lake_for
     from nightshift.storage.quarantine import release
 
     pipeline = pipeline_named(args.pipeline)
-    lake = Lake(pipeline.lake_root(), pipeline.name)
+    lake = lake_for(pipeline)
     hold = release(lake, args.date, args.reason, by=getpass.getuser())
     print(
         f"{pipeline.name} {args.date}: released {hold.folder}; the next run of this date reads "

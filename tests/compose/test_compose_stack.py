@@ -47,10 +47,10 @@ USERS: dict[str, str] = {}  # name -> password, of the users the roles test crea
 DIGEST = """
 import datetime as dt, hashlib, json, sys
 from nightshift.config.pipeline import find_pipeline
-from nightshift.storage.lake import PROCESSED, Lake, read_bytes
+from nightshift.storage.lake import PROCESSED, lake_for, read_bytes
 from nightshift.night.inputs import model_stage
 pipeline = find_pipeline(sys.argv[1])
-lake = Lake(pipeline.lake_root(), pipeline.name)
+lake = lake_for(pipeline)
 found = {"lake": pipeline.lake_root()}
 for day in sys.argv[2:]:
     for stage in [PROCESSED] + [model_stage(m.name) for m in pipeline.models]:

@@ -18,7 +18,8 @@ import yaml
 
 from nightshift.config.pipeline import ConfigError, YamlLoader, parse_pipeline
 from nightshift.data.ingest import SourceError
-from nightshift.night import inputs, stages
+from nightshift.night import stages
+from nightshift.storage.lake import lake_for
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +115,7 @@ def test_raw_files_to_a_published_report_with_only_the_yaml(tmp_path: Path) -> N
     html = Path(results["publish"]["report"]).read_text()
     assert "arr_delay is not None</code>: " in html
     # The label's source never reached a model; the derived feature did.
-    processed = inputs.lake_for(pipeline).read("processed", DAY)
+    processed = lake_for(pipeline).read("processed", DAY)
     columns = set(pd.read_parquet(processed.paths()[0]).columns)
     assert "arr_delay" not in columns and "miles_per_delay_minute" in columns
     assert _landing(tmp_path) == landing
@@ -154,7 +155,7 @@ def test_a_python_hook_does_what_an_expression_cannot(
     (tmp_path / "landing").mkdir()
     flights(DAY).to_csv(tmp_path / "landing" / f"{DAY}.csv", index=False)
     stages.ingest(pipeline, DAY)
-    raw = inputs.lake_for(pipeline).read("raw", DAY)
+    raw = lake_for(pipeline).read("raw", DAY)
     frame = pd.concat([pd.read_parquet(p) for p in raw.paths()])
     assert len(frame) and frame["distance"].min() >= 300
     missing = parse_pipeline({**data, "hook": "byod_hooks:no_such_function"}, "x.yaml")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from nightshift.config.pipeline import find_pipeline
-from nightshift.night import inputs, stages
+from nightshift.night import stages
+from nightshift.storage.lake import lake_for
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +116,7 @@ def test_killing_a_dask_worker_mid_preprocess_changes_nothing(
     from nightshift.config.pipeline import parse_pipeline
 
     pipeline = parse_pipeline(data, pipeline.source_file)
-    lake = inputs.lake_for(pipeline)
+    lake = lake_for(pipeline)
     stages.ingest(pipeline, DAY)
     stages.validate(pipeline, [DAY], DAY)
 
@@ -242,7 +243,7 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
         # A frozen peer is noticed by the pipeline's collective timeout (15 s here), not by
         # XGBoost's default of 30 minutes, so a night never hangs on a lost machine.
         assert "Poll timeout:15 seconds" in str(caught.value), str(caught.value)[-600:]
-    assert not inputs.lake_for(pipeline).has("models/xgboost", DAY)
+    assert not lake_for(pipeline).has("models/xgboost", DAY)
     assert tracking.champion(mlflow_client, "retail_conversion.xgboost") == champion
     os.kill(processes["worker-b"].pid, signal.SIGKILL)  # a frozen one is gone for good too
     processes["worker-b"].wait(timeout=30)
@@ -258,7 +259,7 @@ def test_losing_a_worker_during_xgboost_training_fails_fast_and_the_retry_succee
                 client.retire_workers([worker], close_workers=False, remove=True)
     data["models"][0]["num_boost_round"] = 30
     retried = stages.train_distributed(parse_pipeline(data, "faults.yaml"), DAY)
-    assert inputs.lake_for(pipeline).has("models/xgboost", DAY), retried
+    assert lake_for(pipeline).has("models/xgboost", DAY), retried
     assert tracking.champion(mlflow_client, "retail_conversion.xgboost") == champion
     print(
         f"training failed {failed_after:.1f}s after the worker was lost ({lost.name}): "

@@ -16,7 +16,7 @@ import pytest
 
 from nightshift.config.pipeline import LABEL, find_pipeline
 from nightshift.night import inputs, scoring, stages
-from nightshift.storage.lake import PROCESSED, read_bytes, write_parquet
+from nightshift.storage.lake import PROCESSED, lake_for, read_bytes, write_parquet
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ DAY = dt.date(2026, 9, 16)
 
 def _trained(pipeline) -> list[bytes]:
     """The files of the night's SGD model partition (model, statistics, history)."""
-    lake = inputs.lake_for(pipeline)
+    lake = lake_for(pipeline)
     return [read_bytes(p) for p in lake.read(inputs.model_stage("sgd_logistic"), DAY).paths()]
 
 
@@ -42,7 +42,7 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     pipeline = find_pipeline("retail_conversion")
     _processed(pipeline)
     fitted = stages.fit_features(pipeline, DAY)
-    lake = inputs.lake_for(pipeline)
+    lake = lake_for(pipeline)
     stages.train_incremental(pipeline, DAY, fitted["version"])
     trained = _trained(pipeline)
 

@@ -22,6 +22,7 @@ from nightshift.cli import main
 from nightshift.config.pipeline import find_pipeline
 from nightshift.night import inputs, stages
 from nightshift.publishing import tracking
+from nightshift.storage.lake import lake_for
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +132,7 @@ def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> No
 
 def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     pipeline = find_pipeline("retail_conversion")
-    processed = inputs.lake_for(pipeline).read("processed", DATES[-1])
+    processed = lake_for(pipeline).read("processed", DATES[-1])
     frame = pd.concat([pd.read_parquet(p) for p in processed.paths()], ignore_index=True)
 
     booster = tracking.load_registered(pipeline, "retail_conversion.xgboost", "1")

@@ -23,7 +23,7 @@ from nightshift.data.generator import generate_day
 from nightshift.data.ingest import SourceError, ingest_date
 from nightshift.data.validate import VALIDATION, DataValidationError, read_summary
 from nightshift.night import inputs, stages
-from nightshift.storage.lake import Lake, PartitionMissing
+from nightshift.storage.lake import PartitionMissing, lake_for
 from tests.conftest import small_pipeline_dict, write_pipeline
 
 GOOD = dt.date(2026, 9, 14)
@@ -62,7 +62,7 @@ def _day(date: dt.date = DAY) -> pd.DataFrame:
 
 def _run(pipeline, date: dt.date = DAY) -> dict:
     """Ingest and validate ``date`` as the night does; return its validation summary."""
-    lake = Lake(pipeline.lake_root(), pipeline.name)
+    lake = lake_for(pipeline)
     ingest_date(pipeline, lake, date)
     stages.validate(pipeline, [date], date)
     return read_summary(lake, date)
@@ -181,7 +181,7 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     assert reason["source_sha256"] == landing[source.name]
     copied = Path(reason["copied_source_to"])
     assert copied.read_bytes() == source.read_bytes() and copied.name == source.name
-    lake = Lake(pipeline.lake_root(), pipeline.name)
+    lake = lake_for(pipeline)
     assert not lake.has(VALIDATION, DAY)
     # The good day beside it is untouched.
     assert read_summary(lake, GOOD)["rows"] == good["rows"]
@@ -382,7 +382,7 @@ def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path:
     with pytest.raises(DataValidationError):
         stages.validate(pipeline, [DAY], DAY)
     with pytest.raises(PartitionMissing):
-        inputs.lake_for(pipeline).read("processed", DAY)
+        lake_for(pipeline).read("processed", DAY)
 
 
 @pytest.mark.e2e
@@ -496,7 +496,7 @@ def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
     assert Path(reason["copied_source_to"]).read_bytes() == half
     monkeypatch.undo()
     assert _run(pipeline)["rows"] > 0  # the retry ingests the complete file
-    raw = Lake(pipeline.lake_root(), pipeline.name).read("raw", DAY)
+    raw = lake_for(pipeline).read("raw", DAY)
     assert raw.meta["source_sha256"] == hashlib.sha256(complete).hexdigest()
 
 

@@ -14,7 +14,7 @@ from nightshift.data.features import FeatureStats, fit_stats, to_linear_matrix, 
 from nightshift.data.ingest import RAW, conform, ingest_date
 from nightshift.data.preprocess import PROCESSED, derive_features, preprocess_date, processed_frame
 from nightshift.data.validate import DataValidationError, validate_date
-from nightshift.night.inputs import lake_for
+from nightshift.storage.lake import lake_for
 
 DAY = dt.date(2026, 6, 3)
 

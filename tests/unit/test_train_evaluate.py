@@ -22,7 +22,7 @@ from nightshift.models.kinds import load_scorer
 from nightshift.models.kinds.sgd import SGDModel
 from nightshift.models.kinds.xgboost import XGBoostModel
 from nightshift.models.train import rank_order, train_sgd, train_xgboost, training_curve
-from nightshift.night.inputs import lake_for
+from nightshift.storage.lake import lake_for
 from tests.conftest import in_process_client
 
 DAYS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,8 +22,12 @@ from pydantic import (
     model_validator,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_PIPELINES_DIR = PROJECT_ROOT / "include" / "pipelines"
+from nightshift.config.settings import (
+    is_url,
+    pipelines_home,
+    resolve,
+    setting,
+)
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
 # The pandas dtype each schema column type is held in, from ingest on.
@@ -275,15 +278,11 @@ class Output(_Strict):
     docker-compose points every pipeline at MinIO), else ``data/lake`` and ``data/reports``.
     """
 
-    lake: str = Field(default_factory=lambda: os.environ.get("NIGHTSHIFT_LAKE", "data/lake"))
-    reports: str = Field(
-        default_factory=lambda: os.environ.get("NIGHTSHIFT_REPORTS", "data/reports")
-    )
+    lake: str = Field(default_factory=lambda: setting("NIGHTSHIFT_LAKE") or "data/lake")
+    reports: str = Field(default_factory=lambda: setting("NIGHTSHIFT_REPORTS") or "data/reports")
     # MLflow: a folder (an embedded SQLite store and its artifacts, no server) or a tracking
     # URI such as http://mlflow:5000. Unset, ``MLFLOW_TRACKING_URI``, else ``data/mlflow``.
-    mlflow: str = Field(
-        default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI", "data/mlflow")
-    )
+    mlflow: str = Field(default_factory=lambda: setting("MLFLOW_TRACKING_URI") or "data/mlflow")
 
 
 class Training(_Strict):
@@ -629,11 +628,11 @@ class Pipeline(_Strict):
 
     def lake_root(self) -> str:
         """Return the lake's root (a path or an fsspec URL), resolved."""
-        return _resolve(self.output.lake)
+        return resolve(self.output.lake)
 
     def reports_root(self) -> str:
         """Return the reports' root (a path or an fsspec URL), resolved."""
-        return _resolve(self.output.reports)
+        return resolve(self.output.reports)
 
     def reports_dir(self, partition_date: dt.date | None = None) -> str:
         """Return this pipeline's reports folder, or one night's: ``<root>/<name>[/<date>]``."""
@@ -647,9 +646,9 @@ class Pipeline(_Strict):
     def mlflow_location(self) -> str:
         """Return the MLflow tracking URI, or the absolute folder of the embedded store."""
         location = self.output.mlflow
-        if "://" in location or location.startswith("sqlite:"):
+        if is_url(location) or location.startswith("sqlite:"):
             return location
-        return _resolve(location)
+        return resolve(location)
 
 
 def _feature_problems(
@@ -754,13 +753,6 @@ def _evaluation_problems(evaluation: Evaluation, schema: Schema, features: Featu
     return problems
 
 
-def _resolve(location: str) -> str:
-    if "://" in location or os.path.isabs(location):
-        return location
-    base = Path(os.environ.get("NIGHTSHIFT_HOME", PROJECT_ROOT))
-    return str((base / location).resolve())
-
-
 def _error_key(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -811,7 +803,7 @@ HOOK_PACKAGES = "NIGHTSHIFT_HOOK_PACKAGES"
 
 def hook_refusal(hook: str) -> str | None:
     """Return why ``hook`` may not run here (NIGHTSHIFT_HOOK_PACKAGES), or None."""
-    allowed = os.environ.get(HOOK_PACKAGES)
+    allowed = setting(HOOK_PACKAGES)
     if allowed is None:
         return None
     packages = sorted({name.strip() for name in allowed.split(",") if name.strip()})
@@ -895,7 +887,7 @@ def load_pipeline(path: Path | str) -> Pipeline:
 
 def pipelines_dir() -> Path:
     """Return the folder the pipeline YAMLs are read from."""
-    return Path(os.environ.get("NIGHTSHIFT_PIPELINES_DIR", DEFAULT_PIPELINES_DIR))
+    return pipelines_home()
 
 
 def pipeline_files(directory: Path | None = None) -> list[Path]:

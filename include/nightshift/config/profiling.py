@@ -16,11 +16,12 @@ import cProfile
 import importlib.util
 import io
 import logging
-import os
 import pstats
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from nightshift.config.settings import setting
 
 PROFILE_ENV = "NIGHTSHIFT_PROFILE_DIR"
 TOP_LINES = 25
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 def profile_dir() -> Path | None:
     """Return the folder profiles go to, or None when profiling is off."""
-    setting = os.environ.get(PROFILE_ENV, "").strip()
-    return Path(setting) if setting else None
+    folder = (setting(PROFILE_ENV) or "").strip()
+    return Path(folder) if folder else None
 
 
 @contextlib.contextmanager

@@ -7,10 +7,10 @@ A date is a day in the pipeline's timezone (``schedule.timezone``), never the ma
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from nightshift.config.pipeline import Pipeline
+from nightshift.config.settings import setting
 
 
 def last_complete_day(pipeline: Pipeline, now: dt.datetime | None = None) -> dt.date:
@@ -49,7 +49,7 @@ def day_after(day: dt.date, at: dt.time, pipeline: Pipeline) -> dt.datetime:
 def airflow_base_url() -> str | None:
     """Return the Airflow UI's base URL (``[api] base_url``) for links from reports and
     alerts, if it is set."""
-    url = os.environ.get("AIRFLOW__API__BASE_URL")
+    url = setting("AIRFLOW__API__BASE_URL")
     if url:
         return url
     try:

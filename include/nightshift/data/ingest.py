@@ -21,6 +21,7 @@ from nightshift.config.pipeline import (
     Schema,
     hook_refusal,
 )
+from nightshift.config.settings import resolve
 from nightshift.data.generator import generate_day
 from nightshift.storage.lake import FIRST_DATA_ROW, RAW, SOURCE_ROW, Lake, Partition, write_parquet
 from nightshift.storage.quarantine import Hold, holding, quarantine, release_command, sha256
@@ -92,11 +93,7 @@ def read_source(
 def source_location(source: FileSource, partition_date: dt.date) -> str:
     """Return where the date's source file is: a URL, or a path resolved in the project."""
     location = source.path_for(partition_date)
-    if "://" not in location and not location.startswith("/"):
-        from nightshift.config.pipeline import _resolve
-
-        location = _resolve(location)
-    return location
+    return resolve(location)
 
 
 def _fetch(source: FileSource, partition_date: dt.date) -> tuple[bytes, str]:

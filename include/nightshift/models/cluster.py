@@ -44,6 +44,8 @@ from typing import Any, Literal, TypeVar
 
 from distributed import Client
 
+from nightshift.config.settings import setting
+
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "NIGHTSHIFT_DASK_ADDRESS"
@@ -83,23 +85,23 @@ def plan_cluster(
     connection_address: str | None = None,
 ) -> ClusterPlan:
     """Return the cluster plan for this environment (a pure function: no I/O)."""
-    address = env.get(ADDRESS_ENV, "").strip()
+    address = (setting(ADDRESS_ENV, env) or "").strip()
     if address:
         return ClusterPlan("external", f"{ADDRESS_ENV}={address}", address=address)
     if connection_address:
-        conn_id = env.get(CONNECTION_ENV, DEFAULT_CONNECTION)
+        conn_id = setting(CONNECTION_ENV, env) or DEFAULT_CONNECTION
         return ClusterPlan(
             "external", f"Airflow connection '{conn_id}'", address=connection_address
         )
 
-    forced = env.get(MODE_ENV, "auto").strip() or "auto"
+    forced = (setting(MODE_ENV, env) or "").strip() or "auto"
     if forced not in ("auto", "local", "local-cuda"):
         raise ClusterError(
             f"{MODE_ENV}={forced!r}: choose 'auto', 'local' or 'local-cuda' "
             f"(or set {ADDRESS_ENV} for an external scheduler)"
         )
-    memory_limit = env.get(MEMORY_ENV, "auto")
-    workers_setting = env.get(WORKERS_ENV, "").strip()
+    memory_limit = setting(MEMORY_ENV, env) or "auto"
+    workers_setting = (setting(WORKERS_ENV, env) or "").strip()
     if workers_setting and (not workers_setting.isdigit() or int(workers_setting) < 1):
         raise ClusterError(f"{WORKERS_ENV}={workers_setting!r}: expected a positive integer")
 
@@ -117,7 +119,7 @@ def plan_cluster(
             f"{gpus} GPU(s) visible and dask-cuda installed",
             workers=count,
             memory_limit=memory_limit,
-            device_memory_limit=env.get(DEVICE_MEMORY_ENV, "0.8"),
+            device_memory_limit=setting(DEVICE_MEMORY_ENV, env) or "0.8",
         )
 
     if forced == "local":
@@ -167,7 +169,7 @@ def airflow_connection_address(env: Mapping[str, str] | None = None) -> str | No
     live in the metadata DB, an environment variable or a vault.
     """
     env = os.environ if env is None else env
-    conn_id = env.get(CONNECTION_ENV, DEFAULT_CONNECTION)
+    conn_id = setting(CONNECTION_ENV, env) or DEFAULT_CONNECTION
     if f"AIRFLOW_CONN_{conn_id.upper()}" not in env and "AIRFLOW_CTX_DAG_ID" not in env:
         return None  # not inside an Airflow task and no env connection: nothing to look up
     try:
@@ -285,7 +287,7 @@ def describe(client: Client) -> str:
 
 def current_plan() -> ClusterPlan:
     """Return the plan for this process's environment."""
-    address = None if os.environ.get(ADDRESS_ENV) else airflow_connection_address()
+    address = None if setting(ADDRESS_ENV) else airflow_connection_address()
     gpus = visible_gpus()
     return plan_cluster(os.environ, _cores(), gpus, has_dask_cuda(), address)
 

@@ -19,9 +19,9 @@ from nightshift.config.pipeline import LABEL, Pipeline
 from nightshift.data.features import FeatureStats
 from nightshift.storage.lake import (
     PROCESSED,
-    Lake,
     Partition,
     PartitionMissing,
+    lake_for,
     read_bytes,
     write_parquet,
 )
@@ -48,11 +48,6 @@ WINDOW_SAMPLE_ROWS = 200_000
 def model_stage(name: str) -> str:
     """Return the lake stage that holds model ``name``."""
     return f"models/{name}"
-
-
-def lake_for(pipeline: Pipeline) -> Lake:
-    """Return the pipeline's lake."""
-    return Lake(pipeline.lake_root(), pipeline.name)
 
 
 def window_dates(pipeline: Pipeline, partition_date: dt.date) -> list[dt.date]:

@@ -23,7 +23,6 @@ from nightshift.data.features import labels
 from nightshift.evaluation.champion import trained_before
 from nightshift.night.inputs import (
     NightInputs,
-    lake_for,
     load_model,
     night_inputs,
     read_window_sample,
@@ -31,6 +30,7 @@ from nightshift.night.inputs import (
 from nightshift.storage.lake import (
     PROCESSED,
     PartitionMissing,
+    lake_for,
     read_bytes,
 )
 

@@ -30,7 +30,6 @@ from nightshift.night.inputs import (
     NightInputs,
     dates_to_prepare,
     fit_inputs,
-    lake_for,
     night_inputs,
     save_model,
 )
@@ -43,6 +42,7 @@ from nightshift.night.summary import (
 )
 from nightshift.storage.lake import (
     RAW,
+    lake_for,
 )
 
 log = logging.getLogger(__name__)

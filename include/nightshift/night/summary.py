@@ -22,8 +22,9 @@ from nightshift.config.records import (
     TrendPoint,
 )
 from nightshift.data.features import FeatureStats
-from nightshift.night.inputs import EVALUATION, FEATURES, lake_for, load_model, window_dates
+from nightshift.night.inputs import EVALUATION, FEATURES, load_model, window_dates
 from nightshift.storage.lake import (
+    lake_for,
     read_bytes,
     write_bytes_atomic,
 )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightshift.config.pipeline import PROJECT_ROOT
+from nightshift.config.settings import PROJECT_ROOT, setting
 from nightshift.ops.airflow_api import AirflowAPI
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _airflow_home() -> Path:
+    """The embedded Airflow's home: ``NIGHTSHIFT_AIRFLOW_HOME``, else the checkout's."""
+    return Path(setting("NIGHTSHIFT_AIRFLOW_HOME") or PROJECT_ROOT / ".airflow")
+
+
+def _port(name: str) -> int:
+    """A port setting, as a number; a value that is none names the variable."""
+    value = setting(name) or ""
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r}: a port is a number")
+    return int(value)
+
+
 def _bin(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -78,15 +91,14 @@ def _bin(name: str) -> str:
 class LocalAirflow(AirflowAPI):
     """An Airflow home and the services started from it; its REST calls are ``AirflowAPI``'s."""
 
-    home: Path = field(
-        default_factory=lambda: Path(
-            os.environ.get("NIGHTSHIFT_AIRFLOW_HOME", PROJECT_ROOT / ".airflow")
-        )
-    )
+    home: Path = field(default_factory=_airflow_home)
     project: Path = PROJECT_ROOT
-    api_port: int = int(os.environ.get("NIGHTSHIFT_API_PORT", "8080"))
-    dask_port: int = int(os.environ.get("NIGHTSHIFT_DASK_PORT", "8786"))
-    dask_dashboard_port: int = int(os.environ.get("NIGHTSHIFT_DASK_DASHBOARD_PORT", "8787"))
+    # Read when a LocalAirflow is made, not when this module is imported.
+    api_port: int = field(default_factory=lambda: _port("NIGHTSHIFT_API_PORT"))
+    dask_port: int = field(default_factory=lambda: _port("NIGHTSHIFT_DASK_PORT"))
+    dask_dashboard_port: int = field(
+        default_factory=lambda: _port("NIGHTSHIFT_DASK_DASHBOARD_PORT")
+    )
     parallelism: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -158,7 +170,7 @@ class LocalAirflow(AirflowAPI):
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
-            "NIGHTSHIFT_HOME": os.environ.get("NIGHTSHIFT_HOME", str(self.project)),
+            "NIGHTSHIFT_HOME": setting("NIGHTSHIFT_HOME") or str(self.project),
         }
         if with_dask:
             values["NIGHTSHIFT_DASK_ADDRESS"] = self.dask_address

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from nightshift.config.settings import is_url
+
 # Passwords that ship in examples and tutorials, and so are the first ones tried.
 KNOWN_DEFAULTS = {
     "",
@@ -48,7 +50,7 @@ def _truthy(value: str | None) -> bool:
 def _bind_host(address: str) -> str:
     """Return the host part of ``host:port``, ``:port`` or a bare host."""
     address = address.strip()
-    if "://" in address:
+    if is_url(address):
         address = address.split("://", 1)[1]
     if address.startswith("["):
         return address[: address.index("]") + 1]

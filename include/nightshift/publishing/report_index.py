@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.config.pipeline import HIGHER_IS_BETTER, Pipeline, ReportFolder
+from nightshift.config.settings import is_url
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class RunSummary:
 def pipeline_reports_root(pipeline: Pipeline) -> Path:
     """Return the folder that holds ``pipeline``'s reports, one sub-folder per date."""
     root = pipeline.reports_root()
-    if "://" in root and not root.startswith("file://"):
+    if is_url(root) and not root.startswith("file://"):
         raise UnsafePath(f"{pipeline.name}: reports at {root} are not on this machine's disk")
     return Path(root.removeprefix("file://")) / pipeline.name
 
@@ -114,7 +115,7 @@ def publish_index(pipeline: Pipeline, airflow_base: str = "") -> str:
     root = pipeline.reports_dir()
     uri = f"{root}/index.html"
     lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if "://" not in root:
+    if not is_url(root):
         Path(root).mkdir(parents=True, exist_ok=True)
         lock = _file_lock(Path(root, ".index.lock"))
     with lock:

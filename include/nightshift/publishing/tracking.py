@@ -23,6 +23,7 @@ from typing import Any
 
 from nightshift.config.pipeline import Pipeline
 from nightshift.config.records import ChampionRef, Decision, NightEvaluation, TrainingWindow
+from nightshift.config.settings import is_url, setting
 from nightshift.evaluation.champion import trained_before
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def registered_name(pipeline: str, model: str) -> str:
 def store(pipeline: Pipeline) -> tuple[str, str | None]:
     """Return the tracking URI and, for the embedded store, the artifact root."""
     location = pipeline.mlflow_location()
-    if "://" in location or location.startswith("sqlite:"):
+    if is_url(location) or location.startswith("sqlite:"):
         return location, None
     Path(location).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{location}/mlflow.db", Path(location, "artifacts").as_uri()
@@ -273,7 +274,7 @@ def run_url(pipeline: Pipeline, experiment: str, run_id: str) -> str | None:
     uri, _ = store(pipeline)
     # The address the tasks use (http://mlflow:5000 in compose) is not always the one a
     # person's browser can reach; NIGHTSHIFT_MLFLOW_UI_URL says which one that is.
-    browser = os.environ.get("NIGHTSHIFT_MLFLOW_UI_URL") or uri
+    browser = setting("NIGHTSHIFT_MLFLOW_UI_URL") or uri
     if browser.startswith(("http://", "https://")):
         return f"{browser.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
     return None

@@ -34,6 +34,8 @@ from fsspec.implementations.local import LocalFileSystem
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nightshift.config.pipeline import Pipeline
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
@@ -50,6 +52,21 @@ STALE_AFTER = dt.timedelta(hours=1)
 def _now() -> dt.datetime:
     """The current time in UTC (one place, so tests can move the clock)."""
     return dt.datetime.now(dt.UTC)
+
+
+def date_folder(partition_date: dt.date) -> str:
+    """The folder name of a date's partition: ``date=YYYY-MM-DD``."""
+    return f"date={partition_date.isoformat()}"
+
+
+def folder_date(name: str) -> dt.date | None:
+    """The date a ``date=YYYY-MM-DD`` folder name holds, or None for any other name."""
+    if not name.startswith("date="):
+        return None
+    try:
+        return dt.date.fromisoformat(name.removeprefix("date="))
+    except ValueError:
+        return None
 
 
 class PartitionMissing(FileNotFoundError):
@@ -151,7 +168,7 @@ class Lake:
 
     def partition_uri(self, stage: str, partition_date: dt.date) -> str:
         """Return where the partition of ``stage`` for ``partition_date`` lives."""
-        return _join(self.root, self.pipeline, stage, f"date={partition_date.isoformat()}")
+        return _join(self.root, self.pipeline, stage, date_folder(partition_date))
 
     def read(self, stage: str, partition_date: dt.date) -> Partition:
         """Return the committed partition; raise PartitionMissing if there is none."""
@@ -191,8 +208,9 @@ class Lake:
         found = []
         for entry in fs.ls(path, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith("date=") and fs.exists(f"{entry.rstrip('/')}/{MANIFEST}"):
-                found.append(dt.date.fromisoformat(name.removeprefix("date=")))
+            day = folder_date(name)
+            if day is not None and fs.exists(f"{entry.rstrip('/')}/{MANIFEST}"):
+                found.append(day)
         return sorted(found)
 
     @contextlib.contextmanager
@@ -308,3 +326,8 @@ def write_parquet(frame: pd.DataFrame) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return bytes(sink.getvalue().to_pybytes())
+
+
+def lake_for(pipeline: Pipeline) -> Lake:
+    """Return the pipeline's lake: ``output.lake``, under the pipeline's name."""
+    return Lake(pipeline.lake_root(), pipeline.name)

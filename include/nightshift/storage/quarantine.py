@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import fsspec
 
 from nightshift.config.pipeline import Pipeline
-from nightshift.storage.lake import Lake, Partition, read_bytes, write_bytes_atomic
+from nightshift.storage.lake import Lake, Partition, folder_date, read_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def held_dates(lake: Lake) -> list[dt.date]:
     if not fs.exists(path):
         return []
     names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
-    return sorted(dt.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))
+    return sorted(day for n in names if (day := folder_date(n)) is not None)
 
 
 def release(lake: Lake, partition_date: dt.date, reason: str, by: str) -> Hold:
