@@ -62,6 +62,7 @@ def test_every_finding_of_a_night_goes_into_one_message() -> None:
         "2026-03-02": "held in quarantine (validation: column 'items' is missing)",
         "2026-03-01": "no data: no source file for the day, or not processed",
     }
+    summary["training_window"]["quarantined"] = ["2026-03-02"]
     summary["data"]["held_out"]["warnings"] = [
         {"column": "items", "message": "3 values above 50", "severity": "warn"}
     ]

@@ -405,6 +405,8 @@ def test_the_report_names_the_window_days_left_out_and_why(tmp_path: Path) -> No
         in (left_out[window[0].isoformat()])
     )
     assert left_out[window[1].isoformat()].startswith("no data: no source file")
+    # Which of them is held is said as data, for the alerts, not only in the prose.
+    assert metrics["training_window"]["quarantined"] == [window[0].isoformat()]
     html = Path(results["publish"]["report"]).read_text()
     assert "Left out of the window:" in html and window[0].isoformat() in html
     assert _landing(tmp_path) == landing

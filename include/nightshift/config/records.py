@@ -279,6 +279,8 @@ class TrainingWindow:
     batches: int
     label_mean: float | None
     left_out: dict[str, str] = field(default_factory=dict)  # window day -> why it was not used
+    # The days of left_out whose input is held in quarantine (the rest had no data).
+    quarantined: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

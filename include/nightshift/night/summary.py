@@ -98,25 +98,29 @@ def read_training_window(pipeline: Pipeline, partition_date: dt.date) -> Trainin
         stats.rows,
         features.meta["batches"],
         stats.label_mean,
-        _left_out(pipeline, partition_date, window),
+        *_left_out(pipeline, partition_date, window),
     )
 
 
-def _left_out(pipeline: Pipeline, partition_date: dt.date, used: list[str]) -> dict[str, str]:
-    """Return the window's days the night did not train on, and why."""
+def _left_out(
+    pipeline: Pipeline, partition_date: dt.date, used: list[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Return the window's days the night did not train on, and why; and those of them
+    whose input is held in quarantine."""
     from nightshift.storage.quarantine import HELD, holds
 
     lake = lake_for(pipeline)
-    left_out = {}
+    left_out, quarantined = {}, []
     for day in window_dates(pipeline, partition_date):
         if day.isoformat() in used:
             continue
         held = holds(lake, day)
         if held and held[0].released is None:
             left_out[day.isoformat()] = f"{HELD} ({held[0].stage}: {held[0].why})"
+            quarantined.append(day.isoformat())
         else:
             left_out[day.isoformat()] = "no data: no source file for the day, or not processed"
-    return left_out
+    return left_out, quarantined
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier, Connection
 
 from nightshift.config.pipeline import EmailChannel, Pipeline, ReportFolder, WebhookChannel
-from nightshift.storage.quarantine import HELD, Hold
+from nightshift.storage.quarantine import Hold
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,16 @@ def night_alert(pipeline: Pipeline, summary: dict[str, Any], links: dict[str, st
     window day left out because its input is held (quarantined); validation warnings on the
     held-out day and window days left out for want of data.
     """
-    left_out = [
-        f"window day {day} left out: {why}"
-        for day, why in summary["training_window"].get("left_out", {}).items()
-    ]
+    window = summary["training_window"]
+    held = set(window.get("quarantined", []))
+    left_out = {day: f"window day {day} left out: {why}" for day, why in window["left_out"].items()}
     findings = {
         "regressed": _regressions(pipeline, summary),
         "drifted": _drifted(summary),
-        "quarantined": [line for line in left_out if HELD in line],
+        "quarantined": [line for day, line in left_out.items() if day in held],
         "validation_warning": [
             *(_finding_line(f) for f in summary["data"]["held_out"].get("warnings", [])),
-            *(line for line in left_out if HELD not in line),
+            *(line for day, line in left_out.items() if day not in held),
         ],
     }
     events = [e for e, lines in findings.items() if lines and e in pipeline.alerts.on]
