@@ -170,7 +170,7 @@ def _process_window(pipeline: Any, rows: int, window: int) -> None:
     t0 = time.perf_counter()
     for offset in range(window, 0, -1):
         day = DAY - dt.timedelta(days=offset)
-        dates = [dt.date.fromisoformat(d) for d in ingest(pipeline, day)["dates"]]
+        dates = ingest(pipeline, day).dates
         validate(pipeline, dates)
         preprocess(pipeline, dates)
     print(f"setup: {window} days of {rows:,} rows processed in {time.perf_counter() - t0:.0f}s")

@@ -22,8 +22,9 @@ from airflow.sdk import (
 
 from nightshift.access import access_control
 from nightshift.config.pipeline import FileSource, Pipeline, Schedule, Stage, load_pipelines
-from nightshift.config.records import Approval
+from nightshift.config.records import Approval, NightSummary
 from nightshift.config.run_date import airflow_base_url, day_after, partition_date_for
+from nightshift.night.results import FeaturesFitted, Ingested, Published, Validated
 from nightshift.ops.deadline import deadline_alerts
 from nightshift.ops.timetable import NightlyTimetable
 
@@ -109,10 +110,6 @@ def run_params(pipeline: Pipeline) -> dict[str, Param]:
     }
 
 
-def _dates(values: list[str]) -> list[dt.date]:
-    return [dt.date.fromisoformat(v) for v in values]
-
-
 class NightTasks:
     """The task bodies of one pipeline's DAG: each runs its stage (``nightshift.stages``) for
     the run's date, with the run's options, and returns the stage's result (one XCom)."""
@@ -143,7 +140,7 @@ class NightTasks:
                 raise  # a file not there yet: the task's retries wait for it
             # A refused file is refused again on a retry: fail now, saying why and what to do.
             raise AirflowFailException(str(exc)) from None
-        return {**landed, "partition_date": day.isoformat()}
+        return landed.to_xcom()
 
     def validate(self, ingested: dict[str, Any]) -> dict[str, Any]:
         """Validate the landed dates; bad data fails the task at once, with the reason."""
@@ -152,9 +149,9 @@ class NightTasks:
         from nightshift.data.validate import DataValidationError
         from nightshift.night import stages
 
-        day = dt.date.fromisoformat(ingested["partition_date"])
+        landed = Ingested.from_xcom(ingested)
         try:
-            return stages.validate(self.current(), _dates(ingested["dates"]), day)
+            return stages.validate(self.current(), landed.dates, landed.partition_date).to_xcom()
         except DataValidationError as exc:
             # Bad data stays bad on a retry: fail now, with the reason, and block training.
             raise AirflowFailException(str(exc)) from None
@@ -163,19 +160,20 @@ class NightTasks:
         """Preprocess the valid dates with Dask; update the processed asset."""
         from nightshift.night import stages
 
-        result = stages.preprocess(self.current(), _dates(validated["dates"]))
+        passed = Validated.from_xcom(validated)
+        result = stages.preprocess(self.current(), passed.dates)
         get_current_context()["outlet_events"][self.processed].extra = {
             "partition_date": ingested["partition_date"],
             "dates": validated["dates"],
         }
-        return result
+        return result.to_xcom()
 
     def fit_features(self, ingested: dict[str, Any], processed: dict[str, Any]) -> dict[str, Any]:
         """Fit the feature statistics on the window; record the inputs the night uses."""
         from nightshift.night import stages
 
-        day = dt.date.fromisoformat(ingested["partition_date"])
-        return stages.fit_features(self.current(), day)
+        day = Ingested.from_xcom(ingested).partition_date
+        return stages.fit_features(self.current(), day).to_xcom()
 
     def train_distributed(
         self, ingested: dict[str, Any], features: dict[str, Any]
@@ -183,8 +181,9 @@ class NightTasks:
         """Train the XGBoost models on the inputs fit_features recorded (NightInputs)."""
         from nightshift.night import stages
 
-        day = dt.date.fromisoformat(ingested["partition_date"])
-        return stages.train_distributed(self.current(), day, features.get("version"))
+        day = Ingested.from_xcom(ingested).partition_date
+        version = FeaturesFitted.from_xcom(features).version
+        return stages.train_distributed(self.current(), day, version).to_xcom()
 
     def train_incremental(
         self, ingested: dict[str, Any], features: dict[str, Any]
@@ -194,11 +193,11 @@ class NightTasks:
         from nightshift.models.cluster import current_plan, on_idle_cores, shares_this_machine
         from nightshift.night import stages
 
-        day = dt.date.fromisoformat(ingested["partition_date"])
-        args = (self.current(), day, features.get("version"))
+        day = Ingested.from_xcom(ingested).partition_date
+        args = (self.current(), day, FeaturesFitted.from_xcom(features).version)
         if shares_this_machine(current_plan()):
-            return on_idle_cores(stages.train_incremental, *args)
-        return stages.train_incremental(*args)
+            return on_idle_cores(stages.train_incremental, *args).to_xcom()
+        return stages.train_incremental(*args).to_xcom()
 
     def evaluate(
         self,
@@ -210,8 +209,9 @@ class NightTasks:
         """Score the models and their champions on the held-out date."""
         from nightshift.night import stages
 
-        day = dt.date.fromisoformat(ingested["partition_date"])
-        return stages.evaluate(self.current(), day, features.get("version"))
+        day = Ingested.from_xcom(ingested).partition_date
+        version = FeaturesFitted.from_xcom(features).version
+        return stages.evaluate(self.current(), day, version).to_xcom()
 
     def publish(
         self, ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
@@ -220,15 +220,15 @@ class NightTasks:
         from nightshift.night import stages
 
         context = get_current_context()
-        day = dt.date.fromisoformat(ingested["partition_date"])
+        day = Ingested.from_xcom(ingested).partition_date
         promote = bool((context.get("params") or {}).get("promote", True))
         timings = _timings(ingested, stage_results)
         result = stages.publish(
             self.current(), day, timings, context["run_id"], promote, airflow_base_url()
         )
         self._report_updated(context, day, result)
-        _alert_published(self.pipeline, day, result["metrics"], context)
-        return result
+        _alert_published(self.pipeline, day, result.metrics, context)
+        return result.to_xcom()
 
     def settle(
         self,
@@ -240,7 +240,7 @@ class NightTasks:
         from nightshift.night import stages
 
         context = get_current_context()
-        day = dt.date.fromisoformat(ingested["partition_date"])
+        day = Ingested.from_xcom(ingested).partition_date
         approval = approval_from(answer)
         log.info("%s %s: promotion %s", self.pipeline.name, day, approval.label)
         timings = _timings(ingested, stage_results)
@@ -248,20 +248,20 @@ class NightTasks:
             self.current(), day, timings, context["run_id"], True, airflow_base_url(), approval
         )
         self._report_updated(context, day, result)
-        return result
+        return result.to_xcom()
 
-    def _report_updated(self, context: Any, day: dt.date, result: dict[str, Any]) -> None:
+    def _report_updated(self, context: Any, day: dt.date, result: Published) -> None:
         """Say on the report asset's event which date's report was (re)written, and where."""
-        extra = {"partition_date": day.isoformat(), "report": result["report"]}
+        extra = {"partition_date": day.isoformat(), "report": result.report}
         context["outlet_events"][self.report].extra = extra
-        log.info("%s %s: report at %s", self.pipeline.name, day, result["report"])
+        log.info("%s %s: report at %s", self.pipeline.name, day, result.report)
 
 
 def _timings(
     ingested: dict[str, Any], stage_results: dict[str, dict[str, Any]]
 ) -> dict[str, float]:
     """Seconds per stage of the night, from the stages' results."""
-    timings = {str(Stage.INGEST): ingested["seconds"]}
+    timings = {str(Stage.INGEST): Ingested.from_xcom(ingested).seconds}
     timings.update({name: result["seconds"] for name, result in stage_results.items()})
     return timings
 
@@ -288,7 +288,8 @@ def _alert_published(pipeline: Pipeline, day: dt.date, metrics: str, context: An
         return
     try:
         links = alerts.links_for(pipeline, day, airflow_base_url(), str(context["run_id"]))
-        alert = alerts.night_alert(pipeline, json.loads(read_bytes(metrics)), links)
+        summary = NightSummary.from_dict(json.loads(read_bytes(metrics)))
+        alert = alerts.night_alert(pipeline, summary, links)
         if alert is not None:
             alerts.deliver(pipeline, alert, context)
     except Exception:  # the night has published: a broken alert must not fail (and re-run) it

@@ -27,6 +27,7 @@ from nightshift.config.pipeline import (
     pipeline_files,
     pipelines_dir,
 )
+from nightshift.config.records import NightSummary
 from nightshift.publishing.tracking import RegistryError
 from nightshift.storage.quarantine import NoHold
 
@@ -303,12 +304,14 @@ def _first_scheduled_run(airflow: Any, dag_id: str, timeout: float = 120) -> str
 
 def _run_date(airflow: Any, dag_id: str, run_id: str) -> dt.date:
     """Return the date a finished run processed (its ingest task's XCom)."""
+    from nightshift.night.results import Ingested
+
     entry = airflow.api(
         "GET",
         f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/ingest/xcomEntries/"
         "return_value",
     )
-    return dt.date.fromisoformat(entry["value"]["partition_date"])
+    return Ingested.from_xcom(entry["value"]).partition_date
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -345,13 +348,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 1
         day = _run_date(airflow, pipeline.dag_id, run_id)
         folder = pipeline.report_folder(day)
-        metrics: dict[str, Any] = json.loads(Path(folder.metrics).read_text())
-        for name in metrics["ranking"]:
+        night = NightSummary.from_dict(json.loads(Path(folder.metrics).read_text())).evaluation
+        for name in night.ranking:
             print(
                 f"  {name:>14}: "
                 + ", ".join(
                     f"{k} {v:.4f}"
-                    for k, v in metrics["models"][name]["metrics"].items()
+                    for k, v in night.models[name].metrics.items()
                     if isinstance(v, float) and k in ("roc_auc", "log_loss", "f1", "rmse", "r2")
                 )
             )

@@ -31,8 +31,8 @@ def _trained(pipeline) -> list[bytes]:
 
 def _processed(pipeline) -> None:
     """Ingest, validate and process DAY and its window."""
-    dates = [dt.date.fromisoformat(d) for d in stages.ingest(pipeline, DAY)["dates"]]
-    valid = [dt.date.fromisoformat(d) for d in stages.validate(pipeline, dates, DAY)["dates"]]
+    dates = stages.ingest(pipeline, DAY).dates
+    valid = stages.validate(pipeline, dates, DAY).dates
     stages.preprocess(pipeline, valid)
 
 
@@ -43,23 +43,23 @@ def test_a_window_day_replaced_after_fit_features_does_not_reach_training(
     _processed(pipeline)
     fitted = stages.fit_features(pipeline, DAY)
     lake = lake_for(pipeline)
-    stages.train_incremental(pipeline, DAY, fitted["version"])
+    stages.train_incremental(pipeline, DAY, fitted.version)
     trained = _trained(pipeline)
 
     # A backfill re-processes the first window day meanwhile: half its rows, a new version.
-    replaced = dt.date.fromisoformat(fitted["window"][0])
+    replaced = fitted.window[0]
     old = lake.read(PROCESSED, replaced)
     frame = pd.concat([pd.read_parquet(p) for p in old.paths()], ignore_index=True)
     with lake.writer(PROCESSED, replaced) as writer:
         writer.write_bytes("batch-00000.parquet", write_parquet(frame.iloc[: len(frame) // 2]))
     now, _ = inputs.training_paths(pipeline, DAY)
-    recorded = inputs.night_inputs(pipeline, DAY, fitted["version"])
+    recorded = inputs.night_inputs(pipeline, DAY, fitted.version)
     assert now != recorded.window_paths  # the lake's listing moved on...
 
     # ...the night's training (a retry, here) still reads what the statistics came from.
-    stages.train_incremental(pipeline, DAY, fitted["version"])
+    stages.train_incremental(pipeline, DAY, fitted.version)
     assert _trained(pipeline) == trained
-    assert recorded.window == fitted["window"]
+    assert recorded.window == [day.isoformat() for day in fitted.window]
     assert set(old.paths()) <= set(recorded.window_paths)
     assert not set(lake.read(PROCESSED, replaced).paths()) & set(recorded.window_paths)
 
@@ -70,7 +70,7 @@ def test_fit_features_draws_the_window_sample_once(
     pipeline = find_pipeline("retail_conversion")
     _processed(pipeline)
     monkeypatch.setattr(inputs, "WINDOW_SAMPLE_ROWS", 2000)  # of the window's 8,000 rows
-    recorded = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    recorded = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY).version)
     numeric, categorical = scoring.drift_columns(pipeline)
     assert recorded.window_sample is not None
     sample = pd.read_parquet(recorded.window_sample)
@@ -79,7 +79,7 @@ def test_fit_features_draws_the_window_sample_once(
     assert {*pipeline.features.time, LABEL} <= set(sample.columns)
     assert 1700 <= len(sample) <= 2300, len(sample)
     # Drawn with the pipeline's seed: fitted again, the same rows.
-    again = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY)["version"])
+    again = inputs.night_inputs(pipeline, DAY, stages.fit_features(pipeline, DAY).version)
     assert again.version != recorded.version
     pd.testing.assert_frame_equal(pd.read_parquet(again.window_sample), sample)
     assert inputs.read_window_sample(pipeline, recorded, numeric).equals(sample[numeric])

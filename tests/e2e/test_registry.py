@@ -173,9 +173,8 @@ def _models_logged(client, run_id: str) -> list[str]:
 def _prepare(pipeline, day: dt.date) -> None:
     """Run every stage before publish for ``day`` (and its window days not yet processed)."""
     ingested = stages.ingest(pipeline, day)
-    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
-    validated = stages.validate(pipeline, dates, day)
-    stages.preprocess(pipeline, [dt.date.fromisoformat(d) for d in validated["dates"]])
+    validated = stages.validate(pipeline, ingested.dates, day)
+    stages.preprocess(pipeline, validated.dates)
     for stage in (
         stages.fit_features,
         stages.train_distributed,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nightshift.config.pipeline import find_pipeline
+from nightshift.config.records import NightSummary
 from nightshift.night.stages import run_nightly
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +23,10 @@ def test_nightly_run_publishes_report_and_metrics(project: Path) -> None:
     metrics = json.loads(Path(results["publish"]["metrics"]).read_text())
     assert report.exists() and report.read_text().startswith("<!DOCTYPE html>")
     assert metrics["partition_date"] == "2026-09-15"
+    # metrics.json reads back into the NightSummary that wrote it (alerts and the command line
+    # read it so).
+    again = NightSummary.from_dict(metrics).to_dict()
+    assert json.loads(json.dumps(again, sort_keys=True, default=str)) == metrics
     # Out of time: the held-out day is never in the training window.
     assert metrics["training_window"]["dates"] == ["2026-09-13", "2026-09-14"]
     assert set(metrics["models"]) == {"xgboost", "sgd_logistic", "base_rate"}

@@ -10,10 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from nightshift.config.pipeline import Pipeline, parse_pipeline
+from nightshift.config.records import NightSummary
 from nightshift.publishing import alerts
 from nightshift.storage.quarantine import Hold
 from tests.conftest import small_pipeline_dict
 from tests.receivers import receivers
+from tests.unit.test_report import fixed_results
 
 DAY = dt.date(2026, 3, 4)
 LINKS = {"report": "http://airflow/nightshift-reports/files/p/2026-03-04/report.html"}
@@ -38,6 +40,29 @@ def _kept(new: float, old: float) -> dict:
     }
 
 
+def _summary(night: dict) -> NightSummary:
+    """A whole metrics.json (the report tests' night) with ``night``'s parts, read back as
+    publish's alert reads it."""
+    data = json.loads(json.dumps(fixed_results(), default=str))
+    data.update({k: v for k, v in night.items() if k not in ("decisions", "training_window")})
+    data["training_window"].update(night["training_window"])
+    data["decisions"] = {
+        name: {
+            "model": name,
+            "promoted": decision["promoted"],
+            "reason": decision["reason"],
+            "challenger": {
+                "model": name,
+                "trained_for": night["partition_date"],
+                **decision["challenger"],
+            },
+            "champion": {"registered_model": f"p.{name}", "version": 1, **decision["champion"]},
+        }
+        for name, decision in night["decisions"].items()
+    }
+    return NightSummary.from_dict(data)
+
+
 HEALTHY = {
     "partition_date": DAY.isoformat(),
     "headline_metric": "roc_auc",
@@ -51,7 +76,7 @@ HEALTHY = {
 
 def test_a_healthy_night_has_nothing_to_say() -> None:
     # Scoring 0.01 below the champion is within the pipeline's regression bound.
-    assert alerts.night_alert(_pipeline(regression=0.02), HEALTHY, LINKS) is None
+    assert alerts.night_alert(_pipeline(regression=0.02), _summary(HEALTHY), LINKS) is None
 
 
 def test_every_finding_of_a_night_goes_into_one_message() -> None:
@@ -66,7 +91,7 @@ def test_every_finding_of_a_night_goes_into_one_message() -> None:
     summary["data"]["held_out"]["warnings"] = [
         {"column": "items", "message": "3 values above 50", "severity": "warn"}
     ]
-    alert = alerts.night_alert(_pipeline(regression=0.02), summary, LINKS)
+    alert = alerts.night_alert(_pipeline(regression=0.02), _summary(summary), LINKS)
     assert alert is not None
     assert alert.events == ("regressed", "drifted", "quarantined", "validation_warning")
     assert alert.title.startswith("retail_conversion 2026-03-04: tonight's model regressed")
@@ -80,7 +105,7 @@ def test_every_finding_of_a_night_goes_into_one_message() -> None:
         "window day 2026-03-01 left out: no data: no source file for the day, or not processed",
     )
     # A team that asked only for regressions hears only of them.
-    only = alerts.night_alert(_pipeline(on=["regressed"]), summary, LINKS)
+    only = alerts.night_alert(_pipeline(on=["regressed"]), _summary(summary), LINKS)
     assert only is not None and only.events == ("regressed",) and len(only.details) == 1
 
 
@@ -92,10 +117,10 @@ def test_a_lower_error_is_better_for_an_error_metric() -> None:
         "challenger": {"metrics": {"rmse": 12.0}},
         "champion": {"metrics": {"rmse": 10.0}, "trained_for": "2026-03-01"},
     }
-    alert = alerts.night_alert(_pipeline(regression=1.0), summary, LINKS)
+    alert = alerts.night_alert(_pipeline(regression=1.0), _summary(summary), LINKS)
     assert alert is not None and alert.events == ("regressed",)
     summary["decisions"]["xgboost"]["challenger"]["metrics"]["rmse"] = 9.0
-    assert alerts.night_alert(_pipeline(), summary, LINKS) is None
+    assert alerts.night_alert(_pipeline(), _summary(summary), LINKS) is None
 
 
 def test_a_failed_night_says_quarantined_when_a_hold_says_why() -> None:

@@ -372,10 +372,9 @@ def test_a_bad_window_day_is_left_out_but_a_bad_run_date_stops_the_run(tmp_path:
     _write(tmp_path / "in" / f"{window[1]}.csv", _day(window[1]))
     _write(tmp_path / "in" / f"{DAY}.csv", _day())
     ingested = stages.ingest(pipeline, DAY)
-    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
-    validated = stages.validate(pipeline, dates, DAY)
-    assert validated["dates"] == [window[1].isoformat(), DAY.isoformat()]
-    assert "all_null" in validated["skipped"][window[0].isoformat()]
+    validated = stages.validate(pipeline, ingested.dates, DAY)
+    assert validated.dates == [window[1], DAY]
+    assert "all_null" in validated.skipped[window[0]]
     # Now the run date itself is bad: the stage raises and nothing downstream runs.
     _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(discount_pct=np.nan))
     stages.ingest(pipeline, DAY)

@@ -220,6 +220,19 @@ class Decision:
             "checks": [asdict(check) for check in self.checks],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        """Read one back from ``to_dict``'s form."""
+        champion = data.get("champion")
+        return cls(
+            data["model"],
+            data["promoted"],
+            data["reason"],
+            Challenger(**data["challenger"]),
+            None if champion is None else ChampionScore.from_dict(champion),
+            [Check(**check) for check in data.get("checks", [])],
+        )
+
 
 ApprovalState = Literal["awaiting", "approved", "rejected", "timed_out"]
 
@@ -257,6 +270,11 @@ class Approval:
         """Whether the answer keeps the champion (rejected, or no answer in time)."""
         return self.state in ("rejected", "timed_out")
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Approval:
+        """Read one back from metrics.json's form (its ``label`` is derived, not read)."""
+        return cls(data["state"], data.get("by"), data.get("at"), data.get("due"))
+
     @property
     def label(self) -> str:
         """A few words for the index and the report's headline."""
@@ -282,6 +300,12 @@ class TrainingWindow:
     # The days of left_out whose input is held in quarantine (the rest had no data).
     quarantined: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingWindow:
+        """Read one back from metrics.json's form (older nights have no ``quarantined``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
 
 @dataclass(frozen=True)
 class ChampionOutcome:
@@ -300,6 +324,19 @@ class ChampionOutcome:
         data["previous"] = None if self.previous is None else self.previous.to_dict()
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChampionOutcome:
+        """Read one back from ``to_dict``'s form."""
+        previous = data.get("previous")
+        return cls(
+            data["model"],
+            data.get("model_id"),
+            data["promoted"],
+            data["reason"],
+            None if previous is None else ChampionScore.from_dict(previous),
+            data.get("promotion_allowed", True),
+        )
+
 
 @dataclass(frozen=True)
 class TrendPoint:
@@ -309,6 +346,11 @@ class TrendPoint:
     value: float | None
     promoted: bool | None  # None: a report from before promotion was recorded
     best: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrendPoint:
+        """Read one back from metrics.json's form (older nights name no ``best``)."""
+        return cls(data["date"], data.get("value"), data.get("promoted"), data.get("best", ""))
 
 
 @dataclass(frozen=True)
@@ -350,3 +392,35 @@ class NightSummary:
             if self.approval is None
             else {**asdict(self.approval), "label": self.approval.label},
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NightSummary:
+        """Read a night back from ``metrics.json`` (``to_dict``'s form)."""
+        approval = data.get("approval")
+        return cls(
+            **{name: data[name] for name in _PLAIN_SUMMARY_FIELDS},
+            training_window=TrainingWindow.from_dict(data["training_window"]),
+            evaluation=NightEvaluation.from_dict(data),
+            decisions={name: Decision.from_dict(d) for name, d in data["decisions"].items()},
+            champion=ChampionOutcome.from_dict(data["champion"]),
+            trend=[TrendPoint.from_dict(point) for point in data.get("trend", [])],
+            approval=None if approval is None else Approval.from_dict(approval),
+        )
+
+
+# NightSummary's fields that metrics.json holds as they are (the rest are records).
+_PLAIN_SUMMARY_FIELDS = (
+    "pipeline",
+    "dag_id",
+    "partition_date",
+    "task",
+    "run_id",
+    "threshold",
+    "run_options",
+    "gate",
+    "data",
+    "timings",
+    "links",
+    "mlflow",
+    "nightshift_version",
+)

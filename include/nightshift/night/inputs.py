@@ -17,6 +17,7 @@ import pandas as pd
 
 from nightshift.config.pipeline import LABEL, Pipeline
 from nightshift.data.features import FeatureStats
+from nightshift.night.results import FeaturesFitted
 from nightshift.storage.lake import (
     PROCESSED,
     Partition,
@@ -204,7 +205,7 @@ def load_model(pipeline: Pipeline, name: str, trained_for: dt.date) -> tuple[Any
     return model, files
 
 
-def fit_inputs(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+def fit_inputs(pipeline: Pipeline, partition_date: dt.date) -> FeaturesFitted:
     """Fit the feature statistics on the training window, in one read of it with a sample
     of the window; write them, the sample and the night's inputs (``INPUTS_FILE``) as a new
     version of the features partition; return its URI, version, window and rows."""
@@ -234,12 +235,12 @@ def fit_inputs(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
         window_sample = None if sample_rows is None else WINDOW_SAMPLE
         writer.write_bytes(INPUTS_FILE, record_inputs(window, held_out, window_sample))
         writer.meta.update({"window": dates, "rows": stats.rows, "batches": len(paths)})
-    return {
-        "features": lake.partition_uri(FEATURES, partition_date),
-        "version": writer.version,
-        "window": dates,
-        "rows": stats.rows,
-    }
+    return FeaturesFitted(
+        features=lake.partition_uri(FEATURES, partition_date),
+        version=writer.version,
+        window=[partition.partition_date for partition in window],
+        rows=stats.rows,
+    )
 
 
 def read_window_sample(pipeline: Pipeline, inputs: NightInputs, columns: list[str]) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """The nightly stages, one function per Airflow task, testable without Airflow.
 
-Each stage reads and writes partitions keyed by the run's date and returns a small JSON-able
-dict (URIs, counts, seconds) for XCom. ``run_nightly`` runs them in order in one process, for
-the command line and the benchmarks.
+Each stage reads and writes partitions keyed by the run's date and returns a small typed
+record (``night.results``: URIs, counts, seconds), handed on as XCom. ``run_nightly`` runs
+them in order in one process, for the command line and the benchmarks.
 
 The training window of date D is the ``window_days`` days before D; D itself is held out for
 evaluation, so the newest day is never trained on. A window day that has never been processed
@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from nightshift.config.pipeline import Pipeline, Stage
@@ -33,6 +34,15 @@ from nightshift.night.inputs import (
     night_inputs,
     save_model,
 )
+from nightshift.night.results import (
+    Evaluated,
+    FeaturesFitted,
+    Ingested,
+    Preprocessed,
+    Published,
+    Trained,
+    Validated,
+)
 from nightshift.night.scoring import score_night
 from nightshift.night.summary import (
     PublishAsked,
@@ -48,19 +58,27 @@ from nightshift.storage.lake import (
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Clock:
+    """The seconds a stage took: wall, and CPU of the process that ran it."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
 @contextmanager
-def _timed(result: dict[str, Any], stage: Stage) -> Iterator[None]:
-    """Time the block into ``result["seconds"]``, and the CPU seconds of the process that ran
-    it (all its threads; not the Dask workers') into ``result["cpu_seconds"]``; profile it
-    when profiling is on."""
+def _timed(stage: Stage) -> Iterator[_Clock]:
+    """Time the block: wall seconds, and the CPU seconds of the process that ran it (all its
+    threads; not the Dask workers'); profile it when profiling is on."""
+    clock = _Clock()
     start, cpu_start = time.perf_counter(), time.process_time()
     with profiled(stage.value):
-        yield
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    result["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
+        yield clock
+    clock.seconds = round(time.perf_counter() - start, 3)
+    clock.cpu_seconds = round(time.process_time() - cpu_start, 3)
 
 
-def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+def ingest(pipeline: Pipeline, partition_date: dt.date) -> Ingested:
     """Land the run date (and any unprocessed window day) in the raw stage.
 
     The run date's input must be there and readable, or the run stops here. A window day
@@ -68,25 +86,28 @@ def ingest(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
     """
     from nightshift.data.ingest import SourceError
 
-    result: dict[str, Any] = {"raw": {}, "skipped": {}}
-    with _timed(result, Stage.INGEST):
+    raw: dict[dt.date, str] = {}
+    skipped: dict[dt.date, str] = {}
+    with _timed(Stage.INGEST) as clock:
         lake = lake_for(pipeline)
         dates = dates_to_prepare(pipeline, partition_date)
         for day in dates:
             try:
-                result["raw"][day.isoformat()] = ingest_date(pipeline, lake, day).uri
+                raw[day] = ingest_date(pipeline, lake, day).uri
             except SourceError as exc:
                 if day == partition_date:
                     raise
                 log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
-                result["skipped"][day.isoformat()] = str(exc)
-        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["raw"]]
-    return result
+                skipped[day] = str(exc)
+    landed = [day for day in dates if day in raw]
+    return Ingested(
+        partition_date=partition_date, dates=landed, raw=raw, skipped=skipped, **vars(clock)
+    )
 
 
 def validate(
     pipeline: Pipeline, dates: list[dt.date], partition_date: dt.date | None = None
-) -> dict[str, Any]:
+) -> Validated:
     """Check each ingested date; the run date failing a blocking check stops the run.
 
     A window day that fails is quarantined and left out of the window, with a warning.
@@ -95,8 +116,9 @@ def validate(
     from nightshift.data.validate import DataValidationError, validate_date
 
     partition_date = partition_date or max(dates)
-    result: dict[str, Any] = {"rows": {}, "skipped": {}}
-    with _timed(result, Stage.VALIDATE):
+    rows: dict[dt.date, int] = {}
+    skipped: dict[dt.date, str] = {}
+    with _timed(Stage.VALIDATE) as clock:
         lake = lake_for(pipeline)
         for day in dates:
             try:
@@ -106,69 +128,57 @@ def validate(
                 if day == partition_date:
                     raise
                 log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
-                result["skipped"][day.isoformat()] = str(exc)
+                skipped[day] = str(exc)
                 continue
-            result["rows"][day.isoformat()] = summary["rows"]
-        result["dates"] = [d.isoformat() for d in dates if d.isoformat() in result["rows"]]
-    return result
+            rows[day] = summary["rows"]
+    passed = [day for day in dates if day in rows]
+    return Validated(dates=passed, rows=rows, skipped=skipped, **vars(clock))
 
 
-def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> dict[str, Any]:
+def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> Preprocessed:
     """Process each validated date's batches on the Dask cluster."""
     from nightshift.data.preprocess import preprocess_date
     from nightshift.models.cluster import accelerators, dask_client
 
-    result: dict[str, Any] = {}
-    with _timed(result, Stage.PREPROCESS):
+    with _timed(Stage.PREPROCESS) as clock:
         lake = lake_for(pipeline)
         with dask_client() as client:
             backend = accelerators(client).dataframe_backend
-            result["backend"] = backend
-            result["processed"] = {
-                d.isoformat(): preprocess_date(
-                    client, pipeline, lake, lake.read(RAW, d), backend
-                ).uri
-                for d in dates
+            processed = {
+                day: preprocess_date(client, pipeline, lake, lake.read(RAW, day), backend).uri
+                for day in dates
             }
-    return result
+    return Preprocessed(backend=backend, processed=processed, **vars(clock))
 
 
-def fit_features(pipeline: Pipeline, partition_date: dt.date) -> dict[str, Any]:
+def fit_features(pipeline: Pipeline, partition_date: dt.date) -> FeaturesFitted:
     """Fit imputation, scaling and vocabularies on the training window; save them, with a
     sample of the window for drift and the training curve, and the night's inputs."""
-    result: dict[str, Any] = {}
-    with _timed(result, Stage.FIT_FEATURES):
-        result.update(fit_inputs(pipeline, partition_date))
-    return result
+    with _timed(Stage.FIT_FEATURES) as clock:
+        fitted = fit_inputs(pipeline, partition_date)
+    return fitted.timed(**vars(clock))
 
 
 def train_distributed(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
-) -> dict[str, Any]:
+) -> Trained:
     """Train the kinds that train across the Dask cluster in their own task (XGBoost, with
     ``xgboost.dask``), on the inputs ``fit_features`` recorded (its ``version``; default:
     the current features partition)."""
     from nightshift.models.cluster import accelerators, dask_client
     from nightshift.models.kinds.base import TrainJob
 
-    result: dict[str, Any] = {"models": {}}
-    with _timed(result, Stage.TRAIN_DISTRIBUTED):
+    trained = Trained()
+    with _timed(Stage.TRAIN_DISTRIBUTED) as clock:
         specs = _specs_trained_in(pipeline, Stage.TRAIN_DISTRIBUTED)
         if specs:
             inputs = night_inputs(pipeline, partition_date, features_version)
             with dask_client() as client, dask_report(Stage.TRAIN_DISTRIBUTED.value):
                 device = accelerators(client).xgboost_device
-                result["device"] = device
-                job = TrainJob(
-                    pipeline,
-                    inputs.window_paths,
-                    inputs.stats,
-                    client,
-                    device,
-                    inputs.window_sample,
-                )
-                _train_each(partition_date, specs, job, inputs, result)
-    return result
+                paths, sample = inputs.window_paths, inputs.window_sample
+                job = TrainJob(pipeline, paths, inputs.stats, client, device, sample)
+                trained = _train_each(partition_date, specs, job, inputs, device=device)
+    return trained.timed(**vars(clock))
 
 
 def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
@@ -179,23 +189,29 @@ def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
 
 
 def _train_each(
-    partition_date: dt.date, specs: list[Any], job: Any, inputs: NightInputs, result: dict
-) -> None:
-    """Train each of ``specs`` by its kind on ``job``; save it in the lake; add to ``result``."""
+    partition_date: dt.date,
+    specs: list[Any],
+    job: Any,
+    inputs: NightInputs,
+    device: str | None = None,
+    kept: int | None = None,
+) -> Trained:
+    """Train each of ``specs`` by its kind on ``job``; save each in the lake; return where,
+    and (where ``kept`` counts them) the bytes the models held at their end."""
     from nightshift.models.kinds import kind_of
 
+    models = {}
     for spec in specs:
         trained = kind_of(spec.kind).train(spec, job)
-        if "kept_bytes" in result:
-            result["kept_bytes"] += trained.kept_bytes
-        result["models"][spec.name] = save_model(
-            job.pipeline, partition_date, trained, inputs.stats_json
-        )
+        if kept is not None:
+            kept += trained.kept_bytes
+        models[spec.name] = save_model(job.pipeline, partition_date, trained, inputs.stats_json)
+    return Trained(models=models, device=device, kept_bytes=kept)
 
 
 def train_incremental(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
-) -> dict[str, Any]:
+) -> Trained:
     """Train the kinds that learn batch by batch, and the baseline, on the inputs
     ``fit_features`` recorded (as :func:`train_distributed`); a Dask client is opened only
     where a kind trains on the workers tonight (SGD on a large window,
@@ -204,38 +220,37 @@ def train_incremental(
     from nightshift.models.kinds import kind_of
     from nightshift.models.kinds.base import TrainJob
 
-    result: dict[str, Any] = {"models": {}, "kept_bytes": 0}
-    with _timed(result, Stage.TRAIN_INCREMENTAL):
+    with _timed(Stage.TRAIN_INCREMENTAL) as clock:
         inputs = night_inputs(pipeline, partition_date, features_version)
         specs = _specs_trained_in(pipeline, Stage.TRAIN_INCREMENTAL)
         paths = inputs.window_paths
         on_workers = any(kind_of(s.kind).needs_cluster(pipeline, paths) for s in specs)
         with dask_client() if on_workers else contextlib.nullcontext() as client:
             job = TrainJob(pipeline, paths, inputs.stats, client, "cpu", inputs.window_sample)
-            _train_each(partition_date, specs, job, inputs, result)
-    return result
+            trained = _train_each(partition_date, specs, job, inputs, kept=0)
+    return trained.timed(**vars(clock))
 
 
 def evaluate(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
-) -> dict[str, Any]:
+) -> Evaluated:
     """Score every model, and each model's champion, on the held-out run date; save it all.
     The held-out rows and the window sample for drift are the ones ``fit_features`` recorded.
 
     Measurements only: the promotion decision is publish's, from what is saved here.
     """
-    result: dict[str, Any] = {}
-    with _timed(result, Stage.EVALUATE):
+    with _timed(Stage.EVALUATE) as clock:
         lake = lake_for(pipeline)
         evaluation = score_night(pipeline, partition_date, features_version)
         with lake.writer(EVALUATION, partition_date) as writer:
             writer.write_bytes("evaluation.json", evaluation_json(evaluation))
-        result.update(
-            evaluation=lake.partition_uri(EVALUATION, partition_date),
-            best=evaluation.best,
-            **{evaluation.headline_metric: evaluation.headline(evaluation.best)},
-        )
-    return result
+    return Evaluated(
+        evaluation=lake.partition_uri(EVALUATION, partition_date),
+        best=evaluation.best,
+        metric=evaluation.headline_metric,
+        value=evaluation.headline(evaluation.best),
+        **vars(clock),
+    )
 
 
 def publish(
@@ -246,28 +261,28 @@ def publish(
     promote: bool = True,
     airflow_url: str | None = None,
     answer: Approval | None = None,
-) -> dict[str, Any]:
+) -> Published:
     """Decide each champion; log to MLflow; move the aliases; write the report and index.
 
     In that order: a publish that dies before the aliases move leaves every champion as it
     was, and its retry reuses the MLflow runs it had finished. Where the pipeline requires
     approval, a promotion the gate earned waits for ``answer`` (none yet: "awaiting").
     """
-    result: dict[str, Any] = {}
-    with _timed(result, Stage.PUBLISH):
+    with _timed(Stage.PUBLISH) as clock:
         asked = PublishAsked(run_id, promote, timings, airflow_url, answer)
         summary, moved = publish_night(pipeline, partition_date, asked)
-        folder = pipeline.report_folder(partition_date)
-        result.update(
-            report=folder.report,
-            metrics=folder.metrics,
-            champion=summary.champion.model_id,
-            promoted=summary.champion.promoted,
-            decision=summary.champion.reason,
-            aliases_moved=moved,
-            awaiting_approval=summary.approval is not None and summary.approval.state == "awaiting",
-        )
-    return result
+    folder = pipeline.report_folder(partition_date)
+    approval = summary.approval
+    return Published(
+        report=folder.report,
+        metrics=folder.metrics,
+        champion=summary.champion.model_id,
+        promoted=summary.champion.promoted,
+        decision=summary.champion.reason,
+        aliases_moved=moved,
+        awaiting_approval=approval is not None and approval.state == "awaiting",
+        **vars(clock),
+    )
 
 
 def run_nightly(
@@ -276,21 +291,20 @@ def run_nightly(
     run_id: str = "local",
     on_stage: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage for ``partition_date`` in this process; return each stage's result."""
+    """Run every stage for ``partition_date`` in this process; return each stage's result as
+    a DAG run's XComs would hold it."""
     results: dict[str, dict[str, Any]] = {}
 
-    def record(stage: str, outcome: dict[str, Any]) -> dict[str, Any]:
-        results[stage] = outcome
+    def record(stage: Stage, outcome: Any) -> Any:
+        results[stage] = outcome.to_xcom()
         if on_stage is not None:
-            on_stage(stage, outcome)
+            on_stage(stage, results[stage])
         return outcome
 
     ingested = record(Stage.INGEST, ingest(pipeline, partition_date))
-    dates = [dt.date.fromisoformat(d) for d in ingested["dates"]]
-    validated = record(Stage.VALIDATE, validate(pipeline, dates, partition_date))
-    valid = [dt.date.fromisoformat(d) for d in validated["dates"]]
-    record(Stage.PREPROCESS, preprocess(pipeline, valid))
-    version = record(Stage.FIT_FEATURES, fit_features(pipeline, partition_date))["version"]
+    validated = record(Stage.VALIDATE, validate(pipeline, ingested.dates, partition_date))
+    record(Stage.PREPROCESS, preprocess(pipeline, validated.dates))
+    version = record(Stage.FIT_FEATURES, fit_features(pipeline, partition_date)).version
     record(Stage.TRAIN_DISTRIBUTED, train_distributed(pipeline, partition_date, version))
     record(Stage.TRAIN_INCREMENTAL, train_incremental(pipeline, partition_date, version))
     record(Stage.EVALUATE, evaluate(pipeline, partition_date, version))

@@ -124,7 +124,7 @@ def _left_out(
 
 
 @dataclass(frozen=True)
-class Published:
+class Recorded:
     """What publish has done by the time it writes the report."""
 
     run_id: str
@@ -141,7 +141,7 @@ def night_summary(
     partition_date: dt.date,
     evaluation: NightEvaluation,
     window: TrainingWindow,
-    published: Published,
+    published: Recorded,
 ) -> NightSummary:
     """Return what the report and metrics.json say about the night."""
     from nightshift.data.validate import read_summary
@@ -177,7 +177,7 @@ def night_summary(
     )
 
 
-def _champion_outcome(evaluation: NightEvaluation, published: Published) -> ChampionOutcome:
+def _champion_outcome(evaluation: NightEvaluation, published: Recorded) -> ChampionOutcome:
     """Return the challenger's decision as the registry holds it after the aliases moved."""
     name = evaluation.challenger
     previous = evaluation.champions.get(name)
@@ -295,7 +295,7 @@ def publish_night(
     recorded, moved = tracking.record_decisions(
         pipeline, partition_date, logged, decisions, refused
     )
-    published = Published(
+    published = Recorded(
         asked.run_id, asked.promote, asked.timings, asked.airflow_url, recorded, logged, approval
     )
     summary = night_summary(pipeline, partition_date, evaluation, window, published)

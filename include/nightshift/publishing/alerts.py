@@ -20,6 +20,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier, Connection
 
 from nightshift.config.pipeline import EmailChannel, Pipeline, ReportFolder, WebhookChannel
+from nightshift.config.records import NightSummary
 from nightshift.storage.quarantine import Hold
 
 log = logging.getLogger(__name__)
@@ -89,34 +90,35 @@ def links_for(
     return found
 
 
-def night_alert(pipeline: Pipeline, summary: dict[str, Any], links: dict[str, str]) -> Alert | None:
+def night_alert(pipeline: Pipeline, summary: NightSummary, links: dict[str, str]) -> Alert | None:
     """Return the message a published night owes the team, or None for a healthy night.
 
-    ``summary`` is the night's ``metrics.json``. Events: the champion kept because tonight's
-    best model scored worse than it by more than ``alerts.regression``; drifted features; a
-    window day left out because its input is held (quarantined); validation warnings on the
-    held-out day and window days left out for want of data.
+    ``summary`` is the night's ``metrics.json``, read back (``NightSummary.from_dict``).
+    Events: the champion kept because tonight's best model scored worse than it by more than
+    ``alerts.regression``; drifted features; a window day left out because its input is held
+    (quarantined); validation warnings on the held-out day and window days left out for want
+    of data.
     """
-    window = summary["training_window"]
-    held = set(window.get("quarantined", []))
-    left_out = {day: f"window day {day} left out: {why}" for day, why in window["left_out"].items()}
+    window = summary.training_window
+    held = set(window.quarantined)
+    left_out = {day: f"window day {day} left out: {why}" for day, why in window.left_out.items()}
     findings = {
         "regressed": _regressions(pipeline, summary),
         "drifted": _drifted(summary),
         "quarantined": [line for day, line in left_out.items() if day in held],
         "validation_warning": [
-            *(_finding_line(f) for f in summary["data"]["held_out"].get("warnings", [])),
+            *(_finding_line(f) for f in summary.data["held_out"].get("warnings", [])),
             *(line for day, line in left_out.items() if day not in held),
         ],
     }
     events = [e for e, lines in findings.items() if lines and e in pipeline.alerts.on]
     if not events:
         return None
-    title = f"{pipeline.name} {summary['partition_date']}: " + ", ".join(
+    title = f"{pipeline.name} {summary.partition_date}: " + ", ".join(
         _EVENT_WORDS[e] for e in events
     )
     details = tuple(line for e in events for line in findings[e])
-    return Alert(pipeline.name, summary["partition_date"], tuple(events), title, details, links)
+    return Alert(pipeline.name, summary.partition_date, tuple(events), title, details, links)
 
 
 _EVENT_WORDS = {
@@ -129,29 +131,30 @@ _EVENT_WORDS = {
 }
 
 
-def _regressions(pipeline: Pipeline, summary: dict[str, Any]) -> list[str]:
+def _regressions(pipeline: Pipeline, summary: NightSummary) -> list[str]:
     """One line per model whose champion was kept and which scored below it beyond the bound."""
-    metric = summary["headline_metric"]
-    sign = 1 if summary["higher_is_better"] else -1
+    metric = summary.evaluation.headline_metric
+    sign = 1 if summary.evaluation.higher_is_better else -1
     lines = []
-    for name, decision in summary["decisions"].items():
-        champion = decision.get("champion") or {}
-        if decision["promoted"] or not champion.get("metrics"):
+    for name, decision in summary.decisions.items():
+        champion = decision.champion
+        if decision.promoted or champion is None or not champion.metrics:
             continue
-        new = decision["challenger"]["metrics"].get(metric)
-        old = champion["metrics"].get(metric)
+        new = decision.challenger.metrics.get(metric)
+        old = champion.metrics.get(metric)
         if new is None or old is None or sign * (old - new) <= pipeline.alerts.regression:
             continue
         lines.append(
             f"{name}: {metric} {new:.4f} against its champion's {old:.4f} "
-            f"(trained for {champion.get('trained_for') or '?'}); kept: {decision['reason']}"
+            f"(trained for {champion.trained_for or '?'}); kept: {decision.reason}"
         )
     return lines
 
 
-def _drifted(summary: dict[str, Any]) -> list[str]:
+def _drifted(summary: NightSummary) -> list[str]:
     """One line naming every drifted feature with its PSI, if any drifted."""
-    drifted = {n: e["psi"] for n, e in summary.get("drift", {}).items() if e.get("drifted")}
+    drift = summary.evaluation.drift
+    drifted = {n: e["psi"] for n, e in drift.items() if e.get("drifted")}
     if not drifted:
         return []
     named = ", ".join(f"{n} (PSI {psi:.2f})" for n, psi in sorted(drifted.items()))
