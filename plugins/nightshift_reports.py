@@ -108,7 +108,10 @@ def runs(user: User) -> dict[str, list[dict[str, Any]]]:
     from nightshift.publishing.report_index import list_runs
 
     return {
-        name: [asdict(run) for run in list_runs(pipeline)]
+        name: [
+            {**asdict(run), "partition_date": str(run.partition_date)}
+            for run in list_runs(pipeline)
+        ]
         for name, pipeline in sorted(_readable_pipelines(user).items())
     }
 

@@ -27,7 +27,7 @@ from nightshift.config.pipeline import (
     pipeline_files,
     pipelines_dir,
 )
-from nightshift.config.records import NightSummary
+from nightshift.config.records import NightSummary, iso_or_empty
 from nightshift.publishing.tracking import RegistryError
 from nightshift.storage.quarantine import NoHold
 
@@ -124,7 +124,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     mlflow_client, name = _registry(args)
     champion = tracking.promote(mlflow_client, name, args.version, args.reason)
-    print(f"{name}: champion is now v{champion.version} (trained for {champion.trained_for})")
+    print(
+        f"{name}: champion is now v{champion.version} "
+        f"(trained for {iso_or_empty(champion.trained_for)})"
+    )
     return 0
 
 
@@ -136,7 +139,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     champion = tracking.rollback(mlflow_client, name, args.reason)
     print(
         f"{name}: rolled back; champion is now v{champion.version} "
-        f"(trained for {champion.trained_for})"
+        f"(trained for {iso_or_empty(champion.trained_for)})"
     )
     return 0
 

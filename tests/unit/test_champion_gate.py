@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from nightshift.config.pipeline import Evaluation
@@ -14,7 +16,7 @@ RULES = Evaluation(margin=0.005, max_calibration_error=0.05, segment="channel")
 def _model(auc: float, date: str, ece: float = 0.01, segments: dict | None = None) -> Challenger:
     return Challenger(
         "xgboost",
-        date,
+        dt.date.fromisoformat(date),
         {"roc_auc": auc, "calibration_error": ece, "rmse": auc},
         segments or {"web": {"rows": 5000, "roc_auc": auc}},
     )
@@ -22,7 +24,7 @@ def _model(auc: float, date: str, ece: float = 0.01, segments: dict | None = Non
 
 def _champion(auc: float, date: str = "2026-06-01", **kwargs) -> ChampionScore:
     scored = _model(auc, date, **kwargs)
-    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", date)
+    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", dt.date.fromisoformat(date))
     return ChampionScore(ref, scored.metrics, scored.segments)
 
 
@@ -96,7 +98,7 @@ def test_a_backfilled_night_never_replaces_a_newer_champion() -> None:
 
 
 def test_an_unscorable_champion_is_kept_loudly() -> None:
-    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", "2026-06-01")
+    ref = ChampionRef("p.xgboost", 3, "run", "xgboost", dt.date(2026, 6, 1))
     champion = ChampionScore(ref, unscored="PartitionMissing: gone")
     decision = decide("xgboost", _model(0.9, "2026-06-02"), champion, "roc_auc", RULES)
     assert not decision.promoted and "could not be scored" in decision.reason

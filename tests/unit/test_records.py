@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from nightshift.config.records import (
@@ -13,7 +14,7 @@ from nightshift.config.records import (
     NightEvaluation,
 )
 
-REF = ChampionRef("p.xgboost", 3, "run-3", "xgboost", "2026-06-01")
+REF = ChampionRef("p.xgboost", 3, "run-3", "xgboost", dt.date(2026, 6, 1))
 
 
 def _evaluation() -> NightEvaluation:
@@ -59,9 +60,9 @@ def test_a_champion_is_written_with_only_what_was_measured() -> None:
 
 
 def test_a_lost_race_is_a_new_decision_and_the_old_one_is_unchanged() -> None:
-    challenger = Challenger("xgboost", "2026-06-02", {"roc_auc": 0.8})
+    challenger = Challenger("xgboost", dt.date(2026, 6, 2), {"roc_auc": 0.8})
     promoted = Decision("xgboost", True, "beats champion v3", challenger, ChampionScore(REF))
-    newer = ChampionRef("p.xgboost", 5, "run-5", "xgboost", "2026-06-04")
+    newer = ChampionRef("p.xgboost", 5, "run-5", "xgboost", dt.date(2026, 6, 4))
     kept = promoted.lost_race(newer)
     assert promoted.promoted and promoted.reason == "beats champion v3"
     assert not kept.promoted
@@ -81,7 +82,7 @@ def test_only_an_approval_promotes_and_every_answer_says_who() -> None:
     from nightshift.airflow_dag import approval_from
     from nightshift.config.records import Approval
 
-    challenger = Challenger("xgboost", "2026-06-02", {"roc_auc": 0.8})
+    challenger = Challenger("xgboost", dt.date(2026, 6, 2), {"roc_auc": 0.8})
     earned = Decision("xgboost", True, "beats champion v3", challenger, ChampionScore(REF))
     kept = Decision("xgboost", False, "does not beat champion v3", challenger, ChampionScore(REF))
     waiting = Approval("awaiting", due="2026-06-03T07:00+00:00").applied_to(earned)

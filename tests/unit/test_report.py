@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 
 import html5lib
@@ -64,7 +65,9 @@ def fixed_results(task: str = "binary_classification") -> dict:
     decisions = {
         name: decide(
             name,
-            Challenger(name, "2026-06-02", models[name]["metrics"], models[name]["segments"]),
+            Challenger(
+                name, dt.date(2026, 6, 2), models[name]["metrics"], models[name]["segments"]
+            ),
             ChampionScore.from_dict(champions[name]) if champions[name] else None,
             metric,
             GATE,
@@ -280,7 +283,7 @@ def test_one_pipeline_on_an_object_store_or_one_bad_metrics_file_breaks_no_index
     assert list_runs(on_s3) == []
     assert "not on this machine's disk" in caplog.text
     runs = list_runs(pipeline)
-    assert [run.partition_date for run in runs] == ["2026-06-02"]
+    assert [run.partition_date for run in runs] == [dt.date(2026, 6, 2)]
     assert "not a readable nightshift metrics file" in caplog.text
     html = render_index({"local": (pipeline, runs), "remote": (on_s3, list_runs(on_s3))})
     assert 'data-points="1"' in html

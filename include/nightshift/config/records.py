@@ -8,8 +8,30 @@ the edges — ``evaluation.json`` in the lake, ``metrics.json`` and the report, 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
+
+
+def iso_or_empty(day: dt.date | None) -> str:
+    """A date as the published files hold it: ISO, or "" where it is unknown."""
+    return "" if day is None else day.isoformat()
+
+
+def date_or_none(value: str | None) -> dt.date | None:
+    """A date read back from the published files: "" or none is unknown."""
+    return dt.date.fromisoformat(value) if value else None
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON holds it: dates as ISO strings, in lists and mapping keys too."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -20,11 +42,11 @@ class ChampionRef:
     version: int
     run_id: str | None
     model: str | None  # the pipeline's model name the version was trained as
-    trained_for: str  # ISO date, "" when the version carries none
+    trained_for: dt.date | None  # None when the version carries no date
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the champion as plain data."""
-        return asdict(self)
+        """Return the champion as plain data (an unknown date as "")."""
+        return {**asdict(self), "trained_for": iso_or_empty(self.trained_for)}
 
 
 @dataclass(frozen=True)
@@ -41,14 +63,14 @@ class ChampionScore:
     unscored: str | None = None
 
     @property
-    def trained_for(self) -> str:
-        """The date the champion was trained for."""
+    def trained_for(self) -> dt.date | None:
+        """The date the champion was trained for (None: unknown)."""
         return self.ref.trained_for
 
     @property
     def label(self) -> str:
         """The champion as a reason names it: "v3 (trained for 2026-06-01)"."""
-        return f"v{self.ref.version} (trained for {self.ref.trained_for})"
+        return f"v{self.ref.version} (trained for {iso_or_empty(self.ref.trained_for)})"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the champion and its scores as plain data (only what was measured)."""
@@ -67,7 +89,7 @@ class ChampionScore:
             int(data["version"]),
             data.get("run_id"),
             data.get("model"),
-            data.get("trained_for", ""),
+            date_or_none(data.get("trained_for")),
         )
         return cls(ref, data.get("metrics"), data.get("segments"), data.get("unscored"))
 
@@ -77,9 +99,23 @@ class Challenger:
     """Tonight's model as the gate sees it: its held-out metrics and per-segment metrics."""
 
     model: str
-    trained_for: str
+    trained_for: dt.date
     metrics: dict[str, Any]
     segments: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the challenger as plain data."""
+        return {**asdict(self), "trained_for": self.trained_for.isoformat()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Challenger:
+        """Read one back from ``to_dict``'s form."""
+        return cls(
+            data["model"],
+            dt.date.fromisoformat(data["trained_for"]),
+            data["metrics"],
+            data.get("segments"),
+        )
 
 
 @dataclass(frozen=True)
@@ -199,7 +235,11 @@ class Decision:
 
     def lost_race(self, newer: ChampionRef | None) -> Decision:
         """The same decision, kept: a newer night's champion took the alias first."""
-        holder = f"v{newer.version} trained for {newer.trained_for}" if newer else "another"
+        holder = (
+            f"v{newer.version} trained for {iso_or_empty(newer.trained_for)}"
+            if newer
+            else "another"
+        )
         return replace(
             self,
             promoted=False,
@@ -215,7 +255,7 @@ class Decision:
             "model": self.model,
             "promoted": self.promoted,
             "reason": self.reason,
-            "challenger": asdict(self.challenger),
+            "challenger": self.challenger.to_dict(),
             "champion": None if self.champion is None else self.champion.to_dict(),
             "checks": [asdict(check) for check in self.checks],
         }
@@ -228,7 +268,7 @@ class Decision:
             data["model"],
             data["promoted"],
             data["reason"],
-            Challenger(**data["challenger"]),
+            Challenger.from_dict(data["challenger"]),
             None if champion is None else ChampionScore.from_dict(champion),
             [Check(**check) for check in data.get("checks", [])],
         )
@@ -290,21 +330,34 @@ class Approval:
 class TrainingWindow:
     """The days tonight's models were trained on, and how much data they held."""
 
-    start: str
-    end: str
-    dates: list[str]
+    start: dt.date
+    end: dt.date
+    dates: list[dt.date]
     rows: int
     batches: int
     label_mean: float | None
-    left_out: dict[str, str] = field(default_factory=dict)  # window day -> why it was not used
+    left_out: dict[dt.date, str] = field(default_factory=dict)  # window day -> why not used
     # The days of left_out whose input is held in quarantine (the rest had no data).
-    quarantined: list[str] = field(default_factory=list)
+    quarantined: list[dt.date] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the window as plain data (metrics.json)."""
+        return {name: plain(value) for name, value in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingWindow:
         """Read one back from metrics.json's form (older nights have no ``quarantined``)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        day = dt.date.fromisoformat
+        return cls(
+            day(data["start"]),
+            day(data["end"]),
+            [day(d) for d in data["dates"]],
+            data["rows"],
+            data["batches"],
+            data.get("label_mean"),
+            {day(d): why for d, why in data.get("left_out", {}).items()},
+            [day(d) for d in data.get("quarantined", [])],
+        )
 
 
 @dataclass(frozen=True)
@@ -342,15 +395,20 @@ class ChampionOutcome:
 class TrendPoint:
     """One published night's headline metric."""
 
-    date: str
+    date: dt.date
     value: float | None
     promoted: bool | None  # None: a report from before promotion was recorded
     best: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the point as plain data."""
+        return {**asdict(self), "date": self.date.isoformat()}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrendPoint:
         """Read one back from metrics.json's form (older nights name no ``best``)."""
-        return cls(data["date"], data.get("value"), data.get("promoted"), data.get("best", ""))
+        day = dt.date.fromisoformat(data["date"])
+        return cls(day, data.get("value"), data.get("promoted"), data.get("best", ""))
 
 
 @dataclass(frozen=True)
@@ -359,7 +417,7 @@ class NightSummary:
 
     pipeline: str
     dag_id: str
-    partition_date: str
+    partition_date: dt.date
     task: str
     run_id: str
     threshold: float
@@ -384,10 +442,11 @@ class NightSummary:
         return {
             **plain,
             **self.evaluation.to_dict(),
-            "training_window": asdict(self.training_window),
+            "partition_date": self.partition_date.isoformat(),
+            "training_window": self.training_window.to_dict(),
             "decisions": {name: d.to_dict() for name, d in self.decisions.items()},
             "champion": self.champion.to_dict(),
-            "trend": [asdict(point) for point in self.trend],
+            "trend": [point.to_dict() for point in self.trend],
             "approval": None
             if self.approval is None
             else {**asdict(self.approval), "label": self.approval.label},
@@ -399,6 +458,7 @@ class NightSummary:
         approval = data.get("approval")
         return cls(
             **{name: data[name] for name in _PLAIN_SUMMARY_FIELDS},
+            partition_date=dt.date.fromisoformat(data["partition_date"]),
             training_window=TrainingWindow.from_dict(data["training_window"]),
             evaluation=NightEvaluation.from_dict(data),
             decisions={name: Decision.from_dict(d) for name, d in data["decisions"].items()},
@@ -412,7 +472,6 @@ class NightSummary:
 _PLAIN_SUMMARY_FIELDS = (
     "pipeline",
     "dag_id",
-    "partition_date",
     "task",
     "run_id",
     "threshold",

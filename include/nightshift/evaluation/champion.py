@@ -19,12 +19,12 @@ from nightshift.config.pipeline import HIGHER_IS_BETTER, Evaluation
 from nightshift.config.records import Challenger, ChampionScore, Check, Decision
 
 
-def trained_before(trained_for: str, day: dt.date | str) -> bool:
+def trained_before(trained_for: dt.date | None, day: dt.date) -> bool:
     """The champion-date rule: whether a champion ``trained_for`` a date may be replaced by a
     model for ``day``. Only an earlier one may: a champion trained for this date or a later one
-    is never replaced, so a backfilled night never moves the production pointer back. Dates
-    are ISO strings (a champion whose date is unknown, "", counts as earlier)."""
-    return trained_for < str(day)
+    is never replaced, so a backfilled night never moves the production pointer back. A
+    champion whose date is unknown (None) counts as earlier."""
+    return trained_for is None or trained_for < day
 
 
 def _gain(metric: str, challenger: float, champion: float) -> float:

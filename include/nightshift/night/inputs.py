@@ -83,11 +83,11 @@ def window_partitions(pipeline: Pipeline, partition_date: dt.date) -> list[Parti
     return partitions
 
 
-def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[str], list[str]]:
+def training_paths(pipeline: Pipeline, partition_date: dt.date) -> tuple[list[str], list[dt.date]]:
     """Return the processed batch paths of the training window and the dates they cover."""
     partitions = window_partitions(pipeline, partition_date)
     paths = [path for partition in partitions for path in partition.paths()]
-    return paths, [partition.partition_date.isoformat() for partition in partitions]
+    return paths, [partition.partition_date for partition in partitions]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class NightInputs:
     version: str  # the features partition version that recorded them
     stats: FeatureStats
     stats_json: bytes
-    window: list[str]  # ISO dates
+    window: list[dt.date]
     window_paths: list[str]
     held_out_paths: list[str] | None  # None: not processed when the features were fitted
     window_sample: str | None = None  # None: fitted before fit_features drew it
@@ -153,7 +153,7 @@ def night_inputs(
         version=version,
         stats=stats,
         stats_json=stats_json,
-        window=sorted(window),
+        window=[dt.date.fromisoformat(day) for day in sorted(window)],
         window_paths=[path for day in sorted(window) for path in recorded(day, window[day])],
         held_out_paths=None if held_out is None else recorded(partition_date.isoformat(), held_out),
         window_sample=None

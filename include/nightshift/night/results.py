@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self
 
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON holds it: dates as ISO strings, in lists and mapping keys too."""
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+from nightshift.config.pipeline import Stage
+from nightshift.config.profiling import profiled
+from nightshift.config.records import plain
 
 
 def _typed(value: Any, hint: Any) -> Any:
@@ -57,7 +53,7 @@ class StageResult:
         """The result as its XCom holds it."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {
-            name: _plain(value)
+            name: plain(value)
             for name, value in values.items()
             if not (value is None and name in self.OMITTED_WHEN_NONE)
         }
@@ -69,7 +65,7 @@ class StageResult:
         known = {f.name for f in fields(cls)}
         return cls(**{k: _typed(v, hints[k]) for k, v in data.items() if k in known})
 
-    def timed(self, seconds: float, cpu_seconds: float) -> Self:
+    def with_time(self, seconds: float, cpu_seconds: float) -> Self:
         """The same result with the stage's seconds."""
         return dataclasses.replace(self, seconds=seconds, cpu_seconds=cpu_seconds)
 
@@ -156,3 +152,23 @@ class Published(StageResult):
     decision: str
     aliases_moved: dict[str, bool]
     awaiting_approval: bool
+
+
+@dataclass
+class _Clock:
+    """The seconds a stage took: wall, and CPU of the process that ran it."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+@contextmanager
+def timed(stage: Stage) -> Iterator[_Clock]:
+    """Time the block: wall seconds, and the CPU seconds of the process that ran it (all its
+    threads; not the Dask workers'); profile it when profiling is on."""
+    clock = _Clock()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with profiled(stage.value):
+        yield clock
+    clock.seconds = round(time.perf_counter() - start, 3)
+    clock.cpu_seconds = round(time.process_time() - cpu_start, 3)

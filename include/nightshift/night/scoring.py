@@ -22,6 +22,7 @@ from nightshift.config.records import (
 from nightshift.data.features import labels
 from nightshift.evaluation.champion import trained_before
 from nightshift.night.inputs import (
+    EVALUATION,
     NightInputs,
     load_model,
     night_inputs,
@@ -139,10 +140,10 @@ def _champion_score(
 ) -> tuple[Any, str | None]:
     """Return the champion's scores on the held-out rows, or None and why, when its model
     cannot be loaded from the lake."""
+    if current.trained_for is None:
+        return None, "the champion version names no nightshift.trained_for date"
     try:
-        model, _ = load_model(
-            pipeline, current.model or name, dt.date.fromisoformat(current.trained_for)
-        )
+        model, _ = load_model(pipeline, current.model or name, current.trained_for)
         return model.predict(held_out.frame), None
     except (PartitionMissing, KeyError, ValueError) as exc:
         log.warning("%s: champion %s not scored: %s", pipeline.name, current, exc)
@@ -216,3 +217,14 @@ def score_night(
     return NightEvaluation(
         models, ranking, best, metric, higher_is_better, champions, deltas, drifted
     )
+
+
+def evaluation_json(evaluation: NightEvaluation) -> bytes:
+    """The evaluation partition's file: what ``evaluate`` measured, for ``publish``."""
+    return json.dumps(evaluation.to_dict(), sort_keys=True).encode()
+
+
+def read_evaluation(pipeline: Pipeline, partition_date: dt.date) -> NightEvaluation:
+    """Return what ``evaluate`` saved for ``partition_date``."""
+    partition = lake_for(pipeline).read(EVALUATION, partition_date)
+    return NightEvaluation.from_dict(json.loads(read_bytes(partition.paths()[0])))

@@ -14,14 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from nightshift.config.pipeline import Pipeline, Stage
-from nightshift.config.profiling import dask_report, profiled
+from nightshift.config.profiling import dask_report
 from nightshift.config.records import (
     Approval,
 )
@@ -42,11 +39,11 @@ from nightshift.night.results import (
     Published,
     Trained,
     Validated,
+    timed,
 )
-from nightshift.night.scoring import score_night
+from nightshift.night.scoring import evaluation_json, score_night
 from nightshift.night.summary import (
     PublishAsked,
-    evaluation_json,
     publish_night,
     write_validation_report,
 )
@@ -56,26 +53,6 @@ from nightshift.storage.lake import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Clock:
-    """The seconds a stage took: wall, and CPU of the process that ran it."""
-
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-
-@contextmanager
-def _timed(stage: Stage) -> Iterator[_Clock]:
-    """Time the block: wall seconds, and the CPU seconds of the process that ran it (all its
-    threads; not the Dask workers'); profile it when profiling is on."""
-    clock = _Clock()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with profiled(stage.value):
-        yield clock
-    clock.seconds = round(time.perf_counter() - start, 3)
-    clock.cpu_seconds = round(time.process_time() - cpu_start, 3)
 
 
 def ingest(pipeline: Pipeline, partition_date: dt.date) -> Ingested:
@@ -88,7 +65,7 @@ def ingest(pipeline: Pipeline, partition_date: dt.date) -> Ingested:
 
     raw: dict[dt.date, str] = {}
     skipped: dict[dt.date, str] = {}
-    with _timed(Stage.INGEST) as clock:
+    with timed(Stage.INGEST) as clock:
         lake = lake_for(pipeline)
         dates = dates_to_prepare(pipeline, partition_date)
         for day in dates:
@@ -118,7 +95,7 @@ def validate(
     partition_date = partition_date or max(dates)
     rows: dict[dt.date, int] = {}
     skipped: dict[dt.date, str] = {}
-    with _timed(Stage.VALIDATE) as clock:
+    with timed(Stage.VALIDATE) as clock:
         lake = lake_for(pipeline)
         for day in dates:
             try:
@@ -140,7 +117,7 @@ def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> Preprocessed:
     from nightshift.data.preprocess import preprocess_date
     from nightshift.models.cluster import accelerators, dask_client
 
-    with _timed(Stage.PREPROCESS) as clock:
+    with timed(Stage.PREPROCESS) as clock:
         lake = lake_for(pipeline)
         with dask_client() as client:
             backend = accelerators(client).dataframe_backend
@@ -154,9 +131,9 @@ def preprocess(pipeline: Pipeline, dates: list[dt.date]) -> Preprocessed:
 def fit_features(pipeline: Pipeline, partition_date: dt.date) -> FeaturesFitted:
     """Fit imputation, scaling and vocabularies on the training window; save them, with a
     sample of the window for drift and the training curve, and the night's inputs."""
-    with _timed(Stage.FIT_FEATURES) as clock:
+    with timed(Stage.FIT_FEATURES) as clock:
         fitted = fit_inputs(pipeline, partition_date)
-    return fitted.timed(**vars(clock))
+    return fitted.with_time(**vars(clock))
 
 
 def train_distributed(
@@ -169,7 +146,7 @@ def train_distributed(
     from nightshift.models.kinds.base import TrainJob
 
     trained = Trained()
-    with _timed(Stage.TRAIN_DISTRIBUTED) as clock:
+    with timed(Stage.TRAIN_DISTRIBUTED) as clock:
         specs = _specs_trained_in(pipeline, Stage.TRAIN_DISTRIBUTED)
         if specs:
             inputs = night_inputs(pipeline, partition_date, features_version)
@@ -178,7 +155,7 @@ def train_distributed(
                 paths, sample = inputs.window_paths, inputs.window_sample
                 job = TrainJob(pipeline, paths, inputs.stats, client, device, sample)
                 trained = _train_each(partition_date, specs, job, inputs, device=device)
-    return trained.timed(**vars(clock))
+    return trained.with_time(**vars(clock))
 
 
 def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
@@ -220,7 +197,7 @@ def train_incremental(
     from nightshift.models.kinds import kind_of
     from nightshift.models.kinds.base import TrainJob
 
-    with _timed(Stage.TRAIN_INCREMENTAL) as clock:
+    with timed(Stage.TRAIN_INCREMENTAL) as clock:
         inputs = night_inputs(pipeline, partition_date, features_version)
         specs = _specs_trained_in(pipeline, Stage.TRAIN_INCREMENTAL)
         paths = inputs.window_paths
@@ -228,7 +205,7 @@ def train_incremental(
         with dask_client() if on_workers else contextlib.nullcontext() as client:
             job = TrainJob(pipeline, paths, inputs.stats, client, "cpu", inputs.window_sample)
             trained = _train_each(partition_date, specs, job, inputs, kept=0)
-    return trained.timed(**vars(clock))
+    return trained.with_time(**vars(clock))
 
 
 def evaluate(
@@ -239,7 +216,7 @@ def evaluate(
 
     Measurements only: the promotion decision is publish's, from what is saved here.
     """
-    with _timed(Stage.EVALUATE) as clock:
+    with timed(Stage.EVALUATE) as clock:
         lake = lake_for(pipeline)
         evaluation = score_night(pipeline, partition_date, features_version)
         with lake.writer(EVALUATION, partition_date) as writer:
@@ -268,7 +245,7 @@ def publish(
     was, and its retry reuses the MLflow runs it had finished. Where the pipeline requires
     approval, a promotion the gate earned waits for ``answer`` (none yet: "awaiting").
     """
-    with _timed(Stage.PUBLISH) as clock:
+    with timed(Stage.PUBLISH) as clock:
         asked = PublishAsked(run_id, promote, timings, airflow_url, answer)
         summary, moved = publish_night(pipeline, partition_date, asked)
     folder = pipeline.report_folder(partition_date)

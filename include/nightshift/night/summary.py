@@ -22,7 +22,8 @@ from nightshift.config.records import (
     TrendPoint,
 )
 from nightshift.data.features import FeatureStats
-from nightshift.night.inputs import EVALUATION, FEATURES, load_model, window_dates
+from nightshift.night.inputs import FEATURES, load_model, window_dates
+from nightshift.night.scoring import evaluation_json, read_evaluation
 from nightshift.storage.lake import (
     lake_for,
     read_bytes,
@@ -53,17 +54,6 @@ def write_validation_report(
     return folder.validation
 
 
-def evaluation_json(evaluation: NightEvaluation) -> bytes:
-    """The evaluation partition's file: what ``evaluate`` measured, for ``publish``."""
-    return json.dumps(evaluation.to_dict(), sort_keys=True).encode()
-
-
-def read_evaluation(pipeline: Pipeline, partition_date: dt.date) -> NightEvaluation:
-    """Return what ``evaluate`` saved for ``partition_date``."""
-    partition = lake_for(pipeline).read(EVALUATION, partition_date)
-    return NightEvaluation.from_dict(json.loads(read_bytes(partition.paths()[0])))
-
-
 def gate_decisions(
     pipeline: Pipeline, partition_date: dt.date, evaluation: NightEvaluation, promote: bool
 ) -> dict[str, Decision]:
@@ -73,7 +63,7 @@ def gate_decisions(
     decisions = {}
     for name, champion in evaluation.champions.items():
         scored = evaluation.models[name]
-        challenger = Challenger(name, partition_date.isoformat(), scored.metrics, scored.segments)
+        challenger = Challenger(name, partition_date, scored.metrics, scored.segments)
         decisions[name] = decide(
             name,
             challenger,
@@ -90,7 +80,8 @@ def read_training_window(pipeline: Pipeline, partition_date: dt.date) -> Trainin
     """Return the days the night trained on, from its features partition."""
     features = lake_for(pipeline).read(FEATURES, partition_date)
     stats = FeatureStats.from_json(read_bytes(features.paths()[0]))
-    window = features.meta["window"]
+    # The partition's manifest holds the window's days as ISO strings (the lake's edge).
+    window = [dt.date.fromisoformat(day) for day in features.meta["window"]]
     return TrainingWindow(
         window[0],
         window[-1],
@@ -103,23 +94,24 @@ def read_training_window(pipeline: Pipeline, partition_date: dt.date) -> Trainin
 
 
 def _left_out(
-    pipeline: Pipeline, partition_date: dt.date, used: list[str]
-) -> tuple[dict[str, str], list[str]]:
+    pipeline: Pipeline, partition_date: dt.date, used: list[dt.date]
+) -> tuple[dict[dt.date, str], list[dt.date]]:
     """Return the window's days the night did not train on, and why; and those of them
     whose input is held in quarantine."""
     from nightshift.storage.quarantine import HELD, holds
 
     lake = lake_for(pipeline)
-    left_out, quarantined = {}, []
+    left_out: dict[dt.date, str] = {}
+    quarantined: list[dt.date] = []
     for day in window_dates(pipeline, partition_date):
-        if day.isoformat() in used:
+        if day in used:
             continue
         held = holds(lake, day)
         if held and held[0].released is None:
-            left_out[day.isoformat()] = f"{HELD} ({held[0].stage}: {held[0].why})"
-            quarantined.append(day.isoformat())
+            left_out[day] = f"{HELD} ({held[0].stage}: {held[0].why})"
+            quarantined.append(day)
         else:
-            left_out[day.isoformat()] = "no data: no source file for the day, or not processed"
+            left_out[day] = "no data: no source file for the day, or not processed"
     return left_out, quarantined
 
 
@@ -152,7 +144,7 @@ def night_summary(
     return NightSummary(
         pipeline=pipeline.name,
         dag_id=pipeline.dag_id,
-        partition_date=partition_date.isoformat(),
+        partition_date=partition_date,
         task=pipeline.schema_.task,
         run_id=published.run_id,
         threshold=pipeline.training.threshold,
@@ -203,11 +195,11 @@ def _trend(
     """Return the headline metric of the nights published before this one, and this one's."""
     from nightshift.publishing.report_index import published_runs
 
-    earlier = [
-        run for run in published_runs(pipeline) if run.partition_date < partition_date.isoformat()
-    ][-(pipeline.evaluation.trend_nights - 1) :]
+    earlier = [run for run in published_runs(pipeline) if run.partition_date < partition_date][
+        -(pipeline.evaluation.trend_nights - 1) :
+    ]
     tonight = TrendPoint(
-        partition_date.isoformat(),
+        partition_date,
         evaluation.headline(evaluation.best),
         promoted,
         evaluation.best,

@@ -101,7 +101,7 @@ def night_alert(pipeline: Pipeline, summary: NightSummary, links: dict[str, str]
     """
     window = summary.training_window
     held = set(window.quarantined)
-    left_out = {day: f"window day {day} left out: {why}" for day, why in window.left_out.items()}
+    left_out = {d: f"window day {d} left out: {why}" for d, why in window.left_out.items()}
     findings = {
         "regressed": _regressions(pipeline, summary),
         "drifted": _drifted(summary),
@@ -118,7 +118,8 @@ def night_alert(pipeline: Pipeline, summary: NightSummary, links: dict[str, str]
         _EVENT_WORDS[e] for e in events
     )
     details = tuple(line for e in events for line in findings[e])
-    return Alert(pipeline.name, summary.partition_date, tuple(events), title, details, links)
+    day = summary.partition_date.isoformat()
+    return Alert(pipeline.name, day, tuple(events), title, details, links)
 
 
 _EVENT_WORDS = {

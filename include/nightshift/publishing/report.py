@@ -280,7 +280,11 @@ def render_index(
     trends = {
         name: trend_figure(
             [
-                {"date": run.partition_date, "value": run.value, "promoted": run.promoted}
+                {
+                    "date": run.partition_date.isoformat(),
+                    "value": run.value,
+                    "promoted": run.promoted,
+                }
                 for run in runs
             ],
             runs[-1].metric,

@@ -31,7 +31,7 @@ class RunSummary:
     """One published run, as the index lists it."""
 
     pipeline: str
-    partition_date: str
+    partition_date: dt.date
     run_id: str
     best: str
     metric: str
@@ -45,7 +45,7 @@ class RunSummary:
     @property
     def report(self) -> str:
         """The report's path relative to the pipeline's reports folder."""
-        return ReportFolder(self.partition_date).report
+        return ReportFolder(self.partition_date.isoformat()).report
 
 
 def pipeline_reports_root(pipeline: Pipeline) -> Path:
@@ -62,7 +62,7 @@ def summarise(metrics: dict[str, Any]) -> RunSummary:
     metric = metrics["headline_metric"]
     best = metrics["best"]
     champion = metrics.get("champion") or {}
-    partition_date = dt.date.fromisoformat(metrics["partition_date"]).isoformat()
+    partition_date = dt.date.fromisoformat(metrics["partition_date"])
     return RunSummary(
         pipeline=metrics["pipeline"],
         partition_date=partition_date,

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.config.pipeline import Pipeline
-from nightshift.config.records import ChampionRef, Decision, NightEvaluation, TrainingWindow
+from nightshift.config.records import (
+    ChampionRef,
+    Decision,
+    NightEvaluation,
+    TrainingWindow,
+    date_or_none,
+)
 from nightshift.config.settings import is_url, setting
 from nightshift.evaluation.champion import trained_before
 
@@ -146,7 +152,7 @@ def champion(mlflow_client: Any, name: str) -> ChampionRef | None:
         version=int(version.version),
         run_id=version.run_id,
         model=version.tags.get("nightshift.model"),
-        trained_for=version.tags.get("nightshift.trained_for", ""),
+        trained_for=date_or_none(version.tags.get("nightshift.trained_for")),
     )
 
 
@@ -169,7 +175,7 @@ def set_champion(
     version: int,
     reason: str,
     when: str,
-    only_if_newer: str | None = None,
+    only_if_newer: dt.date | None = None,
 ) -> bool:
     """Point ``name``'s ``champion`` alias at ``version``, record why; return if it points there.
 
@@ -532,7 +538,7 @@ def record_decisions(
             version,
             decision.reason,
             partition_date.isoformat(),
-            only_if_newer=partition_date.isoformat(),
+            only_if_newer=partition_date,
         )
         if decision.promoted and not moved[name]:
             decision = decision.lost_race(champion(mlflow_client, registered))

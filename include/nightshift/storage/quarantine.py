@@ -39,7 +39,7 @@ class Hold:
     """One quarantined input of a date: where the copy is, why, and whether it was released."""
 
     folder: str
-    partition_date: str
+    partition_date: dt.date
     stage: str
     origin: str | None
     source_sha256: str | None
@@ -191,7 +191,7 @@ def holds(lake: Lake, partition_date: dt.date) -> list[Hold]:
         found.append(
             Hold(
                 folder=folder,
-                partition_date=partition_date.isoformat(),
+                partition_date=partition_date,
                 stage=str(reason.get("stage")),
                 origin=reason.get("origin"),
                 source_sha256=reason.get("source_sha256"),
