@@ -147,9 +147,8 @@ def test_registered_models_load_safely_in_their_mlflow_flavours(nights) -> None:
     # The champion alias resolves too; scikit-learn comes back through skops.
     linear = tracking.load_registered(pipeline, "retail_conversion.sgd_logistic", "@champion")
     champion = tracking.champion(tracking.client(pipeline), "retail_conversion.sgd_logistic")
-    lake_linear, _ = inputs.load_model(
-        pipeline, "sgd_logistic", dt.date.fromisoformat(champion.trained_for)
-    )
+    assert champion is not None and champion.trained_for is not None
+    lake_linear, _ = inputs.load_model(pipeline, "sgd_logistic", champion.trained_for)
     x = to_linear_matrix(frame, lake_linear.stats)
     assert np.allclose(linear.predict_proba(x)[:, 1], lake_linear.predict(frame))
 
@@ -337,4 +336,4 @@ def test_killing_publish_never_leaves_a_wrong_champion_or_a_broken_index(nights)
         champion = tracking.champion(client, name)
         # The alias is on tonight's version exactly when the recorded decision says promoted.
         promoted = metrics["decisions"][model]["promoted"]
-        assert (champion.trained_for == day.isoformat()) is promoted, (champion, promoted)
+        assert (champion.trained_for == day) is promoted, (champion, promoted)

@@ -146,9 +146,9 @@ def test_a_champion_trained_for_the_same_date_is_never_replaced() -> None:
     """Re-running a night must not replace the champion it promoted (`<`, not `<=`)."""
     from nightshift.evaluation.champion import trained_before
 
-    assert trained_before("2026-06-01", "2026-06-02") and not trained_before(
-        "2026-06-02", "2026-06-02"
-    )
+    june = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
+    assert trained_before(june[0], june[1]) and not trained_before(june[1], june[1])
+    assert trained_before(None, june[0])  # a version that names no date counts as earlier
     decision = decide(
         "xgboost", _model(0.99, "2026-06-02"), _champion(0.5, "2026-06-02"), "roc_auc", RULES
     )
