@@ -4,6 +4,7 @@ and logged with skops. Nothing else in nightshift is told about it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -13,7 +14,7 @@ from pydantic import Field
 from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec
 from nightshift.data.features import FeatureStats, labels, to_linear_matrix
 from nightshift.data.preprocess import training_batch
-from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops
 from nightshift.models.safe_models import UnsafeModel
 from nightshift.models.train import TrainedModel
 
@@ -40,6 +41,7 @@ class TreesScorer(Scorer):
 
 class HistGradientBoosting(ModelKind):
     spec = HistGradientBoostingModel
+    flavour = "sklearn"
     trusted_types = (
         f"{ESTIMATORS}.gradient_boosting.HistGradientBoostingClassifier",
         f"{ESTIMATORS}.gradient_boosting.HistGradientBoostingRegressor",
@@ -82,6 +84,9 @@ class HistGradientBoosting(ModelKind):
             skops_trusted_types=list(self.trusted_types),
             registered_model_name=registered,
         )
+
+    def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
+        return load_skops(local, flavour, uri)
 
 
 SPEC, KIND = HistGradientBoostingModel, HistGradientBoosting()

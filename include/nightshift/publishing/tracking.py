@@ -303,9 +303,10 @@ def _log_model(trained: Any, registered: str | None) -> Any:
 def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     """Return registered model ``name`` at ``version`` (a number or ``@alias``), loaded safely.
 
-    XGBoost flavours load from UBJ/JSON; scikit-learn flavours only from skops, with
-    nightshift's own trusted-types list (never the one stored beside the model). Anything
-    else, a pickle above all, raises ``UnsafeModel`` naming the file.
+    The kind whose MLflow flavour the model has loads it (``kinds.load_flavour``): XGBoost
+    from UBJ/JSON, scikit-learn only from skops with nightshift's own trusted-types list
+    (never the one stored beside the model). Anything else, a pickle above all, raises
+    ``UnsafeModel`` naming the file.
     """
     import tempfile
 
@@ -314,41 +315,14 @@ def load_registered(pipeline: Pipeline, name: str, version: str) -> Any:
     _mlflow_environment()
     from mlflow.artifacts import download_artifacts
 
-    from nightshift.models.kinds import trusted_types
-    from nightshift.models.safe_models import UnsafeModel, is_pickle
+    from nightshift.models.kinds import load_flavour
 
     client(pipeline)
     uri = f"models:/{name}{version if version.startswith('@') else '/' + version}"
     with tempfile.TemporaryDirectory() as folder:
         local = Path(download_artifacts(artifact_uri=uri, dst_path=folder))
         flavors = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
-        if "xgboost" in flavors:
-            import xgboost as xgb
-
-            path = local / flavors["xgboost"]["data"]
-            payload = path.read_bytes()
-            if is_pickle(payload) or path.suffix not in (".ubj", ".json"):
-                raise UnsafeModel(f"{uri}: {path.name} is not an XGBoost UBJ/JSON model")
-            booster = xgb.Booster()
-            booster.load_model(bytearray(payload))
-            return booster
-        if "sklearn" in flavors:
-            import skops.io
-
-            flavor = flavors["sklearn"]
-            path = local / flavor["pickled_model"]
-            payload = path.read_bytes()
-            if flavor.get("serialization_format") != "skops" or is_pickle(payload):
-                raise UnsafeModel(
-                    f"{uri}: {path.name} is saved as "
-                    f"{flavor.get('serialization_format')!r}"
-                    f"{' (a pickle)' if is_pickle(payload) else ''}; only skops models load"
-                )
-            try:
-                return skops.io.load(path, trusted=trusted_types())
-            except Exception as exc:
-                raise UnsafeModel(f"{uri}: {path.name} refused by skops: {exc}") from None
-        raise UnsafeModel(f"{uri}: no XGBoost or scikit-learn flavour ({sorted(flavors)})")
+        return load_flavour(flavors, local, uri)
 
 
 @dataclass(frozen=True)

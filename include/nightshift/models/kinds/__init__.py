@@ -11,7 +11,8 @@ a kind module imports pandas, numpy and its libraries inside the methods that us
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nightshift.config.pipeline import MODEL_KINDS, kind_module
 from nightshift.models.kinds.base import ModelKind, Scorer
@@ -52,3 +53,13 @@ def load_scorer(
             "models load only from XGBoost UBJ/JSON, nightshift's JSON or skops"
         )
     return kind_of(kind).load(payload, stats, task, origin)
+
+
+def load_flavour(flavours: dict[str, Any], local: Path, uri: str) -> Any:
+    """Return the registered model in the MLflow model folder ``local`` (its MLmodel's
+    ``flavours``), loaded safely by the first kind whose flavour it has."""
+    for kind in MODEL_KINDS:
+        found = kind_of(kind)
+        if found.flavour is not None and found.flavour in flavours:
+            return found.load_registered(local, flavours[found.flavour], uri)
+    raise UnsafeModel(f"{uri}: no flavour a model kind loads ({sorted(flavours)})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nightshift.config.pipeline import ModelSpec, Pipeline, Stage
@@ -72,6 +73,8 @@ class ModelKind(ABC):
     learned: ClassVar[bool] = True
     # scikit-learn types its MLflow model may hold (skops loads only these).
     trusted_types: ClassVar[tuple[str, ...]] = ()
+    # The MLflow flavour it is logged in; None: not registered.
+    flavour: ClassVar[str | None] = None
 
     def needs_cluster(self, pipeline: Pipeline, paths: list[str]) -> bool:
         """Whether it trains on the Dask workers tonight (its stage then opens a client)."""
@@ -90,3 +93,29 @@ class ModelKind(ABC):
     def log_model(self, scorer: Any, registered: str | None) -> Any:
         """Log the model to the active MLflow run in its flavour, registered as
         ``registered``; return MLflow's ModelInfo, or None when it is not registered."""
+
+    def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
+        """Return a registered model of this kind's flavour from its MLflow model folder
+        ``local``, loaded without running code; refuse anything else (``UnsafeModel``)."""
+        raise NotImplementedError(f"{uri}: {type(self).__name__} registers no models")
+
+
+def load_skops(local: Path, flavour: dict[str, Any], uri: str) -> Any:
+    """A scikit-learn flavour's model, only from skops and with the types every kind trusts
+    (nightshift's own list, never the one stored beside the model)."""
+    import skops.io
+
+    from nightshift.models.kinds import trusted_types
+    from nightshift.models.safe_models import UnsafeModel, is_pickle
+
+    path = local / flavour["pickled_model"]
+    payload = path.read_bytes()
+    if flavour.get("serialization_format") != "skops" or is_pickle(payload):
+        raise UnsafeModel(
+            f"{uri}: {path.name} is saved as {flavour.get('serialization_format')!r}"
+            f"{' (a pickle)' if is_pickle(payload) else ''}; only skops models load"
+        )
+    try:
+        return skops.io.load(path, trusted=trusted_types())
+    except Exception as exc:
+        raise UnsafeModel(f"{uri}: {path.name} refused by skops: {exc}") from None

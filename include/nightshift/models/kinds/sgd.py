@@ -3,12 +3,13 @@ process, or on the Dask workers by parameter mixing for a large window."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec, Pipeline
-from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops
 from nightshift.models.safe_models import json_model
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class SGD(ModelKind):
     """Stochastic gradient descent over the window's batches, a few epochs."""
 
     spec = SGDModel
+    flavour: ClassVar[str | None] = "sklearn"
     trusted_types = (
         "sklearn.linear_model._stochastic_gradient.SGDClassifier",
         "sklearn.linear_model._stochastic_gradient.SGDRegressor",
@@ -110,6 +112,10 @@ class SGD(ModelKind):
                 f"skops=={skops.__version__}",
             ],
         )
+
+    def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
+        """scikit-learn's flavour, only from skops (``base.load_skops``)."""
+        return load_skops(local, flavour, uri)
 
 
 SPEC, KIND = SGDModel, SGD()

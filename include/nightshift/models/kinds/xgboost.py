@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from nightshift.config.pipeline import ModelName, ModelSpec, Pipeline, Stage
 from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob
-from nightshift.models.safe_models import UnsafeModel
+from nightshift.models.safe_models import UnsafeModel, is_pickle
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,6 +84,7 @@ class XGBoost(ModelKind):
 
     spec = XGBoostModel
     stage: ClassVar[Stage] = Stage.TRAIN_DISTRIBUTED
+    flavour: ClassVar[str | None] = "xgboost"
 
     def needs_cluster(self, pipeline: Pipeline, paths: list[str]) -> bool:
         """Always: ``xgboost.dask`` trains on the workers."""
@@ -122,6 +124,18 @@ class XGBoost(ModelKind):
             registered_model_name=registered,
             pip_requirements=[f"xgboost=={xgboost.__version__}"],
         )
+
+    def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
+        """A booster from the flavour's UBJ or JSON file, never a pickle."""
+        import xgboost as xgb
+
+        path = local / flavour["data"]
+        payload = path.read_bytes()
+        if is_pickle(payload) or path.suffix not in (".ubj", ".json"):
+            raise UnsafeModel(f"{uri}: {path.name} is not an XGBoost UBJ/JSON model")
+        booster = xgb.Booster()
+        booster.load_model(bytearray(payload))
+        return booster
 
 
 SPEC, KIND = XGBoostModel, XGBoost()
