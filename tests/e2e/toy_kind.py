@@ -14,7 +14,7 @@ from pydantic import Field
 from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec
 from nightshift.data.features import FeatureStats, labels, to_linear_matrix
 from nightshift.data.preprocess import training_batch
-from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops, log_skops
 from nightshift.models.safe_models import UnsafeModel
 from nightshift.models.train import TrainedModel
 
@@ -75,18 +75,12 @@ class HistGradientBoosting(ModelKind):
         return TreesScorer(estimator, stats, task)
 
     def log_model(self, scorer: TreesScorer, registered: str | None) -> Any:
-        import mlflow
-
-        return mlflow.sklearn.log_model(
-            scorer.estimator,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=list(self.trusted_types),
-            registered_model_name=registered,
-        )
+        return log_skops(scorer.estimator, self.trusted_types, registered)
 
     def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
-        return load_skops(local, flavour, uri)
+        from nightshift.models.kinds import trusted_types
+
+        return load_skops(local, flavour, uri, trusted_types())
 
 
 SPEC, KIND = HistGradientBoostingModel, HistGradientBoosting()

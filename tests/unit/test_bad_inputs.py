@@ -21,7 +21,12 @@ import pytest
 from nightshift.config.pipeline import parse_pipeline
 from nightshift.data.generator import generate_day
 from nightshift.data.ingest import SourceError, ingest_date
-from nightshift.data.validate import VALIDATION, DataValidationError, read_summary
+from nightshift.data.validate import (
+    VALIDATION,
+    DataValidationError,
+    ValidationSummary,
+    read_summary,
+)
 from nightshift.night import inputs, stages
 from nightshift.storage.lake import PartitionMissing, lake_for
 from tests.conftest import small_pipeline_dict, write_pipeline
@@ -60,7 +65,7 @@ def _day(date: dt.date = DAY) -> pd.DataFrame:
     return generate_day(date, rows=600, seed=7)
 
 
-def _run(pipeline, date: dt.date = DAY) -> dict:
+def _run(pipeline, date: dt.date = DAY) -> ValidationSummary:
     """Ingest and validate ``date`` as the night does; return its validation summary."""
     lake = lake_for(pipeline)
     ingest_date(pipeline, lake, date)
@@ -184,7 +189,7 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     lake = lake_for(pipeline)
     assert not lake.has(VALIDATION, DAY)
     # The good day beside it is untouched.
-    assert read_summary(lake, GOOD)["rows"] == good["rows"]
+    assert read_summary(lake, GOOD).rows == good.rows
     if error is DataValidationError:
         page = tmp_path / "reports" / pipeline.name / DAY.isoformat() / "validation.html"
         assert "Blocked" in page.read_text() and caught.value.quarantine in page.read_text()
@@ -199,7 +204,7 @@ def test_a_bad_day_is_blocked_named_and_quarantined(tmp_path: Path, case: str) -
     assert len(_holds(tmp_path)) == 1 and _landing(tmp_path) == landing
     # A corrected file (new bytes) is read as usual.
     _write(source, _day())
-    assert _run(pipeline)["rows"] > 0 and lake.has(VALIDATION, DAY)
+    assert _run(pipeline).rows > 0 and lake.has(VALIDATION, DAY)
 
 
 def test_an_operator_releases_a_hold_and_lists_what_is_held(
@@ -286,8 +291,8 @@ def test_an_extra_column_warns_and_the_day_goes_on(tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path)
     _write(tmp_path / "in" / f"{DAY}.csv", _day().assign(coupon_code="X1"))
     summary = _run(pipeline)
-    [warning] = summary["warnings"]
-    assert (warning["kind"], warning["column"], warning["severity"]) == (
+    [warning] = summary.warnings
+    assert (warning.kind, warning.column, warning.severity) == (
         "extra_columns",
         "coupon_code",
         "warn",
@@ -303,7 +308,7 @@ def test_severity_is_configurable(tmp_path: Path) -> None:
     frame = _day()
     _write(tmp_path / "in" / f"{DAY}.csv", pd.concat([frame, frame.iloc[[1]]], ignore_index=True))
     summary = _run(pipeline)
-    assert [w["kind"] for w in summary["warnings"]] == ["duplicates"]
+    assert [w.kind for w in summary.warnings] == ["duplicates"]
 
 
 def test_ranges_categories_and_row_count(tmp_path: Path) -> None:
@@ -354,8 +359,8 @@ def test_a_day_far_from_the_recent_row_count(tmp_path: Path, severity, rows, out
         with pytest.raises(DataValidationError, match=r"failed check .rows within 0\.5x-2\.0x"):
             _run(pipeline)
         return
-    [warning] = _run(pipeline)["warnings"]
-    assert warning["kind"] == "row_count" and warning["severity"] == "warn"
+    [warning] = _run(pipeline).warnings
+    assert warning.kind == "row_count" and warning.severity == "warn"
 
 
 def _many(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -496,7 +501,7 @@ def test_quarantine_holds_the_bytes_ingest_read_not_a_second_read(
     assert reason["source_sha256"] == hashlib.sha256(half).hexdigest()
     assert Path(reason["copied_source_to"]).read_bytes() == half
     monkeypatch.undo()
-    assert _run(pipeline)["rows"] > 0  # the retry ingests the complete file
+    assert _run(pipeline).rows > 0  # the retry ingests the complete file
     raw = lake_for(pipeline).read("raw", DAY)
     assert raw.meta["source_sha256"] == hashlib.sha256(complete).hexdigest()
 

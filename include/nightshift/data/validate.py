@@ -32,12 +32,12 @@ VALIDATION = "validation"
 class DataValidationError(ValueError):
     """A partition failed a blocking check; the message names file, column, check, examples.
 
-    ``failures`` holds every finding (blocking and warnings) as plain dicts, and
-    ``quarantine`` where a copy of the offending input is held.
+    ``failures`` holds every finding (blocking and warnings), and ``quarantine`` where a copy
+    of the offending input is held.
     """
 
     def __init__(
-        self, message: str, failures: list[dict[str, Any]], quarantine: str | None = None
+        self, message: str, failures: list[Finding], quarantine: str | None = None
     ) -> None:
         super().__init__(message)
         self.failures = failures
@@ -63,6 +63,38 @@ class Finding:
         return (
             f"{self.file}: {where} failed check '{self.check}' ({self.kind}, {self.severity}) "
             f"in {self.rows} row(s); examples {self.examples} at rows {self.row_numbers}"
+        )
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    """A date that passed validation: its rows, missing rates and label mean (what the
+    report shows), its batches, the findings that only warn, and the rows filters dropped."""
+
+    rows: int
+    missing_rate: dict[str, float]
+    label_mean: float
+    batches: int
+    rows_per_batch: list[int]
+    warnings: list[Finding]
+    filtered: dict[str, int]  # filter rule -> rows it dropped
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as the validation partition and metrics.json hold it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationSummary:
+        """Read one back from ``to_dict``'s form (a partition an older version wrote may
+        lack the later keys: batches, rows per batch, warnings, filtered)."""
+        return cls(
+            rows=data["rows"],
+            missing_rate=data.get("missing_rate", {}),
+            label_mean=data.get("label_mean", float("nan")),
+            batches=data.get("batches", 0),
+            rows_per_batch=data.get("rows_per_batch", []),
+            warnings=[Finding(**f) for f in data.get("warnings", [])],
+            filtered=data.get("filtered", {}),
         )
 
 
@@ -247,7 +279,7 @@ def _row_count(
     for offset in range(1, rule.history_days + 1):
         day = partition_date - dt.timedelta(days=offset)
         try:
-            history.append(read_summary(lake, day)["rows"])
+            history.append(read_summary(lake, day).rows)
         except (PartitionMissing, KeyError, ValueError):
             continue
     if not history or not rows:
@@ -298,7 +330,7 @@ def summarize(frame: pd.DataFrame, pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, Any]:
+def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> ValidationSummary:
     """Check every batch of ``raw``; write the summary partition or raise DataValidationError.
 
     Warnings are kept in the summary (the report shows them). A blocking finding moves the
@@ -328,15 +360,17 @@ def validate_date(pipeline: Pipeline, lake: Lake, raw: Partition) -> dict[str, A
             f"`{release_command(pipeline.name, raw.partition_date)}`\n"
             + "\n".join(f.line() for f in blocking)
         )
-        raise DataValidationError(message, [asdict(f) for f in found], where)
-    summary = summarize(day, pipeline)
-    summary["batches"] = len(raw.files)
-    summary["rows_per_batch"] = [len(frame) for frame in frames]
-    summary["warnings"] = [asdict(f) for f in found]
-    summary["filtered"] = dict(raw.meta.get("filtered") or {})  # rule -> rows it dropped
+        raise DataValidationError(message, found, where)
+    summary = ValidationSummary(
+        **summarize(day, pipeline),
+        batches=len(raw.files),
+        rows_per_batch=[len(frame) for frame in frames],
+        warnings=found,
+        filtered=dict(raw.meta.get("filtered") or {}),
+    )
     with lake.writer(VALIDATION, raw.partition_date) as writer:
-        writer.write_bytes("summary.json", json.dumps(summary, sort_keys=True).encode())
-    log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary["rows"])
+        writer.write_bytes("summary.json", json.dumps(summary.to_dict(), sort_keys=True).encode())
+    log.info("%s %s: %d rows passed validation", pipeline.name, raw.partition_date, summary.rows)
     return summary
 
 
@@ -395,8 +429,7 @@ def _day_findings(
     return found
 
 
-def read_summary(lake: Lake, partition_date: dt.date) -> dict[str, Any]:
+def read_summary(lake: Lake, partition_date: dt.date) -> ValidationSummary:
     """Return the validation summary written for ``partition_date``."""
     partition = lake.read(VALIDATION, partition_date)
-    result: dict[str, Any] = json.loads(read_bytes(partition.paths()[0]))
-    return result
+    return ValidationSummary.from_dict(json.loads(read_bytes(partition.paths()[0])))

@@ -107,7 +107,7 @@ def validate(
                 log.warning("%s: window day %s left out: %s", pipeline.name, day, exc)
                 skipped[day] = str(exc)
                 continue
-            rows[day] = summary["rows"]
+            rows[day] = summary.rows
     passed = [day for day in dates if day in rows]
     return Validated(dates=passed, rows=rows, skipped=skipped, **vars(clock))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from nightshift import __version__
@@ -22,6 +22,7 @@ from nightshift.config.records import (
     TrendPoint,
 )
 from nightshift.data.features import FeatureStats
+from nightshift.data.validate import Finding
 from nightshift.night.inputs import FEATURES, load_model, window_dates
 from nightshift.night.scoring import evaluation_json, read_evaluation
 from nightshift.storage.lake import (
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def write_validation_report(
-    pipeline: Pipeline, partition_date: dt.date, failures: list[dict[str, Any]], where: str
+    pipeline: Pipeline, partition_date: dt.date, failures: list[Finding], where: str
 ) -> str:
     """Write ``validation.html`` and ``validation.json`` beside the date's reports."""
     from nightshift.publishing.report import render_validation
@@ -44,10 +45,10 @@ def write_validation_report(
     payload = {
         "pipeline": pipeline.name,
         "partition_date": partition_date.isoformat(),
-        "blocked": any(f["severity"] == "block" for f in failures),
+        "blocked": any(f.severity == "block" for f in failures),
         "quarantine": where,
         "release": release_command(pipeline.name, partition_date),
-        "failures": failures,
+        "failures": [asdict(f) for f in failures],
     }
     write_bytes_atomic(folder.validation_json, json.dumps(payload, indent=1, default=str).encode())
     write_bytes_atomic(folder.validation, render_validation(payload).encode())
@@ -156,7 +157,7 @@ def night_summary(
         },
         gate=pipeline.evaluation.model_dump(),
         training_window=window,
-        data={"held_out": read_summary(lake_for(pipeline), partition_date)},
+        data={"held_out": read_summary(lake_for(pipeline), partition_date).to_dict()},
         evaluation=evaluation,
         decisions=published.decisions,
         champion=champion,

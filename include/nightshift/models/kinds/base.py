@@ -100,12 +100,11 @@ class ModelKind(ABC):
         raise NotImplementedError(f"{uri}: {type(self).__name__} registers no models")
 
 
-def load_skops(local: Path, flavour: dict[str, Any], uri: str) -> Any:
-    """A scikit-learn flavour's model, only from skops and with the types every kind trusts
-    (nightshift's own list, never the one stored beside the model)."""
+def load_skops(local: Path, flavour: dict[str, Any], uri: str, trusted: list[str]) -> Any:
+    """A scikit-learn flavour's model, only from skops and with the ``trusted`` types
+    (nightshift's own list, ``kinds.trusted_types``; never the one stored beside the model)."""
     import skops.io
 
-    from nightshift.models.kinds import trusted_types
     from nightshift.models.safe_models import UnsafeModel, is_pickle
 
     path = local / flavour["pickled_model"]
@@ -116,6 +115,23 @@ def load_skops(local: Path, flavour: dict[str, Any], uri: str) -> Any:
             f"{' (a pickle)' if is_pickle(payload) else ''}; only skops models load"
         )
     try:
-        return skops.io.load(path, trusted=trusted_types())
+        return skops.io.load(path, trusted=trusted)
     except Exception as exc:
         raise UnsafeModel(f"{uri}: {path.name} refused by skops: {exc}") from None
+
+
+def log_skops(estimator: Any, trusted_types: tuple[str, ...], registered: str | None) -> Any:
+    """Log a scikit-learn ``estimator`` to the active MLflow run in scikit-learn's flavour,
+    saved with skops (never a pickle), registered as ``registered``; return the ModelInfo."""
+    import mlflow
+    import sklearn
+    import skops
+
+    return mlflow.sklearn.log_model(
+        estimator,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=list(trusted_types),
+        registered_model_name=registered,
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+    )

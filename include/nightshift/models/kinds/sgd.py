@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from nightshift.config.pipeline import CLASSIFICATION, ModelName, ModelSpec, Pipeline
-from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops
+from nightshift.models.kinds.base import ModelKind, Scorer, TrainJob, load_skops, log_skops
 from nightshift.models.safe_models import json_model
 
 if TYPE_CHECKING:
@@ -97,25 +97,13 @@ class SGD(ModelKind):
 
     def log_model(self, scorer: LinearScorer, registered: str | None) -> Any:
         """scikit-learn's flavour, saved with skops (never a pickle)."""
-        import mlflow
-        import sklearn
-        import skops
-
-        return mlflow.sklearn.log_model(
-            scorer.linear,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=list(self.trusted_types),
-            registered_model_name=registered,
-            pip_requirements=[
-                f"scikit-learn=={sklearn.__version__}",
-                f"skops=={skops.__version__}",
-            ],
-        )
+        return log_skops(scorer.linear, self.trusted_types, registered)
 
     def load_registered(self, local: Path, flavour: dict[str, Any], uri: str) -> Any:
-        """scikit-learn's flavour, only from skops (``base.load_skops``)."""
-        return load_skops(local, flavour, uri)
+        """scikit-learn's flavour, only from skops, trusting what every kind trusts."""
+        from nightshift.models.kinds import trusted_types
+
+        return load_skops(local, flavour, uri, trusted_types())
 
 
 SPEC, KIND = SGDModel, SGD()
