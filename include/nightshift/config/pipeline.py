@@ -27,6 +27,7 @@ from nightshift.config.settings import (
     pipelines_home,
     resolve,
     setting,
+    text_setting,
 )
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
@@ -278,11 +279,11 @@ class Output(_Strict):
     docker-compose points every pipeline at MinIO), else ``data/lake`` and ``data/reports``.
     """
 
-    lake: str = Field(default_factory=lambda: setting("NIGHTSHIFT_LAKE") or "data/lake")
-    reports: str = Field(default_factory=lambda: setting("NIGHTSHIFT_REPORTS") or "data/reports")
+    lake: str = Field(default_factory=lambda: text_setting("NIGHTSHIFT_LAKE"))
+    reports: str = Field(default_factory=lambda: text_setting("NIGHTSHIFT_REPORTS"))
     # MLflow: a folder (an embedded SQLite store and its artifacts, no server) or a tracking
     # URI such as http://mlflow:5000. Unset, ``MLFLOW_TRACKING_URI``, else ``data/mlflow``.
-    mlflow: str = Field(default_factory=lambda: setting("MLFLOW_TRACKING_URI") or "data/mlflow")
+    mlflow: str = Field(default_factory=lambda: text_setting("MLFLOW_TRACKING_URI"))
 
 
 class Training(_Strict):

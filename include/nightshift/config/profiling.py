@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nightshift.config.settings import setting
+from nightshift.config.settings import text_setting
 
 PROFILE_ENV = "NIGHTSHIFT_PROFILE_DIR"
 TOP_LINES = 25
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def profile_dir() -> Path | None:
     """Return the folder profiles go to, or None when profiling is off."""
-    folder = (setting(PROFILE_ENV) or "").strip()
+    folder = text_setting(PROFILE_ENV).strip()
     return Path(folder) if folder else None
 
 

@@ -60,6 +60,11 @@ def setting(name: str, env: Mapping[str, str] | None = None) -> str | None:
     return values.get(name, _BY_NAME[name].default)
 
 
+def text_setting(name: str, env: Mapping[str, str] | None = None) -> str:
+    """:func:`setting`, with "" for one that is unset and has no default."""
+    return setting(name, env) or ""
+
+
 def project_home() -> Path:
     """The folder relative locations are under: ``NIGHTSHIFT_HOME``, else the checkout."""
     return Path(setting("NIGHTSHIFT_HOME") or PROJECT_ROOT)

@@ -44,13 +44,12 @@ from typing import Any, Literal, TypeVar
 
 from distributed import Client
 
-from nightshift.config.settings import setting
+from nightshift.config.settings import setting, text_setting
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "NIGHTSHIFT_DASK_ADDRESS"
 CONNECTION_ENV = "NIGHTSHIFT_DASK_CONN_ID"
-DEFAULT_CONNECTION = "nightshift_dask"
 MODE_ENV = "NIGHTSHIFT_DASK_MODE"
 WORKERS_ENV = "NIGHTSHIFT_DASK_WORKERS"
 MEMORY_ENV = "NIGHTSHIFT_DASK_MEMORY_LIMIT"
@@ -85,23 +84,23 @@ def plan_cluster(
     connection_address: str | None = None,
 ) -> ClusterPlan:
     """Return the cluster plan for this environment (a pure function: no I/O)."""
-    address = (setting(ADDRESS_ENV, env) or "").strip()
+    address = text_setting(ADDRESS_ENV, env).strip()
     if address:
         return ClusterPlan("external", f"{ADDRESS_ENV}={address}", address=address)
     if connection_address:
-        conn_id = setting(CONNECTION_ENV, env) or DEFAULT_CONNECTION
+        conn_id = text_setting(CONNECTION_ENV, env)
         return ClusterPlan(
             "external", f"Airflow connection '{conn_id}'", address=connection_address
         )
 
-    forced = (setting(MODE_ENV, env) or "").strip() or "auto"
+    forced = text_setting(MODE_ENV, env).strip() or "auto"
     if forced not in ("auto", "local", "local-cuda"):
         raise ClusterError(
             f"{MODE_ENV}={forced!r}: choose 'auto', 'local' or 'local-cuda' "
             f"(or set {ADDRESS_ENV} for an external scheduler)"
         )
-    memory_limit = setting(MEMORY_ENV, env) or "auto"
-    workers_setting = (setting(WORKERS_ENV, env) or "").strip()
+    memory_limit = text_setting(MEMORY_ENV, env)
+    workers_setting = text_setting(WORKERS_ENV, env).strip()
     if workers_setting and (not workers_setting.isdigit() or int(workers_setting) < 1):
         raise ClusterError(f"{WORKERS_ENV}={workers_setting!r}: expected a positive integer")
 
@@ -119,7 +118,7 @@ def plan_cluster(
             f"{gpus} GPU(s) visible and dask-cuda installed",
             workers=count,
             memory_limit=memory_limit,
-            device_memory_limit=setting(DEVICE_MEMORY_ENV, env) or "0.8",
+            device_memory_limit=text_setting(DEVICE_MEMORY_ENV, env),
         )
 
     if forced == "local":
@@ -169,7 +168,7 @@ def airflow_connection_address(env: Mapping[str, str] | None = None) -> str | No
     live in the metadata DB, an environment variable or a vault.
     """
     env = os.environ if env is None else env
-    conn_id = setting(CONNECTION_ENV, env) or DEFAULT_CONNECTION
+    conn_id = text_setting(CONNECTION_ENV, env)
     if f"AIRFLOW_CONN_{conn_id.upper()}" not in env and "AIRFLOW_CTX_DAG_ID" not in env:
         return None  # not inside an Airflow task and no env connection: nothing to look up
     try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightshift.config.settings import PROJECT_ROOT, setting
+from nightshift.config.settings import PROJECT_ROOT, setting, text_setting
 from nightshift.ops.airflow_api import AirflowAPI
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _airflow_home() -> Path:
 
 def _port(name: str) -> int:
     """A port setting, as a number; a value that is none names the variable."""
-    value = setting(name) or ""
+    value = text_setting(name)
     if not value.isdigit():
         raise ValueError(f"{name}={value!r}: a port is a number")
     return int(value)
