@@ -154,7 +154,8 @@ def train_distributed(
                 device = accelerators(client).xgboost_device
                 paths, sample = inputs.window_paths, inputs.window_sample
                 job = TrainJob(pipeline, paths, inputs.stats, client, device, sample)
-                trained = _train_each(partition_date, specs, job, inputs, device=device)
+                models, _ = _train_each(partition_date, specs, job, inputs)
+                trained = Trained(models=models, device=device)
     return trained.with_time(**vars(clock))
 
 
@@ -166,24 +167,18 @@ def _specs_trained_in(pipeline: Pipeline, stage: Stage) -> list[Any]:
 
 
 def _train_each(
-    partition_date: dt.date,
-    specs: list[Any],
-    job: Any,
-    inputs: NightInputs,
-    device: str | None = None,
-    kept: int | None = None,
-) -> Trained:
-    """Train each of ``specs`` by its kind on ``job``; save each in the lake; return where,
-    and (where ``kept`` counts them) the bytes the models held at their end."""
+    partition_date: dt.date, specs: list[Any], job: Any, inputs: NightInputs
+) -> tuple[dict[str, str], int]:
+    """Train each of ``specs`` by its kind on ``job`` and save it in the lake; return each
+    model's partition and the bytes the models held at their end."""
     from nightshift.models.kinds import kind_of
 
-    models = {}
+    models, kept = {}, 0
     for spec in specs:
         trained = kind_of(spec.kind).train(spec, job)
-        if kept is not None:
-            kept += trained.kept_bytes
+        kept += trained.kept_bytes
         models[spec.name] = save_model(job.pipeline, partition_date, trained, inputs.stats_json)
-    return Trained(models=models, device=device, kept_bytes=kept)
+    return models, kept
 
 
 def train_incremental(
@@ -204,8 +199,8 @@ def train_incremental(
         on_workers = any(kind_of(s.kind).needs_cluster(pipeline, paths) for s in specs)
         with dask_client() if on_workers else contextlib.nullcontext() as client:
             job = TrainJob(pipeline, paths, inputs.stats, client, "cpu", inputs.window_sample)
-            trained = _train_each(partition_date, specs, job, inputs, kept=0)
-    return trained.with_time(**vars(clock))
+            models, kept = _train_each(partition_date, specs, job, inputs)
+    return Trained(models=models, kept_bytes=kept, **vars(clock))
 
 
 def evaluate(
