@@ -53,13 +53,23 @@ def generate_day(partition_date: dt.date, rows: int = 200_000, seed: int = 7) ->
     The steps draw from one random generator in a fixed order: times, sessions, outcomes,
     then the missing values; reordering them changes every date's data.
     """
+    return generate_day_with_truth(partition_date, rows, seed)[0]
+
+
+def generate_day_with_truth(
+    partition_date: dt.date, rows: int = 200_000, seed: int = 7
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return ``generate_day``'s frame and, per row, the log-odds of conversion that a perfect
+    model would know: the generator's own, without the noise no feature explains. What a
+    model's scores miss of it is that model's error (``bench/gate.py`` simulates with it)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, partition_date.toordinal()]))
     drift = _drift(partition_date)
     weekday = partition_date.weekday()
     n = max(1, round(rows * _WEEKDAY_VOLUME[weekday]))
     seconds = _seconds_of_day(rng, n)
     columns = _sessions(rng, n, drift)
-    columns.update(_outcomes(rng, columns, drift, seconds // 3600, weekday))
+    truth = _known_logit(columns, drift, seconds // 3600, weekday)
+    columns.update(_outcomes(rng, columns, truth))
     # Sensors and trackers drop values: session length and discount are sometimes missing.
     columns["session_seconds"][rng.random(n) < 0.03] = np.nan
     columns["discount_pct"][rng.random(n) < 0.08] = np.nan
@@ -84,7 +94,7 @@ def generate_day(partition_date: dt.date, rows: int = 200_000, seed: int = 7) ->
     )
     for column in ("channel", "country", "device"):
         frame[column] = frame[column].astype("string")
-    return frame
+    return frame, truth
 
 
 def _seconds_of_day(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -125,17 +135,12 @@ def _sessions(rng: np.random.Generator, n: int, drift: dict[str, float]) -> dict
     }
 
 
-def _outcomes(
-    rng: np.random.Generator,
-    c: dict[str, Any],
-    drift: dict[str, float],
-    hours: np.ndarray,
-    weekday: int,
-) -> dict[str, np.ndarray]:
-    """Return the labels: whether the session converted, and the spend of the next 30 days."""
-    n = len(c["channel"])
+def _known_logit(
+    c: dict[str, Any], drift: dict[str, float], hours: np.ndarray, weekday: int
+) -> np.ndarray:
+    """Return the log-odds of conversion that the sessions' attributes explain."""
     recency = np.where(np.isnan(c["days_since_last_visit"]), 30.0, c["days_since_last_visit"])
-    logit = (
+    return (
         drift["base"]
         + 0.9 * np.log1p(c["page_views"])
         + drift["discount"] * c["discount_pct"]
@@ -150,8 +155,13 @@ def _outcomes(
         - 0.004 * np.maximum(c["basket_value"] - 150, 0) ** 0.8
         + _HOURLY_LIFT[hours]
         + _WEEKDAY_LIFT[weekday]
-        + rng.normal(0, 0.3, size=n)
     )
+
+
+def _outcomes(rng: np.random.Generator, c: dict[str, Any], known: np.ndarray) -> dict[str, Any]:
+    """Return the labels: whether the session converted, and the spend of the next 30 days."""
+    n = len(c["channel"])
+    logit = known + rng.normal(0, 0.3, size=n)  # what no feature explains
     converted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     spend = (
         converted * c["basket_value"] * 0.6
