@@ -7,7 +7,13 @@ import datetime as dt
 import pytest
 
 from nightshift.config.pipeline import Evaluation
-from nightshift.config.records import Challenger, ChampionRef, ChampionScore
+from nightshift.config.records import (
+    Challenger,
+    ChampionRef,
+    ChampionScore,
+    Comparison,
+    Estimate,
+)
 from nightshift.evaluation.champion import decide
 
 RULES = Evaluation(margin=0.005, max_calibration_error=0.05, segment="channel")
@@ -105,12 +111,90 @@ def test_an_unscorable_champion_is_kept_loudly() -> None:
     assert "nightshift promote" in decision.reason
 
 
-def test_earned_promotion_respects_the_off_switch_and_quotes_the_interval() -> None:
-    delta = {"delta": 0.02, "low": 0.01, "high": 0.03}
-    on = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, delta=delta)
-    assert on.promoted and "95% CI of the difference [+0.0100, +0.0300]" in on.reason
-    off = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, promote=False)
+def _comparison(low: float, high: float, **segments: Estimate) -> Comparison:
+    head = Estimate(round((low + high) / 2, 6), low, high, (high - low) / 3.3, 5000)
+    return Comparison("roc_auc", 200, 0.95, head, segments)
+
+
+def test_earned_promotion_respects_the_off_switch_and_quotes_the_bound() -> None:
+    sure = _comparison(0.01, 0.03)
+    on = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, True, sure)
+    assert on.promoted and "gain +0.0200, at least +0.0100 at 95% confidence" in on.reason
+    assert on.decided_by == [check.name for check in on.checks]
+    off = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", RULES, False, sure)
     assert not off.promoted and "turned off" in off.reason
+
+
+def test_a_gain_the_bootstrap_cannot_tell_from_noise_keeps_the_champion() -> None:
+    noisy = _comparison(-0.004, 0.044)  # +0.02 on the day, but 0 is well inside
+    rules = RULES.model_copy(update={"segment": None})
+    kept = decide("x", _model(0.77, "2026-06-02"), _champion(0.75), "roc_auc", rules, True, noisy)
+    assert not kept.promoted and kept.decided_by == ["margin"]
+    assert "gain +0.0200, at least -0.0040 at 95% confidence, margin 0.0050" in kept.reason
+    assert kept.power is not None and kept.power.startswith(
+        "At tonight's sizes the gate would prove a gain of 0.048 (5000 rows)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "state"),
+    [(-0.08, 0.04, "within bound"), (-0.09, -0.03, "worse"), (-0.02, -0.01, "within bound")],
+)
+def test_a_segment_is_worse_only_when_its_drop_is_surely_beyond_the_bound(
+    low: float, high: float, state: str
+) -> None:
+    partner = Estimate(round((low + high) / 2, 6), low, high, 0.02, 900)
+    segments = {"web": {"rows": 5000, "roc_auc": 0.8}, "partner": {"rows": 900, "roc_auc": 0.7}}
+    old = {"web": {"rows": 5000, "roc_auc": 0.77}, "partner": {"rows": 900, "roc_auc": 0.72}}
+    sure = _comparison(0.01, 0.03, partner=partner, web=Estimate(0.03, 0.02, 0.04, 0.006, 5000))
+    challenger, champion = (
+        _model(0.8, "2026-06-02", segments=segments),
+        _champion(0.77, segments=old),
+    )
+    decision = decide("x", challenger, champion, "roc_auc", RULES, True, sure)
+    [verdict] = [v for v in decision.segments if v.segment == "partner"]
+    assert verdict.state == state and verdict.rows == 900 and verdict.difference == partner
+    assert f"at least {-high:+.4f} at 95% confidence" in verdict.why
+    assert verdict.detectable == pytest.approx(0.02 + (1.6449 + 1.2816) * 0.02, abs=1e-3)
+    assert decision.promoted is (state != "worse")
+    if state == "worse":
+        assert decision.decided_by == ["segments"]
+        assert "worst channel segment 'partner': roc_auc drop" in decision.reason
+
+
+def test_a_segment_too_small_to_judge_is_shown_not_judged() -> None:
+    rare = Estimate(-0.3, None, None, None, 400, undefined=7)
+    segments = {"email": {"rows": 400, "roc_auc": 0.5}, "web": {"rows": 150, "roc_auc": 0.1}}
+    old = {"email": {"rows": 400, "roc_auc": 0.8}, "web": {"rows": 150, "roc_auc": 0.9}}
+    sure = _comparison(0.01, 0.03, email=rare)
+    challenger, champion = (
+        _model(0.8, "2026-06-02", segments=segments),
+        _champion(0.77, segments=old),
+    )
+    decision = decide("x", challenger, champion, "roc_auc", RULES, True, sure)
+    assert decision.promoted, decision.reason
+    email, web = decision.segments
+    assert email.state == web.state == "not judged"
+    assert "undefined in 7 of 200 resamples" in email.why
+    assert web.why == "fewer than 200 rows (min_segment_rows)"
+    [check] = [c for c in decision.checks if c.name == "segments"]
+    assert check.detail == "no channel segment large enough to judge; 2 not judged"
+
+
+def test_calibration_is_judged_on_the_bootstrap_too() -> None:
+    rules = Evaluation(margin=0.005, max_calibration_error=0.05)
+    head = Estimate(0.02, 0.01, 0.03, 0.006, 5000)
+
+    def comparison(excess: Estimate, own: Estimate) -> Comparison:
+        return Comparison("roc_auc", 200, 0.95, head, {}, excess, own)
+
+    challenger, champion = _model(0.77, "2026-06-02", ece=0.06), _champion(0.75, ece=0.035)
+    noise = comparison(Estimate(0.025, -0.01, 0.05), Estimate(0.06, 0.03, 0.09))
+    assert decide("x", challenger, champion, "roc_auc", rules, True, noise).promoted
+    real = comparison(Estimate(0.025, 0.015, 0.035), Estimate(0.06, 0.055, 0.065))
+    kept = decide("x", challenger, champion, "roc_auc", rules, True, real)
+    assert not kept.promoted and set(kept.decided_by) == {"calibration", "calibration vs champion"}
+    assert "at least +0.0150 at 95% confidence (may be worse by at most 0.0100)" in kept.reason
 
 
 def test_on_drifting_data_a_better_calibrated_challenger_is_promoted() -> None:

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from nightshift.config.pipeline import CLASSIFICATION
+from nightshift.evaluation.comparison import Strata, compare
 from nightshift.evaluation.evaluate import (
     WeightedMetric,
-    bootstrap_delta,
+    calibration_bins,
     confusion,
     drift,
     evaluate_scores,
@@ -53,14 +55,40 @@ def test_weighted_metrics_match_scikit_learn(metric, reference) -> None:
 
 
 def test_bootstrap_interval_brackets_a_real_difference_and_is_reproducible() -> None:
-    first = bootstrap_delta("roc_auc", Y, GOOD, WORSE, 0.5, samples=200, seed=1)
-    again = bootstrap_delta("roc_auc", Y, GOOD, WORSE, 0.5, samples=200, seed=1)
+    first = compare(CLASSIFICATION, "roc_auc", Y, (GOOD, WORSE), 0.5, None, 200, 0.95, seed=1)
+    again = compare(CLASSIFICATION, "roc_auc", Y, (GOOD, WORSE), 0.5, None, 200, 0.95, seed=1)
     assert first == again
     exact = skm.roc_auc_score(Y, GOOD) - skm.roc_auc_score(Y, WORSE)
-    assert first["delta"] == pytest.approx(exact)
-    assert 0 < first["low"] < exact < first["high"]
-    same = bootstrap_delta("roc_auc", Y, GOOD, GOOD, 0.5, samples=50, seed=1)
-    assert same["delta"] == 0 and same["low"] == same["high"] == 0
+    head = first.headline
+    assert head.value == pytest.approx(exact, abs=1e-6)
+    assert head.low is not None and head.high is not None and head.se is not None
+    assert 0 < head.low < exact < head.high and head.rows == 3000 and not head.undefined
+    same = compare(CLASSIFICATION, "roc_auc", Y, (GOOD, GOOD), 0.5, None, 50, 0.95, seed=1)
+    assert same.headline.value == 0 and same.headline.low == same.headline.high == 0
+
+
+def test_the_bootstrap_keeps_every_segments_rows_in_every_resample() -> None:
+    segments = np.array(["a"] * 2000 + ["b"] * 900 + [None] * 100, dtype=object)
+    strata = Strata.of(segments, len(segments))
+    assert strata.names == ["(missing)", "a", "b"]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        weights = strata.resample(rng)
+        assert [weights[rows].sum() for rows in strata.rows] == [100, 2000, 900]
+    both = compare(CLASSIFICATION, "roc_auc", Y, (GOOD, WORSE), 0.5, segments, 100, 0.9)
+    assert set(both.segments) == {"(missing)", "a", "b"}
+    assert both.segments["b"].rows == 900 and both.calibration is not None
+    exact = skm.roc_auc_score(Y[2000:2900], GOOD[2000:2900])
+    assert both.segments["b"].value == pytest.approx(
+        exact - skm.roc_auc_score(Y[2000:2900], WORSE[2000:2900]), abs=1e-6
+    )
+
+
+def test_the_weighted_calibration_error_is_the_reports() -> None:
+    # Unweighted, it is the report's expected calibration error (its bins rounded to 5 places).
+    reported = expected_calibration_error(calibration_bins(Y, GOOD))
+    weighted = WeightedMetric("calibration_error", Y, GOOD, 0.5)(np.ones(len(Y)))
+    assert weighted == pytest.approx(reported, abs=1e-5)
 
 
 def test_confusion_and_calibration_error_on_known_inputs() -> None:

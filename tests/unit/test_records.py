@@ -9,7 +9,9 @@ from nightshift.config.records import (
     Challenger,
     ChampionRef,
     ChampionScore,
+    Comparison,
     Decision,
+    Estimate,
     ModelScore,
     NightEvaluation,
 )
@@ -34,7 +36,17 @@ def _evaluation() -> NightEvaluation:
         "roc_auc",
         True,
         {"xgboost": ChampionScore(REF, {"roc_auc": 0.74}, None)},
-        {"xgboost": {"delta": 0.01, "low": 0.0, "high": 0.02}},
+        {
+            "xgboost": Comparison(
+                "roc_auc",
+                200,
+                0.95,
+                Estimate(0.01, 0.0, 0.02, 0.006, 800),
+                {"web": Estimate(0.02, -0.01, 0.05, 0.018, 400, 1)},
+                Estimate(0.001, -0.002, 0.004, 0.002, 800),
+                Estimate(0.03, 0.02, 0.04, 0.006, 800),
+            )
+        },
         {"features": {}},
     )
 

@@ -9,11 +9,13 @@ import re
 import html5lib
 import numpy as np
 import pytest
+from markupsafe import escape as html_escape
 
 from nightshift.config.pipeline import Evaluation
 from nightshift.config.records import Challenger, ChampionScore
 from nightshift.evaluation.champion import decide
-from nightshift.evaluation.evaluate import bootstrap_delta, drift, evaluate_scores, segment_metrics
+from nightshift.evaluation.comparison import compare
+from nightshift.evaluation.evaluate import drift, evaluate_scores, segment_metrics
 from nightshift.publishing.report import render_index, render_report
 
 RNG = np.random.default_rng(11)
@@ -61,7 +63,8 @@ def fixed_results(task: str = "binary_classification") -> dict:
         },
         "sgd_logistic": None,
     }
-    deltas = {"xgboost": bootstrap_delta(metric, Y, SCORES["xgboost"], CHAMPION, 0.5, samples=50)}
+    pair = (SCORES["xgboost"], CHAMPION)
+    comparisons = {"xgboost": compare(task, metric, Y, pair, 0.5, CHANNEL, 50, 0.95)}
     decisions = {
         name: decide(
             name,
@@ -71,7 +74,7 @@ def fixed_results(task: str = "binary_classification") -> dict:
             ChampionScore.from_dict(champions[name]) if champions[name] else None,
             metric,
             GATE,
-            delta=deltas.get(name),
+            comparison=comparisons.get(name),
         ).to_dict()
         for name in ("xgboost", "sgd_logistic")
     }
@@ -118,7 +121,7 @@ def fixed_results(task: str = "binary_classification") -> dict:
         "headline_metric": metric,
         "higher_is_better": not regression,
         "champions": champions,
-        "deltas": deltas,
+        "deltas": {name: c.to_dict() for name, c in comparisons.items()},
         "drift": drift(pd.DataFrame(window), pd.DataFrame(today), ["page_views"], ["channel"], 0.2),
         "decisions": decisions,
         "champion": {
@@ -178,6 +181,16 @@ def test_report_has_every_section_from_fixed_metrics() -> None:
     assert "Tonight's best model: <strong>xgboost</strong>" in html
     delta = results["deltas"]["xgboost"]
     assert f"[{delta['low']:+.4f}, {delta['high']:+.4f}]" in html  # the interval is shown
+    # Each segment's difference with its interval, its verdict, and the power line.
+    verdicts = decision["segments"]
+    assert {v["segment"] for v in verdicts} == {"web", "ios", "partner", "email"}
+    for v in verdicts:
+        low, high = v["difference"]["low"], v["difference"]["high"]
+        assert f"<strong>{v['state']}</strong>: {v['why']}" in html
+        assert f"[{low:+.4f}, {high:+.4f}]" in html
+    assert "90% interval" in html and "decided by: " in html
+    assert f"xgboost: {html_escape(decision['power'])}" in html
+    assert decision["power"].endswith("9 nights in 10.")
     assert "v4, trained for 2026-06-01" in html and "none yet" in html
     assert 'data-points="10"' in html  # the trend over the last nights, tonight included
     for heading in (

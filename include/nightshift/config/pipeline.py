@@ -375,6 +375,11 @@ class Evaluation(_Strict):
     error is at most the champion's plus ``calibration_margin`` (classification; and at most
     ``max_calibration_error`` when that absolute bound is set), and no ``segment`` value with
     at least ``min_segment_rows`` rows loses more than ``max_segment_drop`` of the metric.
+
+    Each of these is judged with ``confidence`` on ``bootstrap_samples`` stratified paired
+    resamples of the held-out day: the gain must be above the margin with that confidence,
+    and a guardrail fails only when its excess is above its bound with that confidence
+    (``evaluation.champion``). ``bootstrap_samples: 0`` judges the point estimates instead.
     """
 
     metric: str | None = None  # unset: roc_auc (classification) or rmse (regression)
@@ -385,6 +390,7 @@ class Evaluation(_Strict):
     max_segment_drop: float = Field(0.02, ge=0)
     min_segment_rows: int = Field(200, gt=0)
     bootstrap_samples: int = Field(200, ge=0)
+    confidence: float = Field(0.95, ge=0.5, lt=1)  # one-sided, for every check of the gate
     trend_nights: int = Field(30, gt=1)
     drift_threshold: float = Field(0.2, gt=0)  # PSI above this flags a feature as drifted
     # "required": a challenger that earned promotion waits for a person to approve it in the

@@ -156,6 +156,98 @@ class ModelScore:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """One measure of the held-out day and what the gate's bootstrap says of it.
+
+    ``value``: on the day's rows (a difference is challenger minus champion); ``low`` and
+    ``high``: the one-sided bounds at the gate's confidence (together the central interval
+    of level ``2 * confidence - 1``: 90% for 95%); ``se``: the replicates' standard deviation;
+    ``undefined``: replicates in which the measure had no value (a resample without one of
+    the classes), which make the estimate too unsure to judge.
+    """
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    se: float | None = None
+    rows: int = 0
+    undefined: int = 0
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the bootstrap gave an interval a check can act on."""
+        return self.low is not None and self.high is not None and not self.undefined
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        """Read one back from its plain form."""
+        return cls(
+            data.get("value"),
+            data.get("low"),
+            data.get("high"),
+            data.get("se"),
+            data.get("rows", 0),
+            data.get("undefined", 0),
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Tonight's model against its champion on the same held-out rows, from one stratified
+    paired bootstrap: every replicate resamples each segment to its own row count and
+    scores both models on the same rows, for the headline, every segment and calibration.
+
+    ``headline`` and ``segments`` are differences of ``metric``; ``calibration`` the
+    difference of expected calibration error and ``challenger_calibration`` the
+    challenger's own (classification only).
+    """
+
+    metric: str
+    samples: int
+    confidence: float
+    headline: Estimate
+    segments: dict[str, Estimate] = field(default_factory=dict)
+    calibration: Estimate | None = None
+    challenger_calibration: Estimate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return it as plain data; ``delta``, ``low`` and ``high`` are the headline's, the
+        keys metrics.json had before segments and calibration were bootstrapped too."""
+        head = self.headline
+        return {
+            "metric": self.metric,
+            "samples": self.samples,
+            "confidence": self.confidence,
+            "delta": head.value,
+            "low": head.low,
+            "high": head.high,
+            "headline": asdict(head),
+            "segments": {name: asdict(e) for name, e in self.segments.items()},
+            "calibration": None if self.calibration is None else asdict(self.calibration),
+            "challenger_calibration": (
+                None if self.challenger_calibration is None else asdict(self.challenger_calibration)
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """Read one back from ``to_dict``'s form."""
+
+        def estimate(value: dict[str, Any] | None) -> Estimate | None:
+            return None if value is None else Estimate.from_dict(value)
+
+        return cls(
+            data["metric"],
+            data["samples"],
+            data["confidence"],
+            Estimate.from_dict(data["headline"]),
+            {name: Estimate.from_dict(e) for name, e in (data.get("segments") or {}).items()},
+            estimate(data.get("calibration")),
+            estimate(data.get("challenger_calibration")),
+        )
+
+
+@dataclass(frozen=True)
 class NightEvaluation:
     """What ``evaluate`` measured: every model, each champion, the intervals and drift."""
 
@@ -165,7 +257,7 @@ class NightEvaluation:
     headline_metric: str
     higher_is_better: bool
     champions: dict[str, ChampionScore | None]  # per learned model; None: no champion yet
-    deltas: dict[str, dict[str, Any]]  # bootstrap interval of model minus champion
+    comparisons: dict[str, Comparison]  # each learned model against its scored champion
     drift: dict[str, Any]
 
     @property
@@ -191,7 +283,7 @@ class NightEvaluation:
                 name: None if champion is None else champion.to_dict()
                 for name, champion in self.champions.items()
             },
-            "deltas": self.deltas,
+            "deltas": {name: c.to_dict() for name, c in self.comparisons.items()},
             "drift": self.drift,
         }
 
@@ -208,7 +300,7 @@ class NightEvaluation:
                 name: None if champion is None else ChampionScore.from_dict(champion)
                 for name, champion in data["champions"].items()
             },
-            data["deltas"],
+            {name: Comparison.from_dict(c) for name, c in data["deltas"].items()},
             data["drift"],
         )
 
@@ -222,6 +314,36 @@ class Check:
     detail: str
 
 
+SegmentState = Literal["worse", "within bound", "not judged"]
+
+
+@dataclass(frozen=True)
+class SegmentVerdict:
+    """One segment of the held-out day as the gate saw it: both models' metric on its rows,
+    the difference with its interval, whether it was judged and what it showed.
+
+    ``detectable``: the drop the segment check would catch 9 nights in 10 at this size.
+    """
+
+    segment: str
+    rows: int
+    challenger: float | None
+    champion: float | None
+    difference: Estimate
+    state: SegmentState
+    why: str
+    detectable: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return it as plain data."""
+        return {**asdict(self), "difference": asdict(self.difference)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentVerdict:
+        """Read one back from ``to_dict``'s form."""
+        return cls(**{**data, "difference": Estimate.from_dict(data["difference"])})
+
+
 @dataclass(frozen=True)
 class Decision:
     """Whether the challenger became champion, why, and every check that was made."""
@@ -232,6 +354,14 @@ class Decision:
     challenger: Challenger
     champion: ChampionScore | None
     checks: list[Check] = field(default_factory=list)
+    segments: list[SegmentVerdict] = field(default_factory=list)
+    power: str | None = None  # what the gate could detect at tonight's sizes, in a sentence
+
+    @property
+    def decided_by(self) -> list[str]:
+        """The checks that decided: those that failed, or, when none did, all of them."""
+        failed = [check.name for check in self.checks if not check.passed]
+        return failed or [check.name for check in self.checks]
 
     def lost_race(self, newer: ChampionRef | None) -> Decision:
         """The same decision, kept: a newer night's champion took the alias first."""
@@ -258,6 +388,9 @@ class Decision:
             "challenger": self.challenger.to_dict(),
             "champion": None if self.champion is None else self.champion.to_dict(),
             "checks": [asdict(check) for check in self.checks],
+            "decided_by": self.decided_by,
+            "segments": [verdict.to_dict() for verdict in self.segments],
+            "power": self.power,
         }
 
     @classmethod
@@ -271,6 +404,8 @@ class Decision:
             Challenger.from_dict(data["challenger"]),
             None if champion is None else ChampionScore.from_dict(champion),
             [Check(**check) for check in data.get("checks", [])],
+            [SegmentVerdict.from_dict(v) for v in data.get("segments") or []],
+            data.get("power"),
         )
 
 

