@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # library alone (a distribution's python3 refuses `pip install`, PEP 668, or has no pip).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean bench-training
+.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean bench-training bench-gate
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,12 +78,16 @@ bench: setup-dev  ## P1-P4, the cost curves, P9 and SGD against baselines measur
 	$(PY) -u bench/scale.py all
 	$(PY) -u bench/curves.py
 	$(MAKE) bench-training
+	$(MAKE) bench-gate
 	$(PY) bench/results.py
 
 bench-training: setup-dev  ## training in bounded memory: P9 (a window 10x the workers' memory), SGD on 1/2/4 workers, the capacity model (about 10 min; bench/out/)
 	$(PY) -u bench/p9.py
 	$(PY) -u bench/sgd.py
 	$(PY) bench/capacity.py
+
+bench-gate: setup-dev  ## the champion gate as a classifier of simulated nights, before and now (about 6 min; bench/out/gate.json)
+	$(PY) -u bench/gate.py
 
 bench-stages: setup-dev  ## seconds per stage of one in-process nightly run (bench/stages.py)
 	$(PY) -u bench/stages.py

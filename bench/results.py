@@ -31,6 +31,7 @@ def write_results() -> str:
         profile=_profile(BENCH / "out" / "profile.json"),
         curves=_curves(BENCH / "out" / "curves.json"),
         capacity=_capacity(BENCH / "out" / "capacity.json"),
+        gate=_gate(BENCH / "out" / "gate.json"),
         machine=", ".join(f"{k} {v}" for k, v in machine.items()),
         details="\n".join(
             f"<details><summary>{n.upper()} raw</summary>\n\n```json\n"
@@ -105,6 +106,25 @@ def _measured_training(name: str, r: dict) -> str:
         f"{run['peak_over_limit']:.2f}x its limit, {run['worker_restarts']} restarts, "
         f"{run['seconds']:.0f} s ({r['big_rounds']} rounds); where both fit "
         f"({r['small']['rows']:,} rows): {ratios}"
+    )
+
+
+def _gate(path: Path) -> str:
+    if not path.exists():
+        return "Not run yet: `make bench-gate` writes it."
+    g = json.loads(path.read_text())
+    models = g["models"]
+    met = ", ".join(
+        f"{case}: {ok if isinstance(ok, str) else ('met' if ok else 'NOT met')}"
+        for case, ok in g["met"].items()
+    )
+    return (
+        f"Promotion rate, the gate before (`{g['before'][:7]}`, point estimates) → now (the "
+        f"stratified paired bootstrap's bounds at 95%), same nights, {g['cells'][0]['nights']} a "
+        f"cell, pipeline defaults with `segment: device`; the models' errors correlated "
+        f"{models['correlation']} (measured: two nights' XGBoost models), the champion's AUC "
+        f"{', '.join(f'{a:.3f}' for a in g['champion_auc'])} by segment ({g['when'][:16]}, "
+        f"{g['seconds']:.0f} s):\n\n{g['table']}\n\nGoals: {met}."
     )
 
 
