@@ -86,3 +86,22 @@ def test_an_airport_truly_worse_keeps_the_champion() -> None:
     states = {v.segment: v.state for v in decision.segments}
     assert states == {"ORD": "within bound", "ATL": "within bound", "DEN": "worse"}
     assert "worst origin segment 'DEN': roc_auc drop +0.2139, at least +0.1" in decision.reason
+
+
+def test_the_night_compares_each_model_on_the_bootstrap_unless_it_is_turned_off() -> None:
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.night.scoring import HeldOut, compare_all
+    from tests.conftest import small_pipeline_dict
+
+    y, origin, new, old = _night(2)
+    data = small_pipeline_dict()
+    data["evaluation"] = {"segment": "channel", "bootstrap_samples": 50}  # values: airports
+    pipeline = parse_pipeline(data, "flights.yaml")
+    held_out = HeldOut(None, y, origin)
+    pairs = {"xgboost": (new, old), "sgd": (old, new)}
+    both = compare_all(pipeline, held_out, pairs)
+    assert set(both) == {"xgboost", "sgd"} and both["xgboost"].samples == 50
+    assert both["xgboost"].headline.value == -both["sgd"].headline.value
+    assert set(both["sgd"].segments) == set(AIRPORTS)
+    data["evaluation"]["bootstrap_samples"] = 0  # the gate then judges the point estimates
+    assert compare_all(parse_pipeline(data, "flights.yaml"), held_out, pairs) == {}

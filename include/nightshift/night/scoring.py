@@ -151,7 +151,7 @@ def compare_all(
             seed=pipeline.training.seed,
         )
 
-    if not pairs:
+    if not pairs or not rules.bootstrap_samples:  # 0: the gate judges point estimates
         return {}
     with ThreadPoolExecutor(min(len(pairs), os.cpu_count() or 1), "bootstrap") as pool:
         return dict(zip(pairs, pool.map(one, pairs), strict=True))
