@@ -465,6 +465,25 @@ def _add_pipeline(parser: argparse.ArgumentParser, default: str | None = None) -
     )
 
 
+def cmd_dask_certs(args: argparse.Namespace) -> int:
+    """Write a certificate authority and the scheduler's, workers' and clients' certificates,
+    and print the settings each machine's processes need."""
+    from nightshift.ops.dask_tls import make_certificates, role_env
+
+    try:
+        files = make_certificates(args.folder, args.host, args.days)
+    except FileExistsError as exc:
+        print(f"nightshift dask-certs: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {', '.join(p.name for p in files.written())} in {args.folder}")
+    print("keep ca-key.pem off the machines; copy the rest where each role runs. Settings:")
+    for role in ("scheduler", "worker", "client"):
+        print(f"# {role}" + (" (Airflow's tasks)" if role == "client" else ""))
+        for name, value in role_env(files, role).items():
+            print(f"{name}={value}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per ``cmd_*`` function."""
     parser = argparse.ArgumentParser(prog="nightshift", description=__doc__)
@@ -600,6 +619,19 @@ def _quarantine_commands(sub: Any) -> None:
 
 def _registry_commands(sub: Any) -> None:
     """Add ``champion``, ``promote`` and ``rollback``: the champion alias by hand."""
+    certs = sub.add_parser(
+        "dask-certs",
+        help="make TLS certificates for a Dask cluster across machines (mutual authentication)",
+    )
+    certs.add_argument("folder", type=Path, help="where to write them (a new folder)")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a name or address the scheduler is reached at (repeat; informational for Dask)",
+    )
+    certs.add_argument("--days", type=int, default=825, help="validity (default 825)")
+    certs.set_defaults(func=cmd_dask_certs)
     champion = sub.add_parser("champion", help="show a model's champion and its history")
     promote = sub.add_parser("promote", help="make a registered model version the champion")
     rollback = sub.add_parser("rollback", help="put the previous champion back")

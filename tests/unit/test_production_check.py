@@ -93,9 +93,29 @@ def test_mlflow_credentials_are_needed_only_for_a_server() -> None:
     assert _problems(env={**unsigned, "MLFLOW_TRACKING_URI": "sqlite:////x/mlflow.db"}) == []
 
 
-def test_a_wildcard_bind_is_allowed_with_tls() -> None:
-    env = {"DASK_SCHEDULER_HOST": "0.0.0.0", "NIGHTSHIFT_DASK_ADDRESS": "tls://dask:8786"}
-    assert _problems(env=env) == []
+MUTUAL = {
+    "NIGHTSHIFT_DASK_ADDRESS": "tls://dask:8786",
+    "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": "/certs/ca.pem",
+    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT": "/certs/scheduler.pem",
+    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY": "/certs/scheduler-key.pem",
+}
+
+
+def test_a_wildcard_bind_is_allowed_with_tls_and_mutual_authentication_only() -> None:
+    published = {"DASK_SCHEDULER_HOST": "0.0.0.0"}
+    assert _problems(env={**published, **MUTUAL}) == []
+    # A tls:// address alone is not enough: without the authority anyone may join.
+    [problem] = _problems(env={**published, "NIGHTSHIFT_DASK_ADDRESS": "tls://dask:8786"})
+    assert "missing: DASK_DISTRIBUTED__COMM__TLS__CA_FILE, " in problem
+    assert "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True" in problem
+    assert "nightshift dask-certs" in problem
+    for name in [name for name in MUTUAL if name.startswith("DASK_")]:
+        [problem] = _problems(env={**published, **MUTUAL, name: ""})
+        assert name in problem, (name, problem)
+    plaintext = {**published, **MUTUAL, "NIGHTSHIFT_DASK_ADDRESS": "tcp://dask:8786"}
+    [problem] = _problems(env=plaintext)
+    assert "a tls:// NIGHTSHIFT_DASK_ADDRESS (not 'tcp://dask:8786')" in problem
 
 
 def test_the_command_refuses_the_embedded_defaults(tmp_path: Path) -> None:

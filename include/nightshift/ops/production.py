@@ -139,19 +139,39 @@ def _airflow_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+# What a scheduler listening beyond one host needs: Dask's TLS with mutual authentication
+# (``nightshift dask-certs`` writes the files; ``ops.dask_tls.role_env`` names them).
+MUTUAL_TLS = (
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
+    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT",
+    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY",
+)
+
+
+def _mutual_tls_missing(env: Mapping[str, str]) -> list[str]:
+    """Return what a scheduler's TLS with mutual authentication lacks (empty: nothing)."""
+    missing = [name for name in MUTUAL_TLS if not env.get(name, "").strip()]
+    if env.get("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "").lower() not in ("true", "1"):
+        missing.append("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True")
+    address = env.get("NIGHTSHIFT_DASK_ADDRESS", "")
+    if address and not address.startswith("tls://"):
+        missing.append(f"a tls:// NIGHTSHIFT_DASK_ADDRESS (not {address!r})")
+    return missing
+
+
 def _dask_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
-    tls = (env.get("NIGHTSHIFT_DASK_ADDRESS", "").startswith("tls://")) or (
-        env.get("DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME", "") == "tls"
-    )
+    missing = _mutual_tls_missing(env)
     problems: list[str] = []
     for variable, what in (
         ("DASK_SCHEDULER_HOST", "the Dask scheduler"),
         ("DASK_DASHBOARD_ADDRESS", "the Dask dashboard"),
     ):
-        if variable in env and _bind_host(env[variable]) in WILDCARDS and not tls:
+        if variable in env and _bind_host(env[variable]) in WILDCARDS and missing:
             problems.append(
-                f"{variable}={env[variable]!r}: {what} listens on every interface without TLS; "
-                "bind it to one host (compose: the service name) or enable Dask TLS"
+                f"{variable}={env[variable]!r}: {what} listens on every interface without TLS "
+                f"and mutual authentication (missing: {', '.join(missing)}); bind it to one "
+                "host (compose: the service name), or make certificates with `nightshift "
+                "dask-certs` and set them (docs/deployment.md)"
             )
     return problems
 
