@@ -236,6 +236,32 @@ def test_team_roles_decide_who_reads_and_runs_what(stack: Stack) -> None:
     assert stack.call(token["operator"], "POST", other_runs, trigger)[0] == 200
 
 
+DASK_PEERS = """
+import sys
+from distributed import Client
+try:
+    with Client(sys.argv[1], timeout=10) as client:
+        print(sorted(w["name"] for w in client.scheduler_info()["workers"].values()))
+        print(sorted(client.scheduler_info()["workers"]))
+except Exception as exc:
+    print(f"refused: {type(exc).__name__}: {exc}")
+"""
+
+
+def test_dask_speaks_tls_with_mutual_authentication_only(stack: Stack) -> None:
+    # Airflow's containers hold the client certificate: they see the workers, at tls://.
+    seen = stack.exec("airflow-scheduler", "python", "-c", DASK_PEERS, "tls://dask-scheduler:8786")
+    print(f"the scheduler's workers, from Airflow: {seen}")
+    addresses = seen.strip().splitlines()[-1]
+    assert addresses.count("tls://") == int(stack.env["DASK_CPU_WORKERS"]), seen
+    # A container without the cluster's certificates (MLflow's, same image) is refused over
+    # plaintext and over TLS alike.
+    for scheme in ("tcp", "tls"):
+        said = stack.exec("mlflow", "python", "-c", DASK_PEERS, f"{scheme}://dask-scheduler:8786")
+        print(f"{scheme} without a certificate: {said.strip()}")
+        assert said.startswith("refused:"), said
+
+
 def test_a_failure_on_a_dask_worker_shows_in_the_task_log(stack: Stack) -> None:
     dag_id = f"nightshift_{BROKEN}"
     stack.rest("PATCH", f"dags/{dag_id}", {"is_paused": False})

@@ -72,8 +72,8 @@ def test_no_secret_has_a_default_and_every_setting_is_in_the_example() -> None:
     for key, value in re.findall(
         r"^\s*([A-Z_]*(?:PASSWORD|SECRET|KEY)[A-Z_]*):\s*(.+)$", text, re.M
     ):
-        if key.endswith("_FILE"):
-            continue  # a path, not a secret
+        if key.endswith("_FILE") or value.endswith(".pem"):
+            continue  # a path (a key file in a volume), not a secret
         assert value.startswith("${"), f"{key} is set to a literal value in docker-compose.yaml"
 
 
@@ -97,7 +97,8 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
         env = services[name]["environment"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
-        assert env["NIGHTSHIFT_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
+        assert env["NIGHTSHIFT_DASK_ADDRESS"] == "tls://dask-scheduler:8786"
+        assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"].endswith("/client-key.pem")
         assert env["NIGHTSHIFT_LAKE"] == "s3://nightshift/lake"
         assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -115,11 +116,17 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     )
     # GPU workers reserve NVIDIA devices and run dask-cuda; CPU workers are plain dask workers.
     gpu = services["dask-cuda-worker"]
-    assert gpu["command"].startswith("dask cuda worker tcp://dask-scheduler:8786")
+    assert gpu["command"].startswith("dask cuda worker tls://dask-scheduler:8786")
     assert "--device-memory-limit" in gpu["command"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert (device["driver"], device["capabilities"]) == ("nvidia", ["gpu"])
-    assert services["dask-worker"]["command"].startswith("dask worker tcp://dask-scheduler:8786")
+    assert services["dask-worker"]["command"].startswith("dask worker tls://dask-scheduler:8786")
+    # Dask is TLS with mutual authentication: every role its own pair, encryption required.
+    for name, role in (("dask-scheduler", "SCHEDULER"), ("dask-worker", "WORKER")):
+        env = services[name]["environment"]
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"].endswith(".pem"), name
+    assert services["dask-scheduler"]["command"].startswith("dask scheduler --protocol tls")
     assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     # MLflow: registry in its own Postgres database, artifacts in MinIO, after airflow-init
     # (which creates that database).
