@@ -116,7 +116,7 @@ def decide(
     checks.extend(_calibration_against(challenger, champion, rules, comparison))
     if rules.segment:
         verdicts = segment_verdicts(metric, challenger, champion, rules, comparison)
-        checks.append(_segments(verdicts, metric, rules, comparison))
+        checks.append(_segments(verdicts, metric, rules))
     failed = [c for c in checks if not c.passed]
     if failed:
         return decision(False, "kept the champion: " + "; ".join(c.detail for c in failed))
@@ -268,9 +268,7 @@ def _judge(
     return state, why, _detectable(bound, difference.se, comparison.confidence)
 
 
-def _segments(
-    verdicts: list[SegmentVerdict], metric: str, rules: Evaluation, comparison: Comparison | None
-) -> Check:
+def _segments(verdicts: list[SegmentVerdict], metric: str, rules: Evaluation) -> Check:
     """Whether no judged segment is worse than the bound (with the gate's confidence)."""
     judged = [v for v in verdicts if v.state != "not judged"]
     skipped = len(verdicts) - len(judged)
