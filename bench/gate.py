@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = "1fef411922bd0ac2503b6a14e6c8fa6626fc32ff"  # main before issue 34's gate
@@ -164,17 +165,17 @@ def plan(segments: Pool, rho: float) -> dict[str, Any]:
     return {"rho": rho, "champion_auc": champion, "champion_platt": old_platt, "cases": cases}
 
 
-def _before_gate() -> Any:
-    """The gate's module as it was at ``BEFORE``, imported from git."""
+def _before(module: str = "champion") -> Any:
+    """A module of ``nightshift.evaluation`` as it was at ``BEFORE``, imported from git."""
     source = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{BEFORE}:include/nightshift/evaluation/champion.py"],
+        ["git", "-C", str(REPO), "show", f"{BEFORE}:include/nightshift/evaluation/{module}.py"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "champion_before.py"
+    path = Path(tempfile.mkdtemp()) / f"{module}_before.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("champion_before", path)
+    spec = importlib.util.spec_from_file_location(f"{module}_before", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -239,7 +240,7 @@ def judge(
 def cell(job: tuple[Pool, dict[str, Any], str, int, int]) -> dict[str, Any]:
     """Return the promotion rates of one (case, size) over ``nights`` nights."""
     segments, setup, case, rows, nights = job
-    gate = _before_gate()
+    gate = _before()
     started = time.perf_counter()
     votes = [judge(*night(segments, setup, case, rows, seed), gate) for seed in range(nights)]
     return {
@@ -288,6 +289,40 @@ def verdicts(cells: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def cost(rows: int = 1_000_000, samples: int = 200) -> dict[str, float]:
+    """Return the seconds of a night's bootstraps on a held-out day of ``rows`` (P1's day),
+    two learned models against their champions, five segments: before (``bootstrap_delta``
+    at ``BEFORE``: the headline only, one model after the other) and now (``compare_all``:
+    headline, segments and calibration, the models in two threads)."""
+    from nightshift.config.pipeline import parse_pipeline
+    from nightshift.night.scoring import HeldOut, compare_all
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(rows) < 0.16).astype(float)
+    scores = [np.clip(0.16 + 0.3 * (y - 0.16) + rng.normal(0, 0.2, rows), 0, 1) for _ in range(4)]
+    channel = rng.choice(
+        np.array(["web", "ios", "android", "partner", "email"], dtype=object), rows
+    )
+    old = _before("evaluate")
+    started = time.perf_counter()
+    for new, champion in ((scores[0], scores[1]), (scores[2], scores[3])):
+        old.bootstrap_delta("roc_auc", y, new, champion, 0.5, samples=samples)
+    before = time.perf_counter() - started
+    data = yaml.safe_load((REPO / "include/pipelines/retail_conversion.yaml").read_text())
+    data["evaluation"]["bootstrap_samples"] = samples
+    pipeline = parse_pipeline(data, "retail_conversion.yaml")
+    pairs = {"xgboost": (scores[0], scores[1]), "sgd": (scores[2], scores[3])}
+    started = time.perf_counter()
+    compare_all(pipeline, HeldOut(None, y, channel), pairs)
+    now = time.perf_counter() - started
+    return {
+        "rows": rows,
+        "before_s": round(before, 1),
+        "now_s": round(now, 1),
+        "ratio": round(now / before, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nights", type=int, default=200)
@@ -309,6 +344,8 @@ def main() -> None:
         for done in workers.map(cell, jobs):
             print(done, flush=True)
             cells.append(done)
+    seconds = cost()
+    print(f"a night's bootstraps at {seconds['rows']:,} held-out rows: {seconds}")
     markdown = table(cells, args.sizes)
     print(markdown)
     met = verdicts(cells)
@@ -325,6 +362,7 @@ def main() -> None:
             "cells": cells,
             "table": markdown,
             "met": met,
+            "cost": seconds,
             "seconds": round(time.perf_counter() - started, 1),
         },
     )

@@ -124,7 +124,17 @@ def _gate(path: Path) -> str:
         f"cell, pipeline defaults with `segment: device`; the models' errors correlated "
         f"{models['correlation']} (measured: two nights' XGBoost models), the champion's AUC "
         f"{', '.join(f'{a:.3f}' for a in g['champion_auc'])} by segment ({g['when'][:16]}, "
-        f"{g['seconds']:.0f} s):\n\n{g['table']}\n\nGoals: {met}."
+        f"{g['seconds']:.0f} s):\n\n{g['table']}\n\nGoals: {met}." + _gate_cost(g.get("cost"))
+    )
+
+
+def _gate_cost(cost: dict | None) -> str:
+    if not cost:
+        return ""
+    return (
+        f" A night's bootstraps at {cost['rows']:,} held-out rows (two learned models, five "
+        f"segments, 200 resamples): {cost['before_s']} s before (the headline only) -> "
+        f"{cost['now_s']} s now (headline, segments and calibration), {cost['ratio']}x."
     )
 
 
