@@ -132,7 +132,7 @@ def test_a_gain_the_bootstrap_cannot_tell_from_noise_keeps_the_champion() -> Non
     assert not kept.promoted and kept.decided_by == ["margin"]
     assert "gain +0.0200, at least -0.0040 at 95% confidence, margin 0.0050" in kept.reason
     assert kept.power is not None and kept.power.startswith(
-        "At tonight's sizes the gate would prove a gain of 0.048 (5000 rows)"
+        "At tonight's sizes the gate would prove a gain of 0.048 (5,000 rows)"
     )
 
 

@@ -295,11 +295,11 @@ def _power(
         return None
     head = comparison.headline
     gain = _detectable(rules.margin, head.se, comparison.confidence)
-    line = f"At tonight's sizes the gate would prove a gain of {gain:.3f} ({head.rows} rows)"
+    line = f"At tonight's sizes the gate would prove a gain of {gain:.3f} ({head.rows:,} rows)"
     drops = sorted(v.detectable for v in verdicts if v.detectable is not None)
     if drops:
         rows = sorted(v.rows for v in verdicts if v.detectable is not None)
-        sizes = f"{rows[0]}" if rows[0] == rows[-1] else f"{rows[0]} to {rows[-1]}"
+        sizes = f"{rows[0]:,}" if rows[0] == rows[-1] else f"{rows[0]:,} to {rows[-1]:,}"
         span = f"{drops[0]:.3f}" if drops[0] == drops[-1] else f"{drops[0]:.3f} to {drops[-1]:.3f}"
         line += f" and catch a drop of {span} in one {rules.segment} segment ({sizes} rows)"
     return line + " 9 nights in 10."
