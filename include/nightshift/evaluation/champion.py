@@ -50,6 +50,11 @@ def _gain(metric: str, challenger: float, champion: float) -> float:
     return (challenger - champion) if higher else (champion - challenger)
 
 
+def _drop(metric: str, difference: float) -> float:
+    """How much a challenger loses for ``difference`` = challenger minus champion."""
+    return -_gain(metric, difference, 0.0)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
@@ -249,7 +254,7 @@ def _judge(
     if difference.value is None:
         return "not judged", f"{metric} undefined on its rows (one class only)", None
     if comparison is None:
-        drop = difference.value if metric not in HIGHER_IS_BETTER else -difference.value
+        drop = _drop(metric, difference.value)
         point: SegmentState = "worse" if drop > bound else "within bound"
         return point, f"drop {drop:+.4f} (point estimate: no bootstrap)", None
     if not difference.bounded:
@@ -276,12 +281,8 @@ def _segments(verdicts: list[SegmentVerdict], metric: str, rules: Evaluation) ->
     if not judged:
         return Check("segments", True, f"no {rules.segment} segment large enough to judge{aside}")
 
-    def drop(verdict: SegmentVerdict) -> float:
-        value = verdict.difference.value or 0.0
-        return value if metric not in HIGHER_IS_BETTER else -value
-
     worse = [v for v in judged if v.state == "worse"]
-    worst = max(worse or judged, key=drop)
+    worst = max(worse or judged, key=lambda v: _drop(metric, v.difference.value or 0.0))
     bound = f"(bound {rules.max_segment_drop:.4f})"
     said = f"{rules.segment} segment '{worst.segment}': {metric} {worst.why} {bound}"
     return Check("segments", not worse, f"worst {said}{aside}")

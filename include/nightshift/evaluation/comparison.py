@@ -97,9 +97,8 @@ def compare(
     scores = (np.asarray(scores[0], dtype="float64"), np.asarray(scores[1], dtype="float64"))
     strata = Strata.of(segments, len(y))
     scopes = {"headline": _Scope.of(metric, None, y, scores, threshold)}
-    if segments is not None:
-        for name, rows in zip(strata.names, strata.rows, strict=True):
-            scopes[f"segment:{name}"] = _Scope.of(metric, rows, y, scores, threshold)
+    for name, rows in zip(strata.names, strata.rows, strict=False):  # none without segments
+        scopes[f"segment:{name}"] = _Scope.of(metric, rows, y, scores, threshold)
     if task == CLASSIFICATION:
         scopes["calibration"] = _Scope.of(CALIBRATION, None, y, scores, threshold)
     day = {key: scope.values(np.ones(len(y))) for key, scope in scopes.items()}
@@ -123,7 +122,7 @@ def compare(
         samples,
         confidence,
         estimate("headline"),
-        {name: estimate(f"segment:{name}") for name in strata.names if segments is not None},
+        {name: estimate(f"segment:{name}") for name in strata.names},
         estimate("calibration") if "calibration" in scopes else None,
         estimate("calibration", own=True) if "calibration" in scopes else None,
     )

@@ -125,12 +125,17 @@ def roc_points(
 CALIBRATION_BINS = 10
 
 
+def score_bins(score: np.ndarray, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Return each score's equal-width bin over [0, 1], the calibration's bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+
+
 def calibration_bins(
     y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> dict[str, list[Any]]:
     """Return mean predicted vs observed rate in equal-width score bins (empty bins dropped)."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+    which = score_bins(score, bins)
     predicted, observed, counts = [], [], []
     for index in range(bins):
         mask = which == index
@@ -243,8 +248,7 @@ class WeightedMetric:
             unique, self.inverse = np.unique(self.score, return_inverse=True)
             self.order = unique
         if metric == "calibration_error":  # the bins of ``calibration_bins``
-            edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
-            self.inverse = np.clip(np.digitize(self.score, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+            self.inverse = score_bins(self.score)
         self.predicted = (self.score >= threshold).astype("float64")
 
     def __call__(self, w: np.ndarray) -> float:
