@@ -189,10 +189,11 @@ def airflow_connection_address(env: Mapping[str, str] | None = None) -> str | No
 
 def local_worker_count() -> int:
     """Return how many single-threaded workers a local CPU cluster starts: one per core."""
-    return plan_cluster(os.environ, _cores(), 0, False).workers
+    return plan_cluster(os.environ, usable_cores(), 0, False).workers
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """Return the cores this process may run on (its CPU affinity, as a container's limit)."""
     return max(1, len(os.sched_getaffinity(0)))
 
 
@@ -288,7 +289,7 @@ def current_plan() -> ClusterPlan:
     """Return the plan for this process's environment."""
     address = None if setting(ADDRESS_ENV) else airflow_connection_address()
     gpus = visible_gpus()
-    return plan_cluster(os.environ, _cores(), gpus, has_dask_cuda(), address)
+    return plan_cluster(os.environ, usable_cores(), gpus, has_dask_cuda(), address)
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +133,7 @@ def compare_all(
     parallel threads: the replicates are numpy passes over the day's rows that release the
     GIL (two models on a million-row day: 1.6x faster on two cores than one after another)."""
     from nightshift.evaluation.comparison import compare
+    from nightshift.models.cluster import usable_cores
 
     metric, _ = pipeline.metric
     rules = pipeline.evaluation
@@ -153,7 +153,7 @@ def compare_all(
 
     if not pairs or not rules.bootstrap_samples:  # 0: the gate judges point estimates
         return {}
-    with ThreadPoolExecutor(min(len(pairs), os.cpu_count() or 1), "bootstrap") as pool:
+    with ThreadPoolExecutor(min(len(pairs), usable_cores()), "bootstrap") as pool:
         return dict(zip(pairs, pool.map(one, pairs), strict=True))
 
 

@@ -24,6 +24,15 @@ from typing import Any, Literal
 Role = Literal["scheduler", "worker", "client"]
 ROLES: tuple[Role, ...] = ("scheduler", "worker", "client")
 CA, CA_KEY = "ca.pem", "ca-key.pem"
+# Dask's configuration keys, as environment variables (its Security reads them).
+REQUIRE_ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"
+CA_FILE = "DASK_DISTRIBUTED__COMM__TLS__CA_FILE"
+
+
+def pair_settings(role: Role) -> tuple[str, str]:
+    """Return the settings naming ``role``'s certificate and its key."""
+    prefix = f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}"
+    return f"{prefix}__CERT", f"{prefix}__KEY"
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,10 @@ class TlsFiles:
 def role_env(files: TlsFiles, *roles: Role) -> dict[str, str]:
     """Return the Dask settings (environment variables) of a process acting as ``roles``:
     the authority, each role's certificate and key, and encryption required."""
-    env = {
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(files.ca),
-    }
+    env = {REQUIRE_ENCRYPTION: "True", CA_FILE: str(files.ca)}
     for role in roles:
-        env[f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT"] = str(files.cert(role))
-        env[f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY"] = str(files.key(role))
+        cert, key = pair_settings(role)
+        env[cert], env[key] = str(files.cert(role)), str(files.key(role))
     return env
 
 

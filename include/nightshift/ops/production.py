@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from nightshift.config.settings import is_url
+from nightshift.ops.dask_tls import CA_FILE, REQUIRE_ENCRYPTION, pair_settings
 
 # Passwords that ship in examples and tutorials, and so are the first ones tried.
 KNOWN_DEFAULTS = {
@@ -140,19 +141,15 @@ def _airflow_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
 
 
 # What a scheduler listening beyond one host needs: Dask's TLS with mutual authentication
-# (``nightshift dask-certs`` writes the files; ``ops.dask_tls.role_env`` names them).
-MUTUAL_TLS = (
-    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE",
-    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT",
-    "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY",
-)
+# (``nightshift dask-certs`` writes the files; ``ops.dask_tls`` names the settings).
+MUTUAL_TLS = (CA_FILE, *pair_settings("scheduler"))
 
 
 def _mutual_tls_missing(env: Mapping[str, str]) -> list[str]:
     """Return what a scheduler's TLS with mutual authentication lacks (empty: nothing)."""
     missing = [name for name in MUTUAL_TLS if not env.get(name, "").strip()]
-    if env.get("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "").lower() not in ("true", "1"):
-        missing.append("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True")
+    if env.get(REQUIRE_ENCRYPTION, "").lower() not in ("true", "1"):
+        missing.append(f"{REQUIRE_ENCRYPTION}=True")
     address = env.get("NIGHTSHIFT_DASK_ADDRESS", "")
     if address and not address.startswith("tls://"):
         missing.append(f"a tls:// NIGHTSHIFT_DASK_ADDRESS (not {address!r})")
