@@ -1,81 +1,146 @@
-"""Compose against the embedded default: seconds from `up` to all-healthy, and one nightly run.
+"""P6: compose against the embedded default on the same night, and where the extra time goes.
 
-The same 1,500-row pipeline (tests/e2e/conftest.py's tiny_pipeline) runs one night on the
-docker-compose stack (Postgres, a Dask scheduler and worker containers, the lake in the S3
-store, MLflow's server; the stand-in images, compose/stand-ins/) and on the embedded default
-(SQLite Airflow, a local Dask scheduler and workers, local files), in this one bench run.
-Prints compose / embedded and writes bench/out/compose.json. Needs Docker.
+The same pipeline (bench/scale.py's: retail_conversion at ``--rows`` a day, a ``--window``-day
+window, as P1) runs its night on the docker-compose stack (Postgres, a Dask scheduler and worker
+containers, the lake in the S3 store, MLflow's server; the stand-in images, compose/stand-ins/)
+and on the embedded default (SQLite Airflow, a local Dask scheduler and workers, local files),
+in this one bench run. The window's earlier days are processed first on each side (not timed),
+as earlier nights would have; then the night runs twice on each side and the faster counts (as
+P1). Prints compose / embedded and each task's seconds on both sides (the profile: which task's
+body, and which gap between tasks, holds the extra time), and writes bench/out/compose.json.
+Needs Docker.
 
-    .venv/bin/python bench/compose.py
+    .venv/bin/python bench/compose.py --rows 1000000 --window 7    # P6 (about 30 minutes)
+    .venv/bin/python bench/compose.py --rows 1500 --window 2       # start-up dominated
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import scale  # noqa: E402
 
 from tests.compose.stack import Stack, docker_ready  # noqa: E402
-from tests.e2e.conftest import running_airflow, tiny_pipeline  # noqa: E402
 
-NAME, NIGHT = "bench_compose", "2026-11-20"
+NAME = "bench_conversion"
 DAG_ID = f"nightshift_{NAME}"
+REPEATS = 2
+# Inside the scheduler container: the window's earlier days through ingest, validate and
+# preprocess, on the stack's Dask cluster and lake, as earlier nights leave them.
+SETUP = """
+import datetime as dt, sys, time
+from nightshift.config.pipeline import find_pipeline
+from nightshift.night.stages import ingest, preprocess, validate
+pipeline, day = find_pipeline(sys.argv[1]), dt.date.fromisoformat(sys.argv[2])
+window = int(sys.argv[3])
+t0 = time.perf_counter()
+for offset in range(window, 0, -1):
+    dates = ingest(pipeline, day - dt.timedelta(days=offset)).dates
+    validate(pipeline, dates)
+    preprocess(pipeline, dates)
+print(f"setup: {window} days processed in {time.perf_counter() - t0:.0f}s")
+"""
 
 
-def on_compose(folder: Path) -> dict[str, float]:
-    """Start the stack, run one night through the REST API, stop it (down -v)."""
-    data = tiny_pipeline()
-    data.pop("output", None)  # the deployment decides: the object store
+def on_compose(folder: Path, data: dict[str, Any], window: int) -> list[scale.Night]:
+    """Start the stack, process the window's earlier days, run the night ``REPEATS`` times
+    through the REST API, stop it (down -v)."""
+    data = {k: v for k, v in data.items() if k != "output"}  # the deployment decides: S3
     stack = Stack.built(f"nightshift-bench-{os.getpid()}", folder, {NAME: data})
     try:
-        healthy = stack.up()
+        print(f"compose: up to healthy in {stack.up():.0f} s", flush=True)
+        day = scale.DAY.isoformat()
+        print(
+            stack.exec(
+                "airflow-scheduler", "python", "-c", SETUP, NAME, day, str(window), timeout=3600
+            )
+            .strip()
+            .splitlines()[-1],
+            flush=True,
+        )
         stack.rest("PATCH", f"dags/{DAG_ID}", {"is_paused": False})
-        started = time.monotonic()
-        conf = {"logical_date": None, "conf": {"run_date": NIGHT}}
-        stack.rest("POST", f"dags/{DAG_ID}/dagRuns", conf)
-        [run] = stack.wait_for_runs(DAG_ID, 1)
-        assert run["state"] == "success", run
-        return {"up_to_healthy_s": healthy, "night_s": time.monotonic() - started}
+        return [scale._one_night(stack, DAG_ID) for _ in range(REPEATS)]
     finally:
         stack.compose("down", "-v", "--remove-orphans", check=False)
 
 
-def on_embedded(folder: Path) -> dict[str, float]:
-    """The same night under `nightshift up`'s embedded default, started as the tests do."""
-    folder.mkdir(parents=True)
-    data = tiny_pipeline()
-    with running_airflow(folder, NAME, True, pipelines={"": data}) as (airflow, _):
-        airflow.unpause(DAG_ID)
-        started = time.monotonic()
-        run_id = airflow.trigger(DAG_ID, {"run_date": NIGHT})
-        [run] = airflow.wait_for_runs(DAG_ID, 1, run_ids=[run_id], timeout=1200)
-        assert run["state"] == "success", run
-        return {"night_s": time.monotonic() - started}
+def on_embedded(data: dict[str, Any], rows: int, window: int) -> list[scale.Night]:
+    """The same night under the embedded default, started as P1 starts it."""
+    from nightshift.config.pipeline import parse_pipeline
+
+    home = Path(tempfile.mkdtemp(prefix="nightshift-bench-p6-"))
+    (home / "pipelines").mkdir()
+    (home / "pipelines" / f"{NAME}.yaml").write_text(yaml.safe_dump(data))
+    os.environ["NIGHTSHIFT_HOME"] = str(home / "project")
+    scale._process_window(parse_pipeline(data, f"{NAME}.yaml"), rows, window)
+    return scale._nightly_under_airflow(home, REPEATS)
+
+
+def _fastest(nights: list[scale.Night]) -> scale.Night:
+    return min(nights, key=lambda n: scale._since(n.run, n.run["end_date"]))
+
+
+def profile(compose: scale.Night, embedded: scale.Night) -> list[dict[str, Any]]:
+    """Each task's body and its span (queued to done, scheduler included) on both sides,
+    largest extra first."""
+    rows = []
+    for task in compose.bodies:
+        span_c = compose.spans[task][1] - compose.spans[task][0]
+        span_e = embedded.spans[task][1] - embedded.spans[task][0]
+        rows.append(
+            {
+                "task": task,
+                "body_compose_s": round(compose.bodies[task], 1),
+                "body_embedded_s": round(embedded.bodies[task], 1),
+                "span_compose_s": round(span_c, 1),
+                "span_embedded_s": round(span_e, 1),
+                "extra_s": round(span_c - span_e, 1),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["extra_s"])
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--window", type=int, default=7)
+    args = parser.parse_args()
     problem = docker_ready()
     if problem:
         print(f"bench/compose.py needs Docker: {problem}")
         return 1
+    data = scale._pipeline(args.rows, args.window)
+    data["name"] = NAME
     with tempfile.TemporaryDirectory(prefix="nightshift-bench-compose-") as tmp:
-        compose = on_compose(Path(tmp) / "compose")
-        embedded = on_embedded(Path(tmp) / "embedded")
+        compose = on_compose(Path(tmp) / "compose", data, args.window)
+    embedded = on_embedded(data, args.rows, args.window)
+    fast_c, fast_e = _fastest(compose), _fastest(embedded)
+    wall_c = scale._since(fast_c.run, fast_c.run["end_date"])
+    wall_e = scale._since(fast_e.run, fast_e.run["end_date"])
     result = {
-        "compose": compose,
-        "embedded": embedded,
-        "night_ratio_compose_over_embedded": compose["night_s"] / embedded["night_s"],
+        "target": "<= 1.1",
+        "rows_per_day": args.rows,
+        "window_days": args.window,
+        "compose_nights_s": [scale._since(n.run, n.run["end_date"]) for n in compose],
+        "embedded_nights_s": [scale._since(n.run, n.run["end_date"]) for n in embedded],
+        "ratio_compose_over_embedded": wall_c / wall_e,
+        "profile": profile(fast_c, fast_e),
         "cpus": os.cpu_count(),
     }
-    out = REPO / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compose.json").write_text(json.dumps(result, indent=1))
+    scale.OUT.mkdir(parents=True, exist_ok=True)
+    (scale.OUT / "compose.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
 
