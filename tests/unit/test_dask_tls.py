@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from nightshift.ops.dask_tls import ROLES, make_certificates, role_env
+from nightshift.ops.dask_tls import ROLES, SERVERS, make_certificates, role_env
 
 
 def test_each_role_has_a_certificate_its_authority_signed(tmp_path: Path) -> None:
+    # Dask's roles, and the object store the workers reach over TLS with the same authority.
     files = make_certificates(tmp_path / "certs", ["dask.example.org", "10.0.0.5"], days=30)
     authority = x509.load_pem_x509_certificate(files.ca.read_bytes())
-    for role in ROLES:
+    for role in (*ROLES, *SERVERS):
         certificate = x509.load_pem_x509_certificate(files.cert(role).read_bytes())
         certificate.verify_directly_issued_by(authority)
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

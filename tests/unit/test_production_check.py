@@ -68,6 +68,12 @@ def test_a_safe_deployment_passes() -> None:
         ({("api_auth", "jwt_secret"): "short-but-not-a-default"}, {}, "JWT_SECRET) is weak"),
         ({}, {"MLFLOW_SECRET_KEY": "changeme"}, "MLFLOW_SECRET_KEY is weak"),
         ({}, {"POSTGRES_PASSWORD": "long-pass@word#1"}, "'#@', which ends the password part"),
+        ({}, {"NIGHTSHIFT_HOST_ADDRESS": "0.0.0.0"}, "(compose profile multi-host) listens on"),
+        (
+            {},
+            {"NIGHTSHIFT_HOST_ADDRESS": "10.0.0.5", "AWS_ENDPOINT_URL": "http://minio:9000"},
+            "published on NIGHTSHIFT_HOST_ADDRESS='10.0.0.5' for other machines but spoken to",
+        ),
     ],
 )
 def test_each_unsafe_setting_is_refused(airflow, env, expected) -> None:
@@ -100,6 +106,16 @@ MUTUAL = {
     "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT": "/certs/scheduler.pem",
     "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY": "/certs/scheduler-key.pem",
 }
+
+
+def test_an_object_store_for_other_machines_speaks_tls() -> None:
+    # Published on loopback (one machine) plain HTTP inside compose's network is allowed;
+    # published for other machines, only https.
+    for address in ("127.0.0.1", "localhost"):
+        env = {"NIGHTSHIFT_HOST_ADDRESS": address, "AWS_ENDPOINT_URL": "http://minio:9000"}
+        assert _problems(env=env) == []
+    env = {"NIGHTSHIFT_HOST_ADDRESS": "10.0.0.5", "AWS_ENDPOINT_URL": "https://minio:9000"}
+    assert _problems(env=env) == []
 
 
 def test_a_wildcard_bind_is_allowed_with_tls_and_mutual_authentication_only() -> None:

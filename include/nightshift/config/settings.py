@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NIGHTSHIFT_DASK_PORT", "8786", "the embedded Dask scheduler's port"),
     Setting("NIGHTSHIFT_DASK_DASHBOARD_PORT", "8787", "the embedded Dask dashboard's port"),
     Setting("NIGHTSHIFT_DASK_ADDRESS", None, "a running Dask scheduler the tasks use"),
+    Setting("NIGHTSHIFT_HOST_ADDRESS", None, "compose: where other machines reach this host"),
     Setting("NIGHTSHIFT_DASK_CONN_ID", "nightshift_dask", "the Airflow connection naming one"),
     Setting("NIGHTSHIFT_DASK_MODE", "auto", "local or local-cuda: force a local cluster's kind"),
     Setting("NIGHTSHIFT_DASK_WORKERS", None, "a local cluster's worker count"),
@@ -78,6 +79,16 @@ def pipelines_home() -> Path:
 def is_url(location: str) -> bool:
     """Whether ``location`` is a URL (``s3://``, ``file://``, ``http://``...), not a path."""
     return "://" in location
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) is this machine's loopback."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve(location: str) -> str:

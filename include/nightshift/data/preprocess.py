@@ -9,6 +9,7 @@ fit on the training window only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import dask
@@ -19,7 +20,14 @@ from distributed import Client, as_completed
 
 from nightshift.config.pipeline import LABEL, Pipeline
 from nightshift.config.progress import Progress
-from nightshift.storage.lake import PROCESSED, Lake, Partition, write_bytes_atomic, write_parquet
+from nightshift.storage.lake import (
+    PROCESSED,
+    Lake,
+    Partition,
+    read_frame,
+    write_bytes_atomic,
+    write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ def _process_batch(source: str, target: str, pipeline: Pipeline, backend: str = 
         processed = derive_features(cudf.read_parquet(source), pipeline, string_dtype="str")
         processed.reset_index(drop=True).to_parquet(target, compression="ZSTD", index=False)
         return len(processed)
-    processed = derive_features(pd.read_parquet(source), pipeline).reset_index(drop=True)
+    processed = derive_features(read_frame(source), pipeline).reset_index(drop=True)
     # Whole or not at all: a worker killed mid-write leaves no torn file for the retry to trip on.
     write_bytes_atomic(target, write_parquet(processed))
     return len(processed)
@@ -105,14 +113,35 @@ def preprocess_date(
         progress = Progress(f"{pipeline.name} {raw.partition_date} preprocess", len(tasks), "batch")
         for _ in as_completed(futures):
             progress.advance()
+        ran_on = [worker for held in client.who_has(futures).values() for worker in held]
         rows = client.gather(futures)
         writer.meta.update(
             {"rows_per_batch": rows, "columns": processed_columns(pipeline), "backend": backend}
         )
     log.info(
-        "%s %s: processed %d batches on the cluster", pipeline.name, raw.partition_date, len(tasks)
+        "%s %s: processed %d batches on the cluster (by host: %s)",
+        pipeline.name,
+        raw.partition_date,
+        len(tasks),
+        by_host(ran_on),
     )
     return lake.read(PROCESSED, raw.partition_date)
+
+
+def by_host(addresses: Iterable[str]) -> str:
+    """Return how many of ``addresses`` (workers') each host has: ``10.0.0.5 x2, 10.0.0.6 x1``."""
+    from collections import Counter
+
+    from distributed.comm import get_address_host
+
+    def host(address: str) -> str:
+        try:
+            return str(get_address_host(address))
+        except ValueError:  # an address only its own process can parse (inproc://)
+            return address
+
+    hosts = Counter(host(address) for address in addresses)
+    return ", ".join(f"{name} x{count}" for name, count in sorted(hosts.items()))
 
 
 def sample_rows(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -125,7 +154,7 @@ def sample_rows(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame
 def training_batch(path: str, pipeline: Pipeline) -> pd.DataFrame:
     """Return one processed batch as training reads it (sampled for quick runs)."""
     training = pipeline.training
-    return sample_rows(pd.read_parquet(path), training.sample_fraction, training.seed)
+    return sample_rows(read_frame(path), training.sample_fraction, training.seed)
 
 
 def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:

@@ -21,6 +21,7 @@ from nightshift.storage.lake import (
     Partition,
     PartitionMissing,
     read_bytes,
+    read_frame,
 )
 from nightshift.storage.quarantine import quarantine, release_command
 
@@ -382,7 +383,7 @@ def _check_batches(
     frames = []
     offset = 0
     for path in raw.paths():
-        frame = pd.read_parquet(path)
+        frame = read_frame(path)
         # Findings name rows of the user's file, as a spreadsheet shows them (ingest kept each
         # row's number); a raw partition written without them counts from the top of the day.
         if SOURCE_ROW in frame.columns:

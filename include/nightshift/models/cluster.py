@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeVar
 
 from distributed import Client
 
-from nightshift.config.settings import setting, text_setting
+from nightshift.config.settings import is_loopback, setting, text_setting
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +208,7 @@ def shares_this_machine(plan: ClusterPlan) -> bool:
     from urllib.parse import urlsplit
 
     host = urlsplit(plan.address or "").hostname or ""
-    return host in ("localhost", socket.gethostname()) or _is_loopback(host)
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host == socket.gethostname() or is_loopback(host)
 
 
 def on_idle_cores(fn: Callable[..., T], *args: Any) -> T:
@@ -275,13 +266,15 @@ _PR_SET_PDEATHSIG = 1
 
 
 def describe(client: Client) -> str:
-    """Return a one-line description of the cluster: workers, threads, GPUs, dashboard."""
+    """Return a one-line description of the cluster: workers by host, threads, dashboard."""
+    from nightshift.data.preprocess import by_host
+
     info = client.scheduler_info(n_workers=-1)
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
     return (
-        f"scheduler {client.scheduler.address}, {len(workers)} workers, {threads} threads, "
-        f"dashboard {client.dashboard_link}"
+        f"scheduler {client.scheduler.address}, {len(workers)} workers "
+        f"({by_host(workers)}), {threads} threads, dashboard {client.dashboard_link}"
     )
 
 

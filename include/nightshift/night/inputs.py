@@ -24,6 +24,7 @@ from nightshift.storage.lake import (
     PartitionMissing,
     lake_for,
     read_bytes,
+    read_frame,
     write_parquet,
 )
 
@@ -247,9 +248,9 @@ def read_window_sample(pipeline: Pipeline, inputs: NightInputs, columns: list[st
     """Return ``columns`` of the sample of the training window ``fit_features`` drew; where it
     drew none, up to :data:`WINDOW_SAMPLE_ROWS` rows of the window's batches (fixed seed)."""
     if inputs.window_sample is not None:
-        return pd.read_parquet(inputs.window_sample, columns=columns)
+        return read_frame(inputs.window_sample, columns)
     paths = inputs.window_paths
-    frame = pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
+    frame = pd.concat([read_frame(p, columns) for p in paths], ignore_index=True)
     if len(frame) > WINDOW_SAMPLE_ROWS:
         frame = frame.sample(n=WINDOW_SAMPLE_ROWS, random_state=pipeline.training.seed)
     return frame

@@ -34,6 +34,7 @@ from nightshift.storage.lake import (
     PartitionMissing,
     lake_for,
     read_bytes,
+    read_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _champion_score(
 
 def read_held_out(pipeline: Pipeline, paths: list[str]) -> HeldOut:
     """Return the run date's processed rows, labels and segment values."""
-    frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    frame = pd.concat([read_frame(p) for p in paths], ignore_index=True)
     segment = pipeline.evaluation.segment
     return HeldOut(frame, labels(frame), frame[segment].to_numpy(dtype=object) if segment else None)
 

@@ -7,6 +7,9 @@ variables (``role_env``) and nothing else changes: ``tls://`` addresses, and wit
 ``require-encryption`` a plaintext peer is refused. Dask checks that a peer's certificate is
 signed by the authority, not its host name, so one certificate serves a role on every host.
 
+The same authority signs the object store's certificate (``object-store``, MinIO's in
+docker-compose), so that workers on other machines reach the lake over TLS trusting one file.
+
 ``nightshift dask-certs DIR --host NAME`` writes them (``make_certificates``); the authority's
 private key stays in DIR and signs nothing else: keep it off the machines.
 """
@@ -23,6 +26,9 @@ from typing import Any, Literal
 
 Role = Literal["scheduler", "worker", "client"]
 ROLES: tuple[Role, ...] = ("scheduler", "worker", "client")
+# Servers outside Dask that the cluster's processes reach over TLS, trusting the same authority.
+Server = Literal["object-store"]
+SERVERS: tuple[Server, ...] = ("object-store",)
 CA, CA_KEY = "ca.pem", "ca-key.pem"
 # Dask's configuration keys, as environment variables (its Security reads them).
 REQUIRE_ENCRYPTION = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"
@@ -46,18 +52,18 @@ class TlsFiles:
         """The authority's certificate, which every process trusts."""
         return self.folder / CA
 
-    def cert(self, role: Role) -> Path:
+    def cert(self, role: Role | Server) -> Path:
         """The certificate of ``role``."""
         return self.folder / f"{role}.pem"
 
-    def key(self, role: Role) -> Path:
+    def key(self, role: Role | Server) -> Path:
         """The private key of ``role``."""
         return self.folder / f"{role}-key.pem"
 
     def written(self) -> list[Path]:
         """Every file ``make_certificates`` writes."""
         return [self.ca, self.folder / CA_KEY] + [
-            path for role in ROLES for path in (self.cert(role), self.key(role))
+            path for role in (*ROLES, *SERVERS) for path in (self.cert(role), self.key(role))
         ]
 
 
@@ -72,7 +78,7 @@ def role_env(files: TlsFiles, *roles: Role) -> dict[str, str]:
 
 
 def make_certificates(folder: Path, hosts: Sequence[str], days: int = 825) -> TlsFiles:
-    """Write a new authority and a certificate for each role, valid ``days``, naming
+    """Write a new authority and a certificate for each role and server, valid ``days``, naming
     ``hosts`` (DNS names or IP addresses) as alternative names. Refuses to replace any file
     already there: a cluster's certificates are replaced on purpose, not by a second run."""
     files = TlsFiles(folder)
@@ -86,7 +92,7 @@ def make_certificates(folder: Path, hosts: Sequence[str], days: int = 825) -> Tl
     authority, authority_key = _authority(days)
     _write(folder / CA, _pem(authority), private=False)
     _write(folder / CA_KEY, _key_pem(authority_key), private=True)
-    for role in ROLES:
+    for role in (*ROLES, *SERVERS):
         certificate, key = _signed(role, hosts, authority, authority_key, days)
         _write(files.cert(role), _pem(certificate), private=False)
         _write(files.key(role), _key_pem(key), private=True)
@@ -148,7 +154,7 @@ def _usage(authority: bool) -> Any:
 
 
 def _signed(
-    role: Role, hosts: Sequence[str], authority: Any, authority_key: Any, days: int
+    role: Role | Server, hosts: Sequence[str], authority: Any, authority_key: Any, days: int
 ) -> tuple[Any, Any]:
     """Return a certificate for ``role`` signed by the authority, and its key. Every role
     both listens and connects (a worker serves the scheduler and its peers), so each may
@@ -162,7 +168,7 @@ def _signed(
     purposes = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"dask {role}"))
+        .subject_name(_name(role if role in SERVERS else f"dask {role}"))
         .issuer_name(authority.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from nightshift.config.settings import is_url
+from nightshift.config.settings import is_loopback, is_url
 from nightshift.ops.dask_tls import CA_FILE, REQUIRE_ENCRYPTION, pair_settings
 
 # Passwords that ship in examples and tutorials, and so are the first ones tried.
@@ -162,6 +162,7 @@ def _dask_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
     for variable, what in (
         ("DASK_SCHEDULER_HOST", "the Dask scheduler"),
         ("DASK_DASHBOARD_ADDRESS", "the Dask dashboard"),
+        ("NIGHTSHIFT_HOST_ADDRESS", "the Dask scheduler (compose profile multi-host)"),
     ):
         if variable in env and _bind_host(env[variable]) in WILDCARDS and missing:
             problems.append(
@@ -170,7 +171,21 @@ def _dask_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:
                 "host (compose: the service name), or make certificates with `nightshift "
                 "dask-certs` and set them (docs/deployment.md)"
             )
-    return problems
+    return problems + _object_store_problems(env)
+
+
+def _object_store_problems(env: Mapping[str, str]) -> list[str]:
+    """The object store's S3 port, published for other machines (compose publishes it on
+    NIGHTSHIFT_HOST_ADDRESS), must speak TLS: its keys and the whole lake cross the network."""
+    published = env.get("NIGHTSHIFT_HOST_ADDRESS", "").strip()
+    endpoint = env.get("AWS_ENDPOINT_URL", "").strip()
+    if not published or is_loopback(published) or not endpoint.startswith("http://"):
+        return []
+    return [
+        f"AWS_ENDPOINT_URL={endpoint!r}: the object store is published on "
+        f"NIGHTSHIFT_HOST_ADDRESS={published!r} for other machines but spoken to without "
+        "TLS; serve it over https (compose: MinIO's --certs-dir, docs/deployment.md)"
+    ]
 
 
 def _password_problems(airflow: Settings, env: Mapping[str, str]) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -151,6 +152,39 @@ def read_bytes(uri: str) -> bytes:
     fs, path = _fs(uri)
     data: bytes = fs.cat_file(path)
     return data
+
+
+def read_frame(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Return one parquet file of the lake (a path or a URL) as pandas.
+
+    pandas reads ``s3://`` through Arrow's own S3 client, which trusts the system's
+    authorities only: where ``AWS_CA_BUNDLE`` names others (a store with a private
+    certificate, as compose's MinIO), botocore and s3fs trust them and Arrow refused the
+    store ("SSL peer certificate ... unable to get local issuer certificate"). Arrow is
+    told the same file here.
+    """
+    import pandas as pd
+
+    authorities = os.environ.get("AWS_CA_BUNDLE", "").strip()
+    if not path.startswith("s3://") or not authorities:
+        return pd.read_parquet(path, columns=columns)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+    store = _arrow_s3(authorities, endpoint.strip())
+    return pd.read_parquet(path.removeprefix("s3://"), columns=columns, filesystem=store)
+
+
+@functools.cache
+def _arrow_s3(authorities: str, endpoint: str) -> Any:
+    """Arrow's S3 filesystem trusting ``authorities``, at ``endpoint`` (a URL; empty: AWS);
+    region and keys from the environment, as pandas' own."""
+    from pyarrow.fs import S3FileSystem
+
+    if not endpoint:
+        return S3FileSystem(tls_ca_file_path=authorities)
+    scheme, _, address = endpoint.rpartition("://")
+    return S3FileSystem(
+        tls_ca_file_path=authorities, endpoint_override=address, scheme=scheme or "https"
+    )
 
 
 def exists(uri: str) -> bool:

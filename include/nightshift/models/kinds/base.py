@@ -35,9 +35,9 @@ class TrainJob:
     @functools.cached_property
     def sample(self) -> pd.DataFrame | None:
         """The window sample's processed rows, read once, or None where none was drawn."""
-        import pandas as pd
+        from nightshift.storage.lake import read_frame
 
-        return None if self.window_sample is None else pd.read_parquet(self.window_sample)
+        return None if self.window_sample is None else read_frame(self.window_sample)
 
 
 class Scorer(ABC):
