@@ -21,7 +21,14 @@ import sys
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
-PORTS = ("AIRFLOW_PORT", "MLFLOW_PORT", "MINIO_CONSOLE_PORT", "DASK_DASHBOARD_PORT")
+PORTS = (
+    "AIRFLOW_PORT",
+    "MLFLOW_PORT",
+    "MINIO_CONSOLE_PORT",
+    "MINIO_PORT",
+    "DASK_DASHBOARD_PORT",
+    "DASK_SCHEDULER_PORT",
+)
 
 
 def free_port() -> int:

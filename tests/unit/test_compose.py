@@ -100,7 +100,8 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
         assert env["NIGHTSHIFT_DASK_ADDRESS"] == "tls://dask-scheduler:8786"
         assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"].endswith("/client-key.pem")
         assert env["NIGHTSHIFT_LAKE"] == "s3://nightshift/lake"
-        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["AWS_ENDPOINT_URL"] == "https://minio:9000"
+        assert env["AWS_CA_BUNDLE"] == "/opt/nightshift/ca/ca.pem"
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == (
             "service_completed_successfully"
@@ -127,7 +128,7 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
         assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
         assert env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"].endswith(".pem"), name
     assert services["dask-scheduler"]["command"].startswith("dask scheduler --protocol tls")
-    assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["dask-worker"]["environment"]["AWS_ENDPOINT_URL"] == "https://minio:9000"
     # MLflow: registry in its own Postgres database, artifacts in MinIO, after airflow-init
     # (which creates that database).
     # Its own authentication (users in a second database) guards the champion alias, and
@@ -139,7 +140,8 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     assert "--artifacts-destination s3://nightshift/mlflow" in command
     assert "mlflow server --app-name basic-auth" in command
     assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"] == secrets["MLFLOW_ADMIN_USER"]
-    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "https://minio:9000"
+    assert mlflow["environment"]["AWS_CA_BUNDLE"] == "/opt/nightshift/ca/ca.pem"
     assert mlflow["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert '("mlflow", "mlflow_auth")' in " ".join(services["airflow-init"]["command"])
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
@@ -147,9 +149,16 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
         assert env["MLFLOW_TRACKING_USERNAME"] == secrets["MLFLOW_ADMIN_USER"]
         assert env["MLFLOW_TRACKING_PASSWORD"] == secrets["MLFLOW_ADMIN_PASSWORD"]
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".FabAuthManager")
-    # Only loopback ports are published on the host.
+    # On one machine (.env.example's NIGHTSHIFT_HOST_ADDRESS) only loopback ports are
+    # published; MinIO speaks TLS with the certificate the certificates service made.
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+    assert "--certs-dir /opt/nightshift/store-certs" in services["minio"]["command"]
+    made = " ".join(services["certificates"]["command"])
+    assert "nightshift dask-certs" in made and "--host minio" in made
+    assert services["minio"]["depends_on"]["certificates"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 def test_worker_kinds_are_compose_profiles() -> None:
@@ -157,18 +166,27 @@ def test_worker_kinds_are_compose_profiles() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert services["dask-worker"]["profiles"] == ["cpu"]
     assert services["dask-cuda-worker"]["profiles"] == ["gpu"]
+    # One scheduler or the other: on compose's network with its workers, or on the host's
+    # network for workers on other machines (compose/worker-host.yaml).
+    assert services["dask-scheduler"]["profiles"] == ["cpu", "gpu"]
+    assert services["dask-scheduler-host"]["profiles"] == ["multi-host"]
     always = [name for name, s in services.items() if "profiles" not in s]
-    assert "dask-scheduler" in always and "airflow-scheduler" in always
+    assert "airflow-scheduler" in always and "dask-scheduler" not in always
+    for name in always:  # nothing that always starts waits for a scheduler that may not
+        assert "dask-scheduler" not in (services[name].get("depends_on") or {}), name
 
 
 def test_every_published_host_port_comes_from_the_env_file(filled_env: Path) -> None:
     raw = yaml.safe_load(COMPOSE.read_text())["services"]
     ports = [str(p) for s in raw.values() for p in s.get("ports", [])]
-    assert ports and all(p.startswith("127.0.0.1:${") for p in ports), ports
+    # Loopback, but for the object store's S3 port, which other machines reach.
+    s3 = "${NIGHTSHIFT_HOST_ADDRESS:?set NIGHTSHIFT_HOST_ADDRESS in .env}:${MINIO_PORT"
+    assert ports and all(p.startswith(("127.0.0.1:${", s3)) for p in ports), ports
     moved = filled_env.read_text()
     for name, port in (("AIRFLOW", 18080), ("MLFLOW", 15000), ("DASK_DASHBOARD", 18787)):
         moved = re.sub(rf"^{name}_PORT=.*$", f"{name}_PORT={port}", moved, flags=re.M)
     moved = re.sub(r"^MINIO_CONSOLE_PORT=.*$", "MINIO_CONSOLE_PORT=19001", moved, flags=re.M)
+    moved = re.sub(r"^MINIO_PORT=.*$", "MINIO_PORT=19000", moved, flags=re.M)
     filled_env.write_text(moved)
     services = yaml.safe_load(_compose(filled_env, "config").stdout)["services"]
     published = {
@@ -176,7 +194,7 @@ def test_every_published_host_port_comes_from_the_env_file(filled_env: Path) -> 
         for s in services.values()
         for p in s.get("ports", [])
     }
-    assert published == {"18080", "15000", "18787", "19001"}, published
+    assert published == {"18080", "15000", "18787", "19001", "19000"}, published
     # MLflow's server allows the Host header a browser sends through the published port.
     assert services["mlflow"]["environment"]["MLFLOW_PORT"] == "15000"
     assert "localhost:$${MLFLOW_PORT}" in " ".join(services["mlflow"]["command"])
@@ -237,3 +255,77 @@ def test_a_generated_secret_never_starts_with_a_dash(monkeypatch) -> None:
     text = COMPOSE.read_text()
     assert '--password="$$AIRFLOW_ADMIN_PASSWORD"' in text
     assert '--password "' not in text
+
+
+WORKER_HOST = REPO / "compose" / "worker-host.yaml"
+WORKER_ENV = REPO / "compose" / "worker-host.env.example"
+
+
+def _worker_host(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        ["docker-compose", "-f", str(WORKER_HOST), "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_a_worker_host_joins_the_main_hosts_scheduler_and_store_over_tls(tmp_path: Path) -> None:
+    # As shipped, the worker host's env file leaves the main host's addresses and the
+    # certificates' folder empty: compose refuses to start until they are filled in.
+    refused = _worker_host(WORKER_ENV, "--profile", "cpu", "config", "-q")
+    assert refused.returncode != 0 and "in the env file" in refused.stderr, refused.stderr
+    filled = {
+        "DASK_SCHEDULER_ADDRESS": "tls://10.0.0.5:8786",
+        "DASK_CERTS_DIR": str(tmp_path / "certs"),
+        "DASK_WORKER_INTERFACE": "eth0",
+        "DASK_WORKER_NAME": "gpu-box-1",
+        "NIGHTSHIFT_OBJECT_STORE": "https://10.0.0.5:9000",
+        "AWS_ACCESS_KEY_ID": "nightshift",
+        "AWS_SECRET_ACCESS_KEY": "secret-of-the-deployment-made-long-enough",
+    }
+    text = WORKER_ENV.read_text()
+    for name, value in filled.items():
+        text = re.sub(rf"^{name}=$", f"{name}={value}", text, flags=re.M)
+    env_file = tmp_path / "worker-host.env"
+    env_file.write_text(text)
+    for profile, service, command in (
+        ("cpu", "dask-worker", "dask worker tls://10.0.0.5:8786 --interface eth0"),
+        ("gpu", "dask-cuda-worker", "dask cuda worker tls://10.0.0.5:8786 --interface eth0"),
+    ):
+        resolved = _worker_host(env_file, "--profile", profile, "config")
+        assert resolved.returncode == 0, resolved.stderr
+        worker = yaml.safe_load(resolved.stdout)["services"][service]
+        assert worker["command"].startswith(command), worker["command"]
+        # On the host's network (XGBoost's collective reaches each worker at its own address),
+        # nothing published, the worker's certificate pair and encryption required.
+        assert worker["network_mode"] == "host" and "ports" not in worker
+        env = worker["environment"]
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"].endswith("/worker-key.pem")
+        assert env["AWS_ENDPOINT_URL"] == "https://10.0.0.5:9000"
+        assert env["AWS_CA_BUNDLE"] == "/opt/nightshift/dask-certs/ca.pem"
+        [certs] = worker["volumes"]
+        mount = certs if isinstance(certs, str) else f"{certs['source']}:{certs['target']}:ro"
+        assert mount.startswith(str(tmp_path / "certs")) and mount.endswith(":ro"), certs
+
+
+def test_the_multi_host_scheduler_listens_on_the_hosts_address(filled_env: Path) -> None:
+    moved = re.sub(
+        r"^NIGHTSHIFT_HOST_ADDRESS=.*$",
+        "NIGHTSHIFT_HOST_ADDRESS=10.0.0.5",
+        filled_env.read_text(),
+        flags=re.M,
+    )
+    filled_env.write_text(moved)
+    resolved = _compose(filled_env, "--profile", "multi-host", "config")
+    assert resolved.returncode == 0, resolved.stderr
+    services = yaml.safe_load(resolved.stdout)["services"]
+    scheduler = services["dask-scheduler-host"]
+    assert scheduler["network_mode"] == "host" and "ports" not in scheduler
+    assert scheduler["command"].startswith("dask scheduler --protocol tls --host 10.0.0.5 --port")
+    assert "--dashboard-address 127.0.0.1:" in scheduler["command"]
+    # 1.29 prints short syntax: host_ip:published:target/protocol.
+    assert "10.0.0.5:9000:9000/tcp" in [str(p) for p in services["minio"]["ports"]]
