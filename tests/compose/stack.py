@@ -19,6 +19,7 @@ from nightshift.ops.airflow_api import AirflowAPI
 from tests.conftest import REPO, write_pipeline
 
 FILES = ("docker-compose.yaml", "compose/stand-ins/override.yaml")
+ONE_SHOT = ("certificates", "airflow-init")  # services that run once and exit 0
 NO_DOCKER_HUB = "**Without Docker Hub.**"  # the README paragraph whose commands the tests run
 
 
@@ -33,12 +34,34 @@ def _own_ports(checkout: Path, pipelines: Path) -> dict[str, str]:
     values["AIRFLOW_BASE_URL"] = f"http://127.0.0.1:{values['AIRFLOW_PORT']}"
     values["MLFLOW_UI_URL"] = f"http://127.0.0.1:{values['MLFLOW_PORT']}"
     values["NIGHTSHIFT_PIPELINES_HOST_DIR"] = str(pipelines)
+    # The address worker hosts reach this one at: Docker's bridge address on this machine, as a
+    # user planning worker hosts picks their LAN address (never one outside this machine).
+    values["NIGHTSHIFT_HOST_ADDRESS"] = bridge_gateway()
     env_file = checkout / ".env"
     text = env_file.read_text()
     for name, value in values.items():
         text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
     env_file.write_text(text)
     return dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M))
+
+
+def bridge_gateway() -> str:
+    """Return this machine's address on Docker's default bridge (172.17.0.1 as a rule):
+    reachable from every container and from this machine, from no other machine."""
+    shown = subprocess.run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.strip()
 
 
 def docker_ready() -> str | None:
@@ -142,23 +165,34 @@ class Stack(AirflowAPI):
         return time.monotonic() - started
 
     def wait_healthy(self, timeout: float = 300) -> None:
-        """Wait until every service runs, those with a health check healthy, and airflow-init
-        exited 0."""
+        """Wait until every service runs, those with a health check healthy, and the one-shot
+        ones (certificates, airflow-init) exited 0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {name: c["State"] for name, c in self.containers().items()}
-            init = states.get("airflow-init_1", {})
-            others = [s for n, s in states.items() if not n.startswith("airflow-init")]
+            once = [states.get(f"{name}_1", {}) for name in ONE_SHOT]
+            others = [s for n, s in states.items() if n.rsplit("_", 1)[0] not in ONE_SHOT]
             healthy = all(
                 s["Status"] == "running"
                 and s.get("Health", {}).get("Status", "healthy") == "healthy"
                 for s in others
             )
-            if init.get("Status") == "exited" and init.get("ExitCode") == 0 and healthy:
+            done = all(s.get("Status") == "exited" and s.get("ExitCode") == 0 for s in once)
+            if done and healthy:
                 return
-            assert init.get("ExitCode", 0) == 0, self.compose("logs", "airflow-init")
+            for name, state in zip(ONE_SHOT, once, strict=True):
+                assert state.get("ExitCode", 0) == 0, self.compose("logs", name)
             time.sleep(3)
         raise TimeoutError(f"not healthy in {timeout}s: {self.compose('ps')}")
+
+    def set_env(self, **values: str) -> None:
+        """Change settings in the checkout's .env, as its user edits it."""
+        env_file = self.checkout / ".env"
+        text = env_file.read_text()
+        for name, value in values.items():
+            text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
+        env_file.write_text(text)
+        self.env.update(values)
 
     def compose(
         self, *args: str, check: bool = True, timeout: float = 900, profile: str = "cpu"
@@ -247,3 +281,36 @@ class Stack(AirflowAPI):
             "MLFLOW_TRACKING_USERNAME": self.env["MLFLOW_ADMIN_USER"],
             "MLFLOW_TRACKING_PASSWORD": self.env["MLFLOW_ADMIN_PASSWORD"],
         }
+
+
+@dataclass
+class WorkerHost:
+    """Another machine's workers: compose/worker-host.yaml in its own project, with its own env
+    file (compose/worker-host.env.example filled in), started and stopped as its user would."""
+
+    project: str
+    checkout: Path
+    env_file: Path
+
+    @classmethod
+    def written(cls, project: str, checkout: Path, folder: Path, **values: str) -> WorkerHost:
+        """Fill in the example env file with ``values`` in ``folder``; nothing started."""
+        text = (checkout / "compose" / "worker-host.env.example").read_text()
+        for name, value in values.items():
+            text, found = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
+            assert found == 1, name
+        env_file = folder / f"{project}.env"
+        env_file.write_text(text)
+        return cls(project, checkout, env_file)
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        command = ["docker-compose", "-p", self.project, "-f", "compose/worker-host.yaml"]
+        command += ["--env-file", str(self.env_file), "--profile", "cpu", *args]
+        done = subprocess.run(
+            command, cwd=self.checkout, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
+        return done.stdout + done.stderr

@@ -22,15 +22,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.browser import shot_on_failure, signed_in_page
-from tests.compose.stack import Stack, docker_ready
-from tests.conftest import REPO
-from tests.e2e.conftest import tiny_pipeline
+from tests.compose.stack import Stack, WorkerHost, docker_ready
+from tests.conftest import REPO, small_pipeline_dict
+from tests.e2e.conftest import scheduled_from_today, tiny_pipeline
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 SCENARIO = True  # one stack's life, step by step: kept in file order (tests/conftest.py)
@@ -39,6 +40,7 @@ NAME = "compose_tiny"
 DAG_ID = f"nightshift_{NAME}"
 OTHER = "compose_other"  # another team's pipeline: never unpaused
 BROKEN = "compose_broken"  # XGBoost refuses its parameters on the Dask worker
+HOSTS = "compose_hosts"  # batches and training long enough to spread over two machines
 NIGHT = "2026-11-20"
 BACKFILL = ["2026-11-10", "2026-11-11", "2026-11-12"]
 SHOTS = REPO / "test-artifacts" / "screenshots"
@@ -77,9 +79,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     [xgboost] = [m for m in broken["models"] if m["kind"] == "xgboost"]
     xgboost["params"] = {"max_depth": -1}
     data["access"] = {"tiny-readers": "read"}
+    hosts = scheduled_from_today(small_pipeline_dict(rows=50_000, window=2, batch=6250))
+    [xgb] = [m for m in hosts["models"] if m["kind"] == "xgboost"]
+    xgb["num_boost_round"] = 300
     built = time.monotonic()
     folder = tmp_path_factory.mktemp("compose")
-    pipelines = {**examples, NAME: data, OTHER: other, BROKEN: broken}
+    pipelines = {**examples, NAME: data, OTHER: other, BROKEN: broken, HOSTS: hosts}
     stack = Stack.built(f"nightshift-test-{os.getpid()}", folder, pipelines)
     TIMINGS["build"] = time.monotonic() - built
     return stack
@@ -100,6 +105,7 @@ def stack(project: Stack) -> Iterator[Stack]:
             else:
                 os.environ[name] = value
         print(project.compose("logs", "--tail", "40", check=False)[-6000:])
+        project.compose("down", "--remove-orphans", check=False, profile="multi-host")
         project.compose("down", "-v", "--remove-orphans", check=False)
         print("timings:", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
         assert project.leftovers() == [], project.leftovers()
@@ -113,6 +119,7 @@ def test_up_every_service_healthy_and_init_checked(stack: Stack) -> None:
     names = {name.rsplit("_", 1)[0] for name in stack.containers()}
     expected = {
         "postgres",
+        "certificates",
         "minio",
         "airflow-init",
         "airflow-apiserver",
@@ -360,17 +367,19 @@ def test_only_the_service_account_moves_the_champion_alias(stack: Stack) -> None
     assert _set_alias(stack, {**body, "version": champion}, service) == 200
 
 
-def _wait_until_running(stack: Stack, run_id: str, tasks: tuple[str, ...]) -> str:
+def _wait_until_running(
+    stack: Stack, run_id: str, tasks: tuple[str, ...], dag_id: str = DAG_ID
+) -> str:
     """Wait until one of ``tasks`` of the run is running; return its name."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        states = stack.task_states(DAG_ID, run_id)
+        states = stack.task_states(dag_id, run_id)
         running = [task for task in tasks if states.get(task) == "running"]
         if running:
             return running[0]
         assert states.get("publish") != "success", f"finished before any of {tasks}: {states}"
         time.sleep(0.5)
-    raise TimeoutError(stack.task_states(DAG_ID, run_id))
+    raise TimeoutError(stack.task_states(dag_id, run_id))
 
 
 def test_a_crashed_worker_container_comes_back_and_the_run_succeeds(stack: Stack) -> None:
@@ -449,6 +458,197 @@ def test_a_browser_logs_in_and_opens_model_reports(stack: Stack) -> None:
             expect(frame.get_by_role("heading", name=OTHER)).to_have_count(0)
         page.screenshot(path=SHOTS / "21-compose-model-reports-team-viewer.png", full_page=True)
         browser.close()
+
+
+# -- more machines: workers on other hosts (docs/deployment.md, "More machines") --------------
+# Emulated on this one machine: host-a's workers on the host's network (as a worker host runs
+# them, and the main host's own when it computes too), host-b's on a Docker network of its own
+# that stands for another machine on the LAN: its own address, reaching the main host only at
+# NIGHTSHIFT_HOST_ADDRESS (Docker's bridge address here), where the scheduler listens and the
+# object store is published. Nothing of host-b shares the main project's network.
+HOST_B: dict[str, str] = {}  # host-b's worker address, once it has joined
+
+
+def _copy_worker_certificates(stack: Stack, certs: Path) -> None:
+    """Copy the authority and the worker pair out of the dask-certs volume, as a user copies
+    them to a worker host, readable by the image's user (uid 50000) only."""
+    certs.mkdir()
+    container = stack.containers()["airflow-scheduler_1"]["Id"]
+    for name in ("ca.pem", "worker.pem", "worker-key.pem"):
+        source = f"{container}:/opt/nightshift/dask-certs/{name}"
+        subprocess.run(["docker", "cp", source, str(certs / name)], check=True)
+        os.chown(certs / name, 50000, 0)
+    (certs / "worker-key.pem").chmod(0o600)
+
+
+@pytest.fixture(scope="module")
+def worker_hosts(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Two worker hosts' compose projects, written from compose/worker-host.env.example; each
+    taken down (and host-b's network removed) afterwards."""
+    folder = tmp_path_factory.mktemp("worker-hosts")
+    _copy_worker_certificates(stack, folder / "certs")
+    lan = f"{stack.project}-lan"
+    subprocess.run(["docker", "network", "create", lan], check=True, capture_output=True)
+    address = stack.env["NIGHTSHIFT_HOST_ADDRESS"]
+    common = {
+        "DASK_SCHEDULER_ADDRESS": f"tls://{address}:{stack.env['DASK_SCHEDULER_PORT']}",
+        "DASK_CERTS_DIR": str(folder / "certs"),
+        "NIGHTSHIFT_OBJECT_STORE": f"https://{address}:{stack.env['MINIO_PORT']}",
+        "AWS_ACCESS_KEY_ID": stack.env["MINIO_ROOT_USER"],
+        "AWS_SECRET_ACCESS_KEY": stack.env["MINIO_ROOT_PASSWORD"],
+        "DASK_CPU_WORKERS": "1",
+        "DASK_WORKER_MEMORY": "3GiB",
+    }
+    where = {"host-a": ("host", "docker0"), "host-b": (lan, "eth0")}
+    hosts = {
+        name: WorkerHost.written(
+            f"{stack.project}-{name}",
+            stack.checkout,
+            folder,
+            DASK_WORKER_NETWORK=network,
+            DASK_WORKER_INTERFACE=interface,
+            DASK_WORKER_NAME=name,
+            **common,
+        )
+        for name, (network, interface) in where.items()
+    }
+    try:
+        yield hosts
+    finally:
+        for host in hosts.values():
+            print(host.compose("logs", "--no-color", "--tail", "40", check=False)[-4000:])
+            host.compose("down", "-v", check=False)
+        subprocess.run(["docker", "network", "rm", lan], capture_output=True)
+
+
+def _workers(stack: Stack) -> dict[str, str]:
+    """The scheduler's workers as Airflow's tasks see them: name -> address."""
+    address = stack.env["NIGHTSHIFT_DASK_ADDRESS"]
+    listed = stack.exec("airflow-scheduler", "python", "-c", DASK_WORKERS, address)
+    return json.loads(listed.strip().splitlines()[-1])
+
+
+DASK_WORKERS = """
+import json, sys
+from distributed import Client
+with Client(sys.argv[1], timeout=30) as client:
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    print(json.dumps({w["name"]: address for address, w in workers.items()}))
+"""
+
+
+def test_the_main_host_moves_its_dask_scheduler_onto_the_hosts_network(stack: Stack) -> None:
+    # The README's steps to add machines: stop compose's own workers and scheduler, point
+    # Airflow at the scheduler on the host's address, start profile multi-host.
+    started = time.monotonic()
+    stack.compose("rm", "--stop", "--force", "dask-worker", "dask-scheduler")
+    address, port = stack.env["NIGHTSHIFT_HOST_ADDRESS"], stack.env["DASK_SCHEDULER_PORT"]
+    stack.set_env(NIGHTSHIFT_DASK_ADDRESS=f"tls://{address}:{port}")
+    stack.compose("up", "-d", profile="multi-host")  # Airflow's services anew: .env changed
+    stack.wait_for_api(timeout=300)
+    stack.wait_healthy()
+    stack.token_ = None
+    TIMINGS["to_multi_host"] = time.monotonic() - started
+    names = {name.rsplit("_", 1)[0] for name in stack.containers()}
+    assert "dask-scheduler-host" in names and not names & {"dask-scheduler", "dask-worker"}
+    assert _workers(stack) == {}  # no worker yet: they are on other machines
+
+
+def test_worker_hosts_join_the_scheduler_over_tls(stack: Stack, worker_hosts: dict) -> None:
+    started = time.monotonic()
+    for host in worker_hosts.values():
+        host.compose("up", "-d")
+    deadline = time.monotonic() + 180
+    while set(workers := _workers(stack)) != {"host-a", "host-b"}:
+        assert time.monotonic() < deadline, (workers, worker_hosts["host-b"].compose("logs"))
+        time.sleep(2)
+    TIMINGS["worker_hosts_joined"] = time.monotonic() - started
+    print(f"the scheduler's workers: {workers}")
+    address = stack.env["NIGHTSHIFT_HOST_ADDRESS"]
+    # host-a at the host's address, host-b at its own network's: two networks, one cluster.
+    assert workers["host-a"].startswith(f"tls://{address}:"), workers
+    assert workers["host-b"].startswith("tls://") and address not in workers["host-b"], workers
+    HOST_B["address"] = workers["host-b"]
+
+
+def _task_log(stack: Stack, dag_id: str, run_id: str, task: str, attempt: int) -> str:
+    quoted = urllib.parse.quote(run_id, safe="")
+    path = f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task}/logs/{attempt}"
+    return json.dumps(stack.rest("GET", f"{path}?full_content=true"))
+
+
+def test_a_night_runs_on_both_hosts_and_survives_losing_one(
+    stack: Stack, worker_hosts: dict
+) -> None:
+    dag_id = f"nightshift_{HOSTS}"
+    stack.rest("PATCH", f"dags/{dag_id}", {"is_paused": False})
+    started = time.monotonic()
+    run = stack.rest("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {}})
+    run_id = run["dag_run_id"]
+    _wait_until_running(stack, run_id, ("train_distributed",), dag_id)
+    time.sleep(4)  # into the training: the workers have loaded their batches
+    worker_hosts["host-b"].compose("kill")  # a manual kill: Docker leaves it down
+    killed = time.monotonic() - started
+    [done] = stack.wait_for_runs(dag_id, 1)
+    TIMINGS["night_on_two_hosts"] = time.monotonic() - started
+    assert done["state"] == "success", stack.task_states(dag_id, run_id)
+    quoted = urllib.parse.quote(run_id, safe="")
+    tries = stack.rest("GET", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/train_distributed")
+    print(
+        f"host-b killed {killed:.0f} s into the night; train_distributed tried", tries["try_number"]
+    )
+    # Preprocess ran batches on both hosts, and said so in its task log.
+    host_a = stack.env["NIGHTSHIFT_HOST_ADDRESS"]
+    host_b = HOST_B["address"].split("://", 1)[1].rsplit(":", 1)[0]
+    log = _task_log(stack, dag_id, run_id, "preprocess", 1)
+    [line] = re.findall(r"processed \d+ batches on the cluster \(by host: [^)]*\)", log)[-1:]
+    print(line)
+    assert f"{host_a} x" in line and f"{host_b} x" in line, line
+    assert "2 workers (" in log and host_b in log, log[-2000:]
+    assert set(_workers(stack)) == {"host-a"}
+    worker_hosts["host-b"].compose("up", "-d")  # back for the next steps
+
+
+def _refused_worker(stack: Stack, scheme: str, certs: Path | None) -> str:
+    """Start a worker on host-b's network that the scheduler must refuse: plaintext, or TLS
+    with a certificate another authority signed. Return its output."""
+    address = (
+        f"{scheme}://{stack.env['NIGHTSHIFT_HOST_ADDRESS']}:{stack.env['DASK_SCHEDULER_PORT']}"
+    )
+    command = ["docker", "run", "--rm", "--network", f"{stack.project}-lan"]
+    if certs is not None:
+        command += ["-v", f"{certs}:/opt/nightshift/dask-certs:ro"]
+        for name, value in (
+            ("REQUIRE_ENCRYPTION", "True"),
+            ("TLS__CA_FILE", "/opt/nightshift/dask-certs/ca.pem"),
+            ("TLS__WORKER__CERT", "/opt/nightshift/dask-certs/worker.pem"),
+            ("TLS__WORKER__KEY", "/opt/nightshift/dask-certs/worker-key.pem"),
+        ):
+            command += ["-e", f"DASK_DISTRIBUTED__COMM__{name}={value}"]
+    command += ["nightshift:latest", "dask", "worker", address, "--death-timeout", "20"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_a_plaintext_worker_and_a_foreign_certificate_are_refused(
+    stack: Stack, worker_hosts: dict, tmp_path: Path
+) -> None:
+    from nightshift.ops.dask_tls import make_certificates
+
+    plaintext = _refused_worker(stack, "tcp", None)
+    foreign = make_certificates(tmp_path / "foreign", ["host-c"]).folder
+    for path in foreign.iterdir():
+        os.chown(path, 50000, 0)
+    signed_elsewhere = _refused_worker(stack, "tls", foreign)
+    said = stack.compose("logs", "--no-color", "dask-scheduler-host", profile="multi-host")
+    handshakes = [line for line in said.splitlines() if "TLS handshake failed" in line]
+    print("plaintext worker:", plaintext.strip().splitlines()[-1])
+    print("foreign certificate:", [x for x in signed_elsewhere.splitlines() if "TLS" in x][-1:])
+    print("scheduler:", *handshakes[-2:], sep="\n  ")
+    assert any("WRONG_VERSION_NUMBER" in line for line in handshakes), said[-3000:]
+    assert "TLS certificate does not match" in signed_elsewhere, signed_elsewhere[-3000:]
+    assert set(_workers(stack)) <= {"host-a", "host-b"}
 
 
 def test_the_gpu_image_starts_dask_cuda_worker_without_a_gpu(project: Stack) -> None:
