@@ -45,6 +45,23 @@ def _own_ports(checkout: Path, pipelines: Path) -> dict[str, str]:
     return dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.M))
 
 
+def docker_compose(
+    checkout: Path, options: list[str], args: tuple[str, ...], check: bool, timeout: float
+) -> str:
+    """Run ``docker-compose <options> <args>`` in ``checkout``; return its output, and raise
+    with its end when it fails and ``check``."""
+    done = subprocess.run(
+        ["docker-compose", *options, *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    return done.stdout + done.stderr
+
+
 def bridge_gateway() -> str:
     """Return this machine's address on Docker's default bridge (172.17.0.1 as a rule):
     reachable from every container and from this machine, from no other machine."""
@@ -197,18 +214,9 @@ class Stack(AirflowAPI):
     def compose(
         self, *args: str, check: bool = True, timeout: float = 900, profile: str = "cpu"
     ) -> str:
-        command = ["docker-compose", "-p", self.project]
-        for name in FILES:
-            command += ["-f", str(self.checkout / name)]
-        command += ["--profile", profile, *args]
-        done = subprocess.run(
-            command, cwd=self.checkout, capture_output=True, text=True, timeout=timeout
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-            )
-        return done.stdout + done.stderr
+        files = [part for name in FILES for part in ("-f", str(self.checkout / name))]
+        options = ["-p", self.project, *files, "--profile", profile]
+        return docker_compose(self.checkout, options, args, check, timeout)
 
     def exec(self, service: str, *command: str, timeout: float = 300) -> str:
         return self.compose("exec", "-T", service, *command, timeout=timeout)
@@ -304,13 +312,6 @@ class WorkerHost:
         return cls(project, checkout, env_file)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        command = ["docker-compose", "-p", self.project, "-f", "compose/worker-host.yaml"]
-        command += ["--env-file", str(self.env_file), "--profile", "cpu", *args]
-        done = subprocess.run(
-            command, cwd=self.checkout, capture_output=True, text=True, timeout=timeout
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-            )
-        return done.stdout + done.stderr
+        options = ["-p", self.project, "-f", "compose/worker-host.yaml"]
+        options += ["--env-file", str(self.env_file), "--profile", "cpu"]
+        return docker_compose(self.checkout, options, args, check, timeout)
