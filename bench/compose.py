@@ -28,6 +28,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import scale  # noqa: E402
 
+from nightshift.models.cluster import usable_cores  # noqa: E402
 from tests.compose.stack import Stack, docker_ready  # noqa: E402
 
 NAME = "bench_conversion"
@@ -87,6 +89,12 @@ def on_compose(folder: Path, data: dict[str, Any], window: int) -> Side:
     through the REST API, read the window from the lake once, stop it (down -v)."""
     data = {k: v for k, v in data.items() if k != "output"}  # the deployment decides: S3
     stack = Stack.built(f"nightshift-bench-{os.getpid()}", folder, {NAME: data})
+    # The embedded default's workers: one a core, each that share of the machine's memory
+    # (Dask's "auto"); .env's example gives compose's 4 GiB, and XGBoost would hold the
+    # window another way on one side than on the other.
+    cores = usable_cores()
+    share = psutil.virtual_memory().total // cores
+    stack.set_env(DASK_CPU_WORKERS=str(cores), DASK_WORKER_MEMORY=str(share))
     day = scale.DAY.isoformat()
     try:
         print(f"compose: up to healthy in {stack.up():.0f} s", flush=True)
@@ -96,7 +104,9 @@ def on_compose(folder: Path, data: dict[str, Any], window: int) -> Side:
         before = len(MLFLOW_REQUEST.findall(stack.compose("logs", "--no-color", "mlflow")))
         nights = [scale._one_night(stack, DAG_ID) for _ in range(REPEATS)]
         after = len(MLFLOW_REQUEST.findall(stack.compose("logs", "--no-color", "mlflow")))
-        read = stack.exec("dask-worker", "python", "-c", READ_WINDOW, NAME, day)
+        # From the scheduler's container (the pipelines are mounted there): the same store,
+        # network and settings as the workers'.
+        read = stack.exec("airflow-scheduler", "python", "-c", READ_WINDOW, NAME, day)
         held = [_held(json.dumps(stack.rest("GET", _log_path(night)))) for night in nights]
         window_read = json.loads(read.strip().splitlines()[-1])
         return Side(nights, window_read, (after - before) / REPEATS, held)
