@@ -122,6 +122,9 @@ def test_the_resolved_file_has_the_multi_machine_shape(filled_env: Path) -> None
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert (device["driver"], device["capabilities"]) == ("nvidia", ["gpu"])
     assert services["dask-worker"]["command"].startswith("dask worker tls://dask-scheduler:8786")
+    # Under contention the workers come first (cgroup weight: 8x the default's).
+    assert services["dask-worker"]["cpu_shares"] == services["dask-cuda-worker"]["cpu_shares"]
+    assert services["dask-worker"]["cpu_shares"] == 8192
     # Dask is TLS with mutual authentication: every role its own pair, encryption required.
     for name, role in (("dask-scheduler", "SCHEDULER"), ("dask-worker", "WORKER")):
         env = services[name]["environment"]
