@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # library alone (a distribution's python3 refuses `pip install`, PEP 668, or has no pip).
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean bench-training bench-gate
+.PHONY: help setup setup-dev demo test test-fast test-slow test-replay test-compose compose-images lint format up down status bench bench-stages clean bench-training bench-gate bench-compose
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ bench-training: setup-dev  ## training in bounded memory: P9 (a window 10x the w
 
 bench-gate: setup-dev  ## the champion gate as a classifier of simulated nights, before and now (about 6 min; bench/out/gate.json)
 	$(PY) -u bench/gate.py
+
+bench-compose: setup-dev  ## P6: a 1M-row night on docker-compose vs the embedded default, with the profile (needs Docker; about 25 min; bench/out/compose.json)
+	$(PY) -u bench/compose.py --rows 1000000 --window 7
 
 bench-stages: setup-dev  ## seconds per stage of one in-process nightly run (bench/stages.py)
 	$(PY) -u bench/stages.py
