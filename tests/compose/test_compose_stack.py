@@ -80,6 +80,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     xgboost["params"] = {"max_depth": -1}
     data["access"] = {"tiny-readers": "read"}
     hosts = scheduled_from_today(small_pipeline_dict(rows=50_000, window=2, batch=6250))
+    # A worker lost before XGBoost's ranks have all joined leaves the others waiting in the
+    # collective's bootstrap until this timeout (600 s by default), then the task retries.
+    hosts["training"]["collective_timeout_seconds"] = 60
     [xgb] = [m for m in hosts["models"] if m["kind"] == "xgboost"]
     xgb["num_boost_round"] = 300
     built = time.monotonic()

@@ -102,16 +102,40 @@ def pin_partitions(client: Client, frame: dd.DataFrame) -> dd.DataFrame:
     rank order, where ``fix_layout`` will want them: no data moves there unless Dask moved it.
     """
     import dask.dataframe as dd
-    from distributed import wait
 
     parts = frame.to_delayed()
+    layout = list(rank_chunks(client, len(parts)))
     futures = [
         client.compute(parts[i], workers=[worker], allow_other_workers=False)
-        for worker, chunk in rank_chunks(client, len(parts))
+        for worker, chunk in layout
         for i in chunk
     ]
-    wait(futures)
+    _wait_while_present(client, futures, [worker for worker, _ in layout])
     return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+
+
+def _wait_while_present(client: Client, futures: list[Any], workers: list[str]) -> None:
+    """Wait for ``futures``, pinned to ``workers``; fail at once when one of those leaves.
+
+    A partition pinned to a worker that is gone waits for it forever (Dask holds it as
+    "no-worker"): seen in the compose tier, a worker host killed while the window loaded left
+    the night's train_distributed waiting 24 minutes. The task fails instead, and its retry
+    lays the window out on the workers there are.
+    """
+    from distributed import wait
+
+    while True:
+        try:
+            wait(futures, timeout=5)
+            return
+        except TimeoutError:
+            gone = set(workers) - set(client.scheduler_info(n_workers=-1)["workers"])
+            if gone:
+                client.cancel(futures)
+                raise RuntimeError(
+                    f"Dask worker(s) {', '.join(sorted(gone))} left while the training window "
+                    "was loaded onto them; the task fails and its retry uses the workers there are"
+                ) from None
 
 
 def _tree_training_frame(frame: pd.DataFrame, stats: FeatureStats) -> pd.DataFrame:
@@ -209,6 +233,7 @@ def _train_in_memory(
     import xgboost.dask as dxgb
     from xgboost.collective import Config
 
+    timeout = pipeline.training.collective_timeout_seconds
     training = pin_partitions(client, _lazy_training_frame(pipeline, paths, stats))
     features = [c for c in training.columns if c != LABEL]
     dtrain = dxgb.DaskDMatrix(client, training[features], training[LABEL], enable_categorical=True)
@@ -221,8 +246,9 @@ def _train_in_memory(
         # Rounds are reported each tenth (nightshift.config.progress), not one log line per round.
         callbacks=[rounds],
         verbose_eval=False,
-        # Without a timeout, losing a worker mid-training hangs the others forever.
-        coll_cfg=Config(timeout=pipeline.training.collective_timeout_seconds),
+        # Without a timeout, losing a worker mid-training hangs the others forever; the
+        # tracker's bounds the wait for a rank whose worker was lost before they all joined.
+        coll_cfg=Config(timeout=timeout, tracker_timeout=timeout),
     )
     return result["booster"], training
 

@@ -346,7 +346,7 @@ def train_streamed(client: Client, tasks: list[WorkerTask], timeout: int) -> byt
     from xgboost.collective import Config
     from xgboost.dask import _get_rabit_args  # the tracker xgboost.dask.train starts
 
-    coll_cfg = Config(timeout=timeout)
+    coll_cfg = Config(timeout=timeout, tracker_timeout=timeout)
     coll_args = client.sync(_get_rabit_args, client, len(tasks), None, coll_cfg)
     workers = [t.address for t in tasks]
     cuts = tasks[0].cuts
