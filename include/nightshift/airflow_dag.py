@@ -393,7 +393,12 @@ def build_dag(pipeline: Pipeline, doc: str = "") -> DAG:
             Stage.TRAIN_INCREMENTAL: linear,
             Stage.EVALUATE: scored,
         }
-        published = step(Stage.PUBLISH, outlets=[night.report])(ingested, results)
+        # One publish of this DAG at a time: moving the champion alias reads it, then sets it
+        # (MLflow has no compare-and-set), and two nights of a parallel backfill doing both at
+        # once once left the alias on the older one (CI: 2026-11-13 over 2026-11-14).
+        published = step(Stage.PUBLISH, outlets=[night.report], max_active_tis_per_dag=1)(
+            ingested, results
+        )
         if pipeline.evaluation.approval == "required":
             _approval_steps(night, ingested, results, published)
 
@@ -430,7 +435,9 @@ def _approval_steps(night: NightTasks, ingested: Any, results: Any, published: A
         response_timeout=dt.timedelta(hours=gate.approval_hours),
         retries=0,
     )
-    settle: Any = task(task_id="settle", multiple_outputs=False, outlets=[night.report])
+    settle: Any = task(
+        task_id="settle", multiple_outputs=False, outlets=[night.report], max_active_tis_per_dag=1
+    )
     asked >> approve
     settle(night.settle)(ingested, results, approve.output)
 
