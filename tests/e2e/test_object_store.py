@@ -90,7 +90,8 @@ def test_a_store_behind_a_private_authority_is_read_over_tls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # compose's MinIO: TLS with the cluster's own authority, which AWS_CA_BUNDLE names. botocore
-    # and s3fs trust it; pandas' own s3:// reading (Arrow's client) does not, read_frame does.
+    # and s3fs trust it; pandas' own s3:// reading (Arrow's client) does not; read_frame reads
+    # through botocore.
     import pandas as pd
 
     frame = pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]})

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.storage.lake import Lake, PartitionMissing
+from nightshift.storage.lake import (
+    Lake,
+    PartitionMissing,
+    read_frame,
+    recorded_per_file,
+    write_parquet,
+)
 
 DAY = dt.date(2026, 5, 1)
 
@@ -175,3 +181,46 @@ def test_lake_files_are_created_private_whatever_the_umask(tmp_path: Path) -> No
         os.umask(old)
     for path in [*lake.read("raw", DAY).paths(), str(tmp_path / "reports" / "report.html")]:
         assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0, path
+
+
+def test_a_files_recorded_value_is_its_versions_and_none_once_replaced(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path), "demo")
+    with lake.writer("processed", DAY) as writer:
+        writer.write_bytes("batch-00000.parquet", b"a")
+        writer.write_bytes("batch-00001.parquet", b"b")
+        writer.meta.update({"rows_per_batch": [10, 7], "backend": "pandas"})
+    old = lake.read("processed", DAY).paths()
+    assert recorded_per_file(old, "rows_per_batch") == [10, 7]
+    assert recorded_per_file(old, "backend") == [None, None]  # not a per-file list
+    with lake.writer("processed", DAY) as writer:
+        writer.write_bytes("batch-00000.parquet", b"c")
+        writer.meta["rows_per_batch"] = [3]
+    new = lake.read("processed", DAY).paths()
+    # A night that listed the old version reads its files still; their counts are the
+    # footers' to give, not the new version's.
+    assert recorded_per_file([*old, *new], "rows_per_batch") == [None, None, 3]
+    assert recorded_per_file([f"{tmp_path}/nowhere/v-1/batch-00000.parquet"], "x") == [None]
+
+
+def test_a_stores_file_is_read_whole_in_one_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+    import pandas as pd
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    fsspec.filesystem("memory").pipe("/lake/day.parquet", write_parquet(frame))
+    calls: list[str] = []
+    real_cat = MemoryFileSystem.cat_file
+
+    def cat_file(self, path, *args, **kwargs):
+        calls.append(path)
+        return real_cat(self, path, *args, **kwargs)
+
+    def ranged(self, *args, **kwargs):
+        raise AssertionError("read in ranges: a request per range on an object store")
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", cat_file)
+    monkeypatch.setattr(MemoryFileSystem, "open", ranged)
+    pd.testing.assert_frame_equal(read_frame("memory://lake/day.parquet"), frame)
+    assert read_frame("memory://lake/day.parquet", ["b"]).to_dict("list") == {"b": ["x", "y"]}
+    assert calls == ["/lake/day.parquet"] * 2

@@ -12,7 +12,13 @@ import pytest
 from nightshift.config.pipeline import find_pipeline
 from nightshift.data.features import FeatureStats, fit_stats, to_linear_matrix, to_tree_frame
 from nightshift.data.ingest import RAW, conform, ingest_date
-from nightshift.data.preprocess import PROCESSED, derive_features, preprocess_date, processed_frame
+from nightshift.data.preprocess import (
+    PROCESSED,
+    batch_rows,
+    derive_features,
+    preprocess_date,
+    processed_frame,
+)
 from nightshift.data.validate import DataValidationError, validate_date
 from nightshift.storage.lake import lake_for
 
@@ -52,6 +58,10 @@ def test_dask_preprocess_matches_pandas(pipeline, dask_client) -> None:
     from_dask = processed_frame(processed.paths(), pipeline).compute().reset_index(drop=True)
     pd.testing.assert_frame_equal(from_dask, reference)
     assert processed.meta["rows_per_batch"] == [1500, 1500, len(reference) - 3000]
+    # Read from the manifest; a version replaced since from its files' footers.
+    assert batch_rows(processed.paths()) == processed.meta["rows_per_batch"]
+    replaced = preprocess_date(dask_client, pipeline, lake, raw)
+    assert batch_rows(processed.paths() + replaced.paths()) == 2 * processed.meta["rows_per_batch"]
 
     stats_dask = fit_stats(processed_frame(processed.paths(), pipeline), pipeline)
     stats_pandas = fit_stats(reference, pipeline)

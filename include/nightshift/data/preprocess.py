@@ -25,6 +25,7 @@ from nightshift.storage.lake import (
     Lake,
     Partition,
     read_frame,
+    recorded_per_file,
     write_bytes_atomic,
     write_parquet,
 )
@@ -71,8 +72,14 @@ def derive_features(frame: Any, pipeline: Pipeline, string_dtype: str = "string"
 
 
 def read_batches(paths: list[str], columns: list[str] | None = None) -> dd.DataFrame:
-    """Return a Dask frame with one partition per Parquet batch file, in the given order."""
-    return dd.read_parquet(paths, columns=columns, split_row_groups=False, aggregate_files=False)
+    """Return a Dask frame with one partition per Parquet batch file, in the given order.
+
+    Each partition is one :func:`read_frame`, one request to an object store: Dask's own
+    ``read_parquet`` took 30 s to read a 143-file window from compose's store (against
+    5.6 s file by file), in HEADs and ranged reads through fsspec.
+    """
+    meta = read_frame(paths[0], columns).iloc[:0]
+    return dd.from_map(read_frame, paths, columns=columns, meta=meta, label="read-batch")
 
 
 def _process_batch(source: str, target: str, pipeline: Pipeline, backend: str = "pandas") -> int:
@@ -155,6 +162,24 @@ def training_batch(path: str, pipeline: Pipeline) -> pd.DataFrame:
     """Return one processed batch as training reads it (sampled for quick runs)."""
     training = pipeline.training
     return sample_rows(read_frame(path), training.sample_fraction, training.seed)
+
+
+def batch_rows(paths: list[str]) -> list[int]:
+    """Return each processed batch's rows: as preprocess recorded them in the partition's
+    manifest, or from the file's footer where its version has been replaced since. A
+    window's row counts from 7 manifests took 0.14 s against 3.0 s from 143 footers in
+    compose's store."""
+    recorded = recorded_per_file(paths, "rows_per_batch")
+    pairs = zip(paths, recorded, strict=True)
+    return [_footer_rows(path) if rows is None else int(rows) for path, rows in pairs]
+
+
+def _footer_rows(path: str) -> int:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as handle:
+        return int(pq.read_metadata(handle).num_rows)
 
 
 def processed_frame(paths: list[str], pipeline: Pipeline) -> dd.DataFrame:

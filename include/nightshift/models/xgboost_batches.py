@@ -103,20 +103,13 @@ class MemoryPlan:
         return {name: value for name, value in asdict(self).items() if name in kept}
 
 
-def _parquet_rows(path: str) -> int:
-    import fsspec
-    import pyarrow.parquet as pq
-
-    with fsspec.open(path, "rb") as handle:
-        return int(pq.read_metadata(handle).num_rows)
-
-
 def measure_window(paths: list[str], pipeline: Pipeline, stats: FeatureStats) -> WindowSize:
-    """Measure the window: rows from the files' footers, bytes per row from its first batch."""
-    from nightshift.data.preprocess import training_batch
+    """Measure the window: rows as preprocess recorded them, bytes per row from its first
+    batch."""
+    from nightshift.data.preprocess import batch_rows, training_batch
 
     fraction = pipeline.training.sample_fraction
-    counts = [int(np.ceil(_parquet_rows(p) * fraction)) for p in paths]
+    counts = [int(np.ceil(rows * fraction)) for rows in batch_rows(paths)]
     first = to_tree_frame(training_batch(paths[0], pipeline), stats)
     per_row = float(first.memory_usage(deep=True).sum()) / max(len(first), 1) + 8  # + label
     return WindowSize(sum(counts), len(paths), max(counts), first.shape[1], per_row)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
+import io
 import json
 import logging
 import os
@@ -157,34 +157,41 @@ def read_bytes(uri: str) -> bytes:
 def read_frame(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Return one parquet file of the lake (a path or a URL) as pandas.
 
-    pandas reads ``s3://`` through Arrow's own S3 client, which trusts the system's
-    authorities only: where ``AWS_CA_BUNDLE`` names others (a store with a private
-    certificate, as compose's MinIO), botocore and s3fs trust them and Arrow refused the
-    store ("SSL peer certificate ... unable to get local issuer certificate"). Arrow is
-    told the same file here.
+    From an object store the file is fetched whole in one request, as :func:`read_bytes`
+    does (botocore's endpoint, authorities and keys, as every other lake call), and parsed
+    in memory: lake files are bounded batches. Through Arrow's own S3 client (pandas' way
+    to ``s3://``) one file took eight round trips, five HEADs and three ranged GETs (a
+    143-file window from compose's store: 5.6 s, against 4.5 s in one GET each), and that
+    client trusts no private authority (``AWS_CA_BUNDLE``).
     """
     import pandas as pd
 
-    authorities = os.environ.get("AWS_CA_BUNDLE", "").strip()
-    if not path.startswith("s3://") or not authorities:
-        return pd.read_parquet(path, columns=columns)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
-    store = _arrow_s3(authorities, endpoint.strip())
-    return pd.read_parquet(path.removeprefix("s3://"), columns=columns, filesystem=store)
+    fs, key = _fs(path)
+    if isinstance(fs, LocalFileSystem):
+        return pd.read_parquet(key, columns=columns)
+    return pd.read_parquet(io.BytesIO(fs.cat_file(key)), columns=columns)
 
 
-@functools.cache
-def _arrow_s3(authorities: str, endpoint: str) -> Any:
-    """Arrow's S3 filesystem trusting ``authorities``, at ``endpoint`` (a URL; empty: AWS);
-    region and keys from the environment, as pandas' own."""
-    from pyarrow.fs import S3FileSystem
-
-    if not endpoint:
-        return S3FileSystem(tls_ca_file_path=authorities)
-    scheme, _, address = endpoint.rpartition("://")
-    return S3FileSystem(
-        tls_ca_file_path=authorities, endpoint_override=address, scheme=scheme or "https"
-    )
+def recorded_per_file(paths: list[str], key: str) -> list[Any]:
+    """Return each of ``paths``' entry in its partition manifest's per-file list ``key`` (a
+    writer's ``meta[key]``, one value per file in the order it named them), reading each
+    partition's manifest once; None for a file of a version that is no longer current, or
+    where the manifest records no such list."""
+    manifests: dict[str, dict[str, Any]] = {}
+    found: list[Any] = []
+    for path in paths:
+        uri, version, name = path.rsplit("/", 2)
+        if uri not in manifests:
+            try:
+                manifests[uri] = json.loads(read_bytes(_join(uri, MANIFEST)))
+            except FileNotFoundError:
+                manifests[uri] = {}
+        files = manifests[uri].get("files", [])
+        values = manifests[uri].get("meta", {}).get(key)
+        entry = f"{version}/{name}"
+        aligned = isinstance(values, list) and len(values) == len(files) and entry in files
+        found.append(values[files.index(entry)] if aligned else None)
+    return found
 
 
 def exists(uri: str) -> bool:
