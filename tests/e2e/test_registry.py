@@ -107,6 +107,8 @@ def test_the_embedded_store_lists_every_run_and_the_champion_alias(nights) -> No
     sgd_run = next(r for r in runs if r.data.tags["nightshift.model"] == "sgd_logistic")
     epochs = client.get_metric_history(sgd_run.info.run_id, "epoch_loss")
     assert [m.step for m in epochs] == [1, 2]
+    curve = client.get_metric_history(xgb_run.info.run_id, "train_logloss")
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and len(curve) > 1
     artifacts = {a.path for a in client.list_artifacts(xgb_run.info.run_id, "evaluation")}
     assert artifacts >= {"evaluation/report.html", "evaluation/metrics.json"}
 

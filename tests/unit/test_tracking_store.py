@@ -78,3 +78,27 @@ def test_report_links_use_the_browser_address_of_mlflow(monkeypatch: pytest.Monk
     assert tracking.run_url(pipeline, "1", "abc") == (
         "http://localhost:5000/#/experiments/1/runs/abc"
     )
+
+
+def test_a_long_curve_is_logged_a_thousand_steps_to_a_request() -> None:
+    from nightshift.publishing.tracking import _log_curves
+
+    class Client:
+        def __init__(self) -> None:
+            self.batches: list[list] = []
+
+        def log_batch(self, run_id, metrics):
+            self.batches.append(metrics)
+
+    curve = [1.0 / r for r in range(1, 2502)]
+    history = {"epoch_loss": [0.7, 0.6], "train": curve, "metric": "rmse"}
+    mlflow_client = Client()
+    _log_curves(mlflow_client, "run", history)
+    assert [len(batch) for batch in mlflow_client.batches] == [1000, 1000, 503]
+    logged = [m for batch in mlflow_client.batches for m in batch]
+    assert [(m.key, m.step) for m in logged[:3]] == [
+        ("epoch_loss", 1),
+        ("epoch_loss", 2),
+        ("train_rmse", 1),
+    ]
+    assert logged[-1].key == "train_rmse" and logged[-1].step == 2501
