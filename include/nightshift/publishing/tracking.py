@@ -450,14 +450,15 @@ def _log_model_run(
                 if isinstance(v, int | float) and v is not None
             }
         )
-        _log_curves(client(pipeline), run.info.run_id, history)
+        mlflow_client = client(pipeline)
+        _log_curves(mlflow_client, run.info.run_id, history)
         for filename, payload in artifacts.items():
             mlflow.log_text(payload.decode(), f"evaluation/{filename}")
         info = _log_model(trained, registered)
         if info is None:
             return run.info.run_id, None
         version = str(info.registered_model_version)
-        client(pipeline).set_tag(run.info.run_id, "nightshift.registered_version", version)
+        mlflow_client.set_tag(run.info.run_id, "nightshift.registered_version", version)
         return run.info.run_id, version
 
 

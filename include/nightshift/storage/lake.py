@@ -172,6 +172,12 @@ def read_frame(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(fs.cat_file(key)), columns=columns)
 
 
+def _manifest(uri: str) -> dict[str, Any]:
+    """Return the committed manifest of the partition at ``uri``; FileNotFoundError if none."""
+    manifest: dict[str, Any] = json.loads(read_bytes(_join(uri, MANIFEST)))
+    return manifest
+
+
 def recorded_per_file(paths: list[str], key: str) -> list[Any]:
     """Return each of ``paths``' entry in its partition manifest's per-file list ``key`` (a
     writer's ``meta[key]``, one value per file in the order it named them), reading each
@@ -183,7 +189,7 @@ def recorded_per_file(paths: list[str], key: str) -> list[Any]:
         uri, version, name = path.rsplit("/", 2)
         if uri not in manifests:
             try:
-                manifests[uri] = json.loads(read_bytes(_join(uri, MANIFEST)))
+                manifests[uri] = _manifest(uri)
             except FileNotFoundError:
                 manifests[uri] = {}
         files = manifests[uri].get("files", [])
@@ -215,7 +221,7 @@ class Lake:
         """Return the committed partition; raise PartitionMissing if there is none."""
         uri = self.partition_uri(stage, partition_date)
         try:
-            manifest = json.loads(read_bytes(_join(uri, MANIFEST)))
+            manifest = _manifest(uri)
         except FileNotFoundError:
             raise PartitionMissing(
                 f"no committed '{stage}' partition for {partition_date} at {uri}"
@@ -337,7 +343,7 @@ class PartitionWriter:
         """Return {version: replaced at} of the versions this commit leaves behind: those the
         current manifest lists as replaced, and its own version, replaced now."""
         try:
-            current = json.loads(read_bytes(_join(self.uri, MANIFEST)))
+            current = _manifest(self.uri)
         except FileNotFoundError:
             return {}
         replaced = {str(v): str(at) for v, at in current.get("replaced", {}).items()}
